@@ -1,0 +1,60 @@
+"""The input interface of the trainer, and assembly of per-host batches into global arrays.
+
+An input iterator yields *host-local* batches (this process's rows of the
+global batch) as dicts of numpy arrays `[rows, length]` with the keys of
+`audiopalm.training.train_step.BATCH_KEYS`, and exposes `get_state()` /
+`set_state(state)` with a JSON-serialisable state (grain's `DatasetIterator`
+satisfies this). The trainer saves that state in every checkpoint, one file per
+process, and restores it on resume.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Protocol
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+
+
+class InputIterator(Protocol):
+  """Deterministic, per-host, checkpointable iterator of host-local batches."""
+
+  def __next__(self) -> dict[str, np.ndarray]: ...
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]: ...
+
+  def get_state(self) -> dict[str, Any]: ...
+
+  def set_state(self, state: dict[str, Any]) -> None: ...
+
+
+def host_row_range(sharding: NamedSharding, global_batch: int, length: int) -> tuple[int, int]:
+  """[start, stop) rows of the global batch that this process's devices hold.
+
+  With the usual meshes (devices in process order, batch over data x fsdp) this
+  is the process's contiguous 1/num_processes of the batch; with a mesh whose
+  batch shards span processes it is the union of the shards the process holds.
+  """
+  starts, stops = [], []
+  for index in sharding.addressable_devices_indices_map((global_batch, length)).values():
+    rows = index[0]
+    starts.append(rows.start or 0)
+    stops.append(global_batch if rows.stop is None else rows.stop)
+  start, stop = min(starts), max(stops)
+  covered = np.zeros(global_batch, dtype=bool)
+  for a, b in zip(starts, stops):
+    covered[a:b] = True
+  if not covered[start:stop].all():
+    raise ValueError(f"This process holds non-contiguous rows of the global batch ({sorted(zip(starts, stops))}); "
+                     "order the mesh devices by process")
+  return start, stop
+
+
+def to_global_batch(local: dict[str, np.ndarray], sharding: NamedSharding, global_batch: int) -> dict[str, jax.Array]:
+  """Assembles every process's host-local rows into global arrays with `sharding`."""
+  out = {}
+  for key, value in local.items():
+    global_shape = (global_batch,) + value.shape[1:]
+    out[key] = jax.make_array_from_process_local_data(sharding, value, global_shape)
+  return out

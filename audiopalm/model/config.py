@@ -1,0 +1,138 @@
+"""The decoder configuration, named size presets, parameter count and FLOPs per token.
+
+PaLM's choices are the defaults (parallel block, SwiGLU, multi-query attention,
+RoPE, no biases, tied embeddings, logits scaled by 1/sqrt(d_model)); the other
+switches are what Llama- and Gemma-family checkpoints need.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+BlockType = Literal["parallel", "sequential"]
+NormType = Literal["layernorm", "rmsnorm"]
+Activation = Literal["swiglu", "geglu"]
+RematPolicy = Literal["none", "full", "dots", "dots_no_batch", "minimal"]
+DType = Literal["float32", "bfloat16", "float16"]
+
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "minimal")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+  """Architecture and numerics of the decoder-only Transformer.
+
+  Attributes:
+    vocab_size: rows of the embedding (pad to a multiple that shards well).
+    d_model: model width.
+    num_layers: number of Transformer blocks.
+    num_heads: query heads.
+    num_kv_heads: key/value heads: 1 = multi-query (PaLM), num_heads = multi-head,
+      anything dividing num_heads = grouped-query.
+    head_dim: per-head width (PaLM: 256).
+    d_ff: hidden width of the gated MLP.
+    block: "parallel" (PaLM: x + attn(ln(x)) + mlp(ln(x))) or "sequential" (Llama/Gemma).
+    norm: "layernorm" (PaLM: no bias) or "rmsnorm" (Llama/Gemma).
+    norm_eps: epsilon of the normalisation.
+    norm_scale_plus_one: scale parameterised as (1 + w) (Gemma), w initialised to 0.
+    activation: "swiglu" (PaLM/Llama) or "geglu" (Gemma, tanh-approximate GELU).
+    tie_embeddings: output layer shares the input embedding (PaLM/Gemma).
+    embed_scale_by_sqrt_dim: multiply input embeddings by sqrt(d_model) (Gemma).
+    logits_scale_by_inv_sqrt_dim: scale tied-output logits by 1/sqrt(d_model) (PaLM).
+    rope_max_wavelength: RoPE base (theta).
+    query_scale: attention query scale; None = 1/sqrt(head_dim).
+    dtype: compute dtype of activations and matmuls.
+    param_dtype: storage dtype of parameters.
+    remat: rematerialisation policy of each block (see REMAT_POLICIES).
+    scan_layers: stack layers with `nn.scan` (fast compile at depth).
+  """
+
+  vocab_size: int = 512
+  d_model: int = 128
+  num_layers: int = 2
+  num_heads: int = 4
+  num_kv_heads: int = 1
+  head_dim: int = 32
+  d_ff: int = 512
+  block: BlockType = "parallel"
+  norm: NormType = "layernorm"
+  norm_eps: float = 1e-6
+  norm_scale_plus_one: bool = False
+  activation: Activation = "swiglu"
+  tie_embeddings: bool = True
+  embed_scale_by_sqrt_dim: bool = False
+  logits_scale_by_inv_sqrt_dim: bool = True
+  rope_max_wavelength: float = 10_000.0
+  query_scale: float | None = None
+  dtype: DType = "float32"
+  param_dtype: DType = "float32"
+  remat: RematPolicy = "none"
+  scan_layers: bool = True
+
+  def __post_init__(self):
+    self.validate()
+
+  def validate(self) -> None:
+    """Fails with a message naming the offending field."""
+    def check(ok: bool, msg: str):
+      if not ok:
+        raise ValueError(f"TransformerConfig: {msg}")
+    for name in ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "d_ff"):
+      check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+    check(self.num_heads % self.num_kv_heads == 0,
+          f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+    check(self.head_dim % 2 == 0, f"head_dim must be even for RoPE, got {self.head_dim}")
+    choices = {"block": ("parallel", "sequential"), "norm": ("layernorm", "rmsnorm"),
+               "activation": ("swiglu", "geglu"), "remat": REMAT_POLICIES,
+               "dtype": ("float32", "bfloat16", "float16"), "param_dtype": ("float32", "bfloat16", "float16")}
+    for name, allowed in choices.items():
+      check(getattr(self, name) in allowed, f"{name}={getattr(self, name)!r}, allowed: {list(allowed)}")
+
+  def replace(self, **changes) -> "TransformerConfig":
+    return dataclasses.replace(self, **changes)
+
+
+def param_count(cfg: TransformerConfig, include_embedding: bool = True) -> int:
+  """Exact number of parameters of `Transformer(cfg)`."""
+  norm = cfg.d_model  # scale only, no bias
+  attn = cfg.d_model * cfg.head_dim * (2 * cfg.num_heads + 2 * cfg.num_kv_heads)
+  mlp = 3 * cfg.d_model * cfg.d_ff
+  norms_per_layer = 1 if cfg.block == "parallel" else 2
+  per_layer = attn + mlp + norms_per_layer * norm
+  total = cfg.num_layers * per_layer + norm  # + final norm
+  if include_embedding:
+    total += cfg.vocab_size * cfg.d_model * (1 if cfg.tie_embeddings else 2)
+  return total
+
+
+def flops_per_token(cfg: TransformerConfig, seq_len: int) -> float:
+  """Training FLOPs per token (forward + backward), as in PaLM's appendix B.
+
+  6 * N for the matmuls over non-embedding parameters plus the output layer,
+  plus 12 * L * H * Q * T for attention (H heads of width Q over T tokens).
+  Rematerialisation is not counted (this is *model* FLOPs, for MFU).
+  """
+  n = param_count(cfg, include_embedding=False) + cfg.vocab_size * cfg.d_model  # output layer matmul
+  attention = 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
+  return 6.0 * n + attention
+
+
+PRESETS: dict[str, TransformerConfig] = {
+    # Trains on 2 CPU cores in about a minute; byte-level text vocabulary.
+    "tiny": TransformerConfig(vocab_size=512, d_model=128, num_layers=2, num_heads=4, num_kv_heads=1,
+                              head_dim=32, d_ff=512),
+    # ~1B parameters (PaLM-style, 256k vocabulary, MQA).
+    "palm_1b": TransformerConfig(vocab_size=256_000, d_model=2048, num_layers=16, num_heads=8,
+                                 num_kv_heads=1, head_dim=256, d_ff=8192, dtype="bfloat16", remat="dots_no_batch"),
+    # PaLM 8B: 32 layers, d_model 4096, 16 heads of 256, d_ff 16384, MQA.
+    "palm_8b": TransformerConfig(vocab_size=256_000, d_model=4096, num_layers=32, num_heads=16,
+                                 num_kv_heads=1, head_dim=256, d_ff=16384, dtype="bfloat16", remat="dots_no_batch"),
+}
+
+
+def preset(name: str, **overrides) -> TransformerConfig:
+  """A named size preset, optionally with fields replaced."""
+  if name not in PRESETS:
+    raise ValueError(f"Unknown model preset {name!r}; known presets: {sorted(PRESETS)}")
+  return dataclasses.replace(PRESETS[name], **overrides)

@@ -1,0 +1,107 @@
+"""Building blocks of the decoder: normalisation, RoPE, gated MLP, embedding.
+
+Every parameter carries logical axis names (`audiopalm.sharding.axes`); no
+layer has a bias (PaLM).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from audiopalm.model.config import TransformerConfig
+from audiopalm.sharding import axes
+from audiopalm.sharding.rules import constrain
+
+
+def dtype_of(name: str) -> jnp.dtype:
+  return {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}[name]
+
+
+def kernel_init(fan_in_axes: tuple[int, ...] = (0,)) -> nn.initializers.Initializer:
+  """PaLM: kernels ~ N(0, 1/fan_in) (truncated normal), fan-in over `fan_in_axes`."""
+  return nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=fan_in_axes,
+                                          out_axis=-1)
+
+
+class Norm(nn.Module):
+  """LayerNorm without bias (PaLM) or RMSNorm (Llama/Gemma), computed in float32."""
+
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:  # [batch, length, embed] -> same
+    cfg = self.cfg
+    init = nn.initializers.zeros if cfg.norm_scale_plus_one else nn.initializers.ones
+    scale = self.param("scale", nn.with_logical_partitioning(init, (axes.NORM,)), (cfg.d_model,),
+                       dtype_of(cfg.param_dtype))
+    x32 = x.astype(jnp.float32)
+    if cfg.norm == "layernorm":
+      x32 = x32 - jnp.mean(x32, axis=-1, keepdims=True)
+    y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + cfg.norm_eps)
+    scale = scale.astype(jnp.float32)
+    if cfg.norm_scale_plus_one:
+      scale = 1.0 + scale
+    return (y * scale).astype(dtype_of(cfg.dtype))
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, max_wavelength: float) -> jax.Array:
+  """Rotary position embedding, rotate-half convention (as in HF Llama/Gemma).
+
+  Args:
+    x: [batch, length, heads, head_dim]
+    positions: [batch, length] int, per-segment positions.
+  """
+  head_dim = x.shape[-1]
+  fraction = 2.0 * jnp.arange(head_dim // 2, dtype=jnp.float32) / head_dim
+  inv_freq = 1.0 / (max_wavelength ** fraction)  # [head_dim / 2]
+  angles = positions.astype(jnp.float32)[:, :, None, None] * inv_freq  # [batch, length, 1, head_dim / 2]
+  sin, cos = jnp.sin(angles), jnp.cos(angles)
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x.dtype)
+
+
+class GatedMLP(nn.Module):
+  """SwiGLU (PaLM/Llama) or GeGLU (Gemma): down(act(gate(x)) * up(x))."""
+
+  cfg: TransformerConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:  # [batch, length, embed] -> same
+    cfg = self.cfg
+    dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
+    wi = self.param("wi", nn.with_logical_partitioning(kernel_init((0,)), (axes.EMBED, None, axes.MLP)),
+                    (cfg.d_model, 2, cfg.d_ff), pdt)  # [embed, gate|up, mlp]
+    wo = self.param("wo", nn.with_logical_partitioning(kernel_init((0,)), (axes.MLP, axes.EMBED)),
+                    (cfg.d_ff, cfg.d_model), pdt)
+    h = jnp.einsum("BTD,DKF->BTKF", x.astype(dt), wi.astype(dt))  # [batch, length, 2, mlp]
+    gate, up = h[:, :, 0], h[:, :, 1]
+    act = jax.nn.silu(gate) if cfg.activation == "swiglu" else jax.nn.gelu(gate, approximate=True)
+    h = constrain(act * up, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP))
+    return jnp.einsum("BTF,FD->BTD", h, wo.astype(dt))
+
+
+class Embedding(nn.Module):
+  """Token embedding; also the tied output layer (`attend`)."""
+
+  cfg: TransformerConfig
+
+  def setup(self):
+    cfg = self.cfg
+    # PaLM: embeddings ~ N(0, 1).
+    self.table = self.param("table", nn.with_logical_partitioning(nn.initializers.normal(1.0),
+                                                                  (axes.VOCAB, axes.EMBED)),
+                            (cfg.vocab_size, cfg.d_model), dtype_of(cfg.param_dtype))
+
+  def __call__(self, tokens: jax.Array) -> jax.Array:  # [batch, length] int -> [batch, length, embed]
+    cfg = self.cfg
+    x = jnp.take(self.table, tokens, axis=0).astype(dtype_of(cfg.dtype))
+    if cfg.embed_scale_by_sqrt_dim:
+      x = x * jnp.asarray(cfg.d_model ** 0.5, dtype_of(cfg.dtype))
+    return x
+
+  def attend(self, x: jax.Array) -> jax.Array:  # [batch, length, embed] -> [batch, length, vocab]
+    dt = dtype_of(self.cfg.dtype)
+    return jnp.einsum("BTD,VD->BTV", x.astype(dt), self.table.astype(dt))

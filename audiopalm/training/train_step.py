@@ -1,0 +1,108 @@
+"""One optimisation step: gradient accumulation, z-loss, non-finite skipping.
+
+Losses are summed over tokens and divided by the summed loss weights of the
+whole global batch, so K microbatches give exactly the gradient of one big
+batch (up to float rounding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from audiopalm.model import Transformer, cross_entropy_with_z_loss
+from audiopalm.sharding import axes
+from audiopalm.sharding.rules import constrain
+from audiopalm.training.train_state import TrainState
+
+Batch = dict[str, jax.Array]  # inputs, targets, positions, segment_ids: [batch, length] int32; weights: float32
+BATCH_KEYS = ("inputs", "targets", "positions", "segment_ids", "weights")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainStepConfig:
+  """Loss and step options.
+
+  Attributes:
+    z_loss: coefficient of the log(Z)^2 auxiliary loss (PaLM: 1e-4).
+    grad_accum_steps: microbatches per step; the global batch must divide evenly.
+  """
+
+  z_loss: float = 1e-4
+  grad_accum_steps: int = 1
+
+  def __post_init__(self):
+    if self.grad_accum_steps < 1:
+      raise ValueError(f"TrainStepConfig.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
+
+
+def _split_microbatches(batch: Batch, k: int) -> Batch:
+  """[batch, length] -> [k, batch / k, length], microbatch i = rows i, i + k, ... (every device
+  keeps an equal share of each microbatch)."""
+  def split(x):
+    b = x.shape[0]
+    if b % k:
+      raise ValueError(f"global batch {b} is not divisible by grad_accum_steps {k}")
+    x = x.reshape(b // k, k, *x.shape[1:]).swapaxes(0, 1)
+    return constrain(x, (None, axes.ACT_BATCH, axes.ACT_LENGTH))
+  return {key: split(v) for key, v in batch.items()}
+
+
+def make_train_step(model: Transformer, tx: optax.GradientTransformation, cfg: TrainStepConfig,
+                    schedule: optax.Schedule) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+  """Returns `train_step(state, batch) -> (state, metrics)`; jit it with the state's shardings."""
+
+  def sums(params: Any, mb: Batch):
+    logits = model.apply({"params": params}, mb["inputs"], mb["positions"], mb["segment_ids"])
+    ce, zl, w = cross_entropy_with_z_loss(logits, mb["targets"], mb["weights"], cfg.z_loss)
+    return ce + zl, (ce, zl, w)
+
+  grad_fn = jax.value_and_grad(sums, has_aux=True)
+
+  def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+    params = state.params
+    if cfg.grad_accum_steps == 1:
+      (_, (ce, zl, w)), grads = grad_fn(params, batch)
+    else:
+      def body(carry, mb):
+        g_acc, ce_acc, zl_acc, w_acc = carry
+        (_, (ce, zl, w)), g = grad_fn(params, mb)
+        return (jax.tree.map(jnp.add, g_acc, g), ce_acc + ce, zl_acc + zl, w_acc + w), None
+      zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+      init = (zeros, jnp.float32(0), jnp.float32(0), jnp.float32(0))
+      (grads, ce, zl, w), _ = jax.lax.scan(body, init, _split_microbatches(batch, cfg.grad_accum_steps))
+    denom = jnp.maximum(w, 1.0)
+    grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, params)
+    loss = ce / denom
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(zl)
+
+    updates, new_opt_state = tx.update(grads, state.opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    skipped = (~finite).astype(jnp.int32)
+    opt_steps = state.step - state.nonfinite_total  # the optimizer only counts applied steps
+    new_state = state.replace(
+        step=state.step + 1,
+        params=keep(new_params, params),
+        opt_state=keep(new_opt_state, state.opt_state),
+        rng=jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)),
+        nonfinite_total=state.nonfinite_total + skipped,
+        nonfinite_consecutive=jnp.where(finite, 0, state.nonfinite_consecutive + 1),
+    )
+    metrics = {
+        "loss": loss,
+        "z_loss": zl / denom,
+        "grad_norm": grad_norm,
+        "lr": schedule(opt_steps),
+        "tokens": w,
+        "skipped": skipped,
+        "nonfinite_consecutive": new_state.nonfinite_consecutive,
+    }
+    return new_state, metrics
+
+  return train_step

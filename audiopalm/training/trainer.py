@@ -1,0 +1,181 @@
+"""The training loop. `train(...)` reads top to bottom: validate, build, restore or init, loop.
+
+Library code (no gin): the entry point `audiopalm.train` binds these arguments
+from gin files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import signal
+import threading
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+from etils import epath
+from jax.sharding import NamedSharding
+
+from audiopalm.data.iterator import InputIterator, host_row_range, to_global_batch
+from audiopalm.model import Transformer, TransformerConfig, flops_per_token
+from audiopalm.sharding import axes
+from audiopalm.sharding.mesh import MeshConfig, make_mesh
+from audiopalm.sharding.rules import ShardingRules, logical_to_mesh_spec
+from audiopalm.training.checkpointing import CheckpointConfig, Checkpointer, export_params
+from audiopalm.training.hooks import CheckpointHook, MetricsHook
+from audiopalm.training.metrics import peak_flops_per_device
+from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
+from audiopalm.training.train_state import init_train_state, sharding_context, state_shardings
+from audiopalm.training.train_step import TrainStepConfig, make_train_step
+
+log = logging.getLogger(__name__)
+
+
+class InputSpec(Protocol):
+  """What the trainer needs from a data source (e.g. `TextSourceConfig`)."""
+
+  global_batch_size: int
+  seq_len: int
+
+  def make_iterator(self, row_start: int, row_stop: int) -> InputIterator: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+  """Loop options.
+
+  Attributes:
+    num_steps: train until the state's step reaches this.
+    log_every: metrics period in steps.
+    seed: parameter-initialisation seed.
+    max_consecutive_nonfinite: abort after this many skipped (non-finite) steps in a row.
+    peak_flops_per_device: override of the per-device peak used for MFU.
+    export_params: write a params-only export to `<model_dir>/export` at the end.
+  """
+
+  num_steps: int = 1000
+  log_every: int = 10
+  seed: int = 0
+  max_consecutive_nonfinite: int = 10
+  peak_flops_per_device: float | None = None
+  export_params: bool = True
+
+  def __post_init__(self):
+    if self.num_steps < 0 or self.log_every < 1 or self.max_consecutive_nonfinite < 1:
+      raise ValueError(f"TrainerConfig: need num_steps >= 0, log_every >= 1 and max_consecutive_nonfinite >= 1, "
+                       f"got {self.num_steps}, {self.log_every}, {self.max_consecutive_nonfinite}")
+
+
+class NonFiniteError(RuntimeError):
+  """Raised when too many consecutive steps had a non-finite loss or gradient."""
+
+
+class _Preemption:
+  """SIGTERM sets a flag (single process); multi-process runs use JAX's preemption sync point."""
+
+  def __init__(self, checkpointer: Checkpointer):
+    self.checkpointer = checkpointer
+    self.flag = threading.Event()
+    self._previous = None
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, lambda *_: self.flag.set())
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      return self.checkpointer.reached_preemption(step)
+    return self.flag.is_set()
+
+  def restore(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def validate_batch(input_spec: InputSpec, mesh_shape: dict[str, int], step_cfg: TrainStepConfig) -> None:
+  """Fails before any compilation if the global batch cannot be laid out."""
+  shards = mesh_shape["data"] * mesh_shape["fsdp"]
+  b = input_spec.global_batch_size
+  if b % (shards * step_cfg.grad_accum_steps):
+    raise ValueError(f"global_batch_size {b} must be divisible by data x fsdp ({shards}) x grad_accum_steps "
+                     f"({step_cfg.grad_accum_steps}) = {shards * step_cfg.grad_accum_steps}")
+
+
+def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimizer: OptimizerConfig = OptimizerConfig(),
+          step: TrainStepConfig = TrainStepConfig(), mesh: MeshConfig = MeshConfig(),
+          rules: ShardingRules = ShardingRules(), checkpoint: CheckpointConfig = CheckpointConfig(),
+          trainer: TrainerConfig = TrainerConfig()) -> dict[str, Any]:
+  """Trains (or resumes training of) `model` on `data`; returns a summary of the last logged metrics."""
+  # 1. Validate everything that can be checked before compiling.
+  device_mesh = make_mesh(mesh)
+  rules.validate(device_mesh.axis_names)
+  validate_batch(data, dict(device_mesh.shape), step)
+  model_path = epath.Path(model_dir)
+  model_path.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    (model_path / "model_config.json").write_text(json.dumps(dataclasses.asdict(model), indent=2))
+  log.info("Mesh %s on %d devices (%d processes)", dict(device_mesh.shape), device_mesh.size, jax.process_count())
+
+  # 2. Build the model, optimizer, step function and input.
+  net = Transformer(model)
+  tx = make_optimizer(optimizer)
+  abstract, shardings = state_shardings(net, tx, device_mesh, rules)
+  batch_sharding = NamedSharding(device_mesh, logical_to_mesh_spec((axes.ACT_BATCH, axes.ACT_LENGTH), rules))
+  row_start, row_stop = host_row_range(batch_sharding, data.global_batch_size, data.seq_len)
+  data_iter = data.make_iterator(row_start, row_stop)
+  step_fn = jax.jit(make_train_step(net, tx, step, make_schedule(optimizer)),
+                    in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None), donate_argnums=0)
+
+  # 3. Resume from the newest complete checkpoint, or initialise.
+  checkpointer = Checkpointer(model_dir, checkpoint)
+  with sharding_context(device_mesh, rules):
+    state = checkpointer.restore(abstract, shardings, data_iter)
+  if state is None:
+    state = init_train_state(net, tx, device_mesh, rules, trainer.seed)
+    log.info("Initialised a new model (%s)", model_dir)
+  current = int(jax.device_get(state.step))
+
+  metrics_hook = MetricsHook(model_dir, trainer.log_every, data.global_batch_size * data.seq_len,
+                             flops_per_token(model, data.seq_len), device_mesh.size,
+                             peak_flops_per_device(override=trainer.peak_flops_per_device))
+  hooks = [metrics_hook, CheckpointHook(checkpointer, data_iter)]
+  preemption = _Preemption(checkpointer)
+
+  # 4. The loop.
+  previous_metrics = None
+  try:
+    with sharding_context(device_mesh, rules):
+      while current < trainer.num_steps:
+        batch = to_global_batch(next(data_iter), batch_sharding, data.global_batch_size)
+        state, metrics = step_fn(state, batch)
+        current += 1
+        if previous_metrics is not None:  # read one step late so the device queue stays full
+          _check_finite(previous_metrics, trainer.max_consecutive_nonfinite, current - 1)
+        else:
+          jax.block_until_ready(state.step)
+          metrics_hook.start(current)
+        previous_metrics = metrics
+        for hook in hooks:
+          hook(current, state, metrics)
+        if preemption.reached(current):
+          log.warning("Preemption notice: saving step %d and exiting", current)
+          break
+      if previous_metrics is not None:
+        _check_finite(previous_metrics, trainer.max_consecutive_nonfinite, current)
+    checkpointer.save(current, state, data_iter, force=True)
+    checkpointer.wait()
+    if trainer.export_params and current >= trainer.num_steps:
+      export_params(state.params, model, str(model_path / "export"))
+  finally:
+    preemption.restore()
+    metrics_hook.close()
+    checkpointer.close()
+  return {"step": current, "preempted": current < trainer.num_steps, "model_dir": model_dir}
+
+
+def _check_finite(metrics: dict[str, jax.Array], limit: int, step: int) -> None:
+  consecutive = int(np.asarray(jax.device_get(metrics["nonfinite_consecutive"])))
+  if consecutive >= limit:
+    raise NonFiniteError(f"{consecutive} consecutive steps up to step {step} had a non-finite loss or gradient "
+                         f"(limit max_consecutive_nonfinite={limit}); the last good checkpoint is kept. "
+                         "Lower the learning rate or restart from an earlier checkpoint with other data.")
