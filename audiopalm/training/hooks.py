@@ -54,8 +54,9 @@ class MetricsHook:
     if self._last_time is not None and step > self._last_step:
       step_time = (now - self._last_time) / (step - self._last_step)
       tokens_per_s = self.tokens_per_step / step_time
-      scalars.update(step_time_s=step_time, tokens_per_s=tokens_per_s,
-                     mfu=mfu(tokens_per_s, self.flops_per_token, self.num_devices, self.peak))
+      scalars.update(step_time_s=step_time, tokens_per_s=tokens_per_s)
+      if self.peak:  # unknown on CPU: pass TrainerConfig.peak_flops_per_device to get MFU
+        scalars["mfu"] = mfu(tokens_per_s, self.flops_per_token, self.num_devices, self.peak)
     self._last_time, self._last_step = time.perf_counter(), step
     self.writer.write(step, scalars)
     if self.jsonl is not None:

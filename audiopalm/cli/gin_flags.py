@@ -1,0 +1,71 @@
+"""t5x-style command-line configuration: `--gin_file=...` (repeatable) and `--gin.NAME=VALUE`.
+
+Shared by every entry point; only entry points call it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import re
+import sys
+from typing import Sequence
+
+import gin
+
+GIN_ROOT = pathlib.Path(__file__).resolve().parents[2] / "gin_configs"
+_LITERAL = re.compile(r"""^\s*(['"%@(\[{]|-?\d|True\b|False\b|None\b)""")
+
+
+def add_gin_flags(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--gin_file", action="append", default=[],
+                      help="Gin file to parse (repeatable); relative to the working directory or gin_configs/.")
+  parser.add_argument("--gin_search_path", action="append", default=[],
+                      help="Extra directory for gin `include` statements.")
+
+
+def split_gin_bindings(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+  """Separates `--gin.NAME=VALUE` arguments (as gin bindings) from the other arguments."""
+  rest, bindings = [], []
+  for arg in argv:
+    if arg.startswith("--gin."):
+      name, sep, value = arg[len("--gin."):].partition("=")
+      if not sep:
+        raise SystemExit(f"error: {arg!r} needs a value: --gin.NAME=VALUE")
+      if not _LITERAL.match(value):  # bare words are strings: --gin.MODEL_DIR=/tmp/run
+        value = repr(value)
+      bindings.append(f"{name} = {value}")
+    else:
+      rest.append(arg)
+  return rest, bindings
+
+
+def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:
+  """Parses gin files and bindings; exits with a clear message naming a bad file or binding."""
+  for path in [str(GIN_ROOT), *search_paths]:
+    gin.add_config_file_search_path(path)
+  if not files:
+    raise SystemExit("error: give at least one --gin_file (e.g. gin_configs/experiments/tiny.gin)")
+  quiet = _DropGinSearchNoise()
+  logging.getLogger().addFilter(quiet)
+  try:
+    gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=False)
+  except (ValueError, KeyError, SyntaxError, OSError) as e:
+    print(f"error: bad gin configuration: {e}", file=sys.stderr)
+    raise SystemExit(2) from e
+  finally:
+    logging.getLogger().removeFilter(quiet)
+
+
+def query(name: str):
+  """The value bound to `name`, with macro references (`%MODEL_DIR`) resolved."""
+  value = gin.query_parameter(name)
+  return value.scoped_configurable_fn() if isinstance(value, gin.config.ConfigurableReference) else value
+
+
+class _DropGinSearchNoise(logging.Filter):
+  """gin logs 'Path not found' for every search-path miss of an `include`, even when a later path hits."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith("Path not found:")

@@ -1,0 +1,27 @@
+"""Gin registration of the public constructors and entry-point functions.
+
+The library does not import gin; entry points import this module, which makes
+the public config dataclasses and `train` configurable under short names
+(`TransformerConfig.d_model = 512`, `train.model_dir = %MODEL_DIR`, ...).
+"""
+
+import gin
+
+from audiopalm.data import text_source
+from audiopalm.model import config as model_config
+from audiopalm.sharding import mesh, rules
+from audiopalm.training import checkpointing, optimizer, train_step, trainer
+
+# Public constructors.
+TransformerConfig = gin.external_configurable(model_config.TransformerConfig, "TransformerConfig")
+model_preset = gin.external_configurable(model_config.preset, "model_preset")
+MeshConfig = gin.external_configurable(mesh.MeshConfig, "MeshConfig")
+ShardingRules = gin.external_configurable(rules.ShardingRules, "ShardingRules")
+OptimizerConfig = gin.external_configurable(optimizer.OptimizerConfig, "OptimizerConfig")
+TrainStepConfig = gin.external_configurable(train_step.TrainStepConfig, "TrainStepConfig")
+CheckpointConfig = gin.external_configurable(checkpointing.CheckpointConfig, "CheckpointConfig")
+TrainerConfig = gin.external_configurable(trainer.TrainerConfig, "TrainerConfig")
+TextSourceConfig = gin.external_configurable(text_source.TextSourceConfig, "TextSourceConfig")
+
+# Entry-point functions.
+train = gin.external_configurable(trainer.train, "train")
