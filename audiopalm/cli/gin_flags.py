@@ -41,8 +41,10 @@ def split_gin_bindings(argv: Sequence[str]) -> tuple[list[str], list[str]]:
   return rest, bindings
 
 
-def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = ()) -> None:
-  """Parses gin files and bindings; exits with a clear message naming a bad file or binding."""
+def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Sequence[str] = (),
+              allow_required: bool = False) -> None:
+  """Parses gin files and bindings; exits with a clear message naming a bad file or binding, or a
+  `%gin.REQUIRED` macro left unset (unless `allow_required`, for checking a run-type file alone)."""
   for path in [str(GIN_ROOT), *search_paths]:
     gin.add_config_file_search_path(path)
   if not files:
@@ -56,11 +58,17 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
     raise SystemExit(2) from e
   finally:
     logging.getLogger().removeFilter(quiet)
+  missing = re.findall(r"^(\w+) = %gin\.REQUIRED$", gin.config_str(), flags=re.M)
+  if missing and not allow_required:
+    hint = " ".join(f"--gin.{m}=..." for m in missing)
+    print(f"error: these gin macros are required and not set: {', '.join(missing)} (e.g. {hint})",
+          file=sys.stderr)
+    raise SystemExit(2)
 
 
 def query(name: str):
-  """The value bound to `name`, with macro references (`%MODEL_DIR`) resolved."""
-  value = gin.query_parameter(name)
+  """The value bound to `name` (`train.model_dir`, or a macro such as `MODEL`), references evaluated."""
+  value = gin.query_parameter(name if "." in name else f"{name}/gin.macro.value")
   return value.scoped_configurable_fn() if isinstance(value, gin.config.ConfigurableReference) else value
 
 

@@ -35,7 +35,8 @@ class CheckpointConfig:
   """When and how checkpoints are written.
 
   Attributes:
-    save_interval_steps: save every this many steps (and at the end, and on SIGTERM).
+    save_interval_steps: save every this many steps (and at the end, and on SIGTERM). Orbax also
+      saves the first step of a run that has no checkpoint yet, which proves early that saving works.
     max_to_keep: keep the newest K checkpoints (None keeps all).
     async_save: write in a background thread while training continues.
   """

@@ -52,9 +52,9 @@ def _split_microbatches(batch: Batch, k: int) -> Batch:
   return {key: split(v) for key, v in batch.items()}
 
 
-def make_train_step(model: Transformer, tx: optax.GradientTransformation, cfg: TrainStepConfig,
-                    schedule: optax.Schedule) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-  """Returns `train_step(state, batch) -> (state, metrics)`; jit it with the state's shardings."""
+def make_gradient_fn(model: Transformer, cfg: TrainStepConfig) -> Callable[[Any, Batch], tuple[Any, dict]]:
+  """Returns `grads_fn(params, batch) -> (grads, sums)`: mean gradient over the batch's loss weights
+  (accumulated over `cfg.grad_accum_steps` microbatches) and the summed ce / z-loss / weights."""
 
   def sums(params: Any, mb: Batch):
     logits = model.apply({"params": params}, mb["inputs"], mb["positions"], mb["segment_ids"])
@@ -63,8 +63,7 @@ def make_train_step(model: Transformer, tx: optax.GradientTransformation, cfg: T
 
   grad_fn = jax.value_and_grad(sums, has_aux=True)
 
-  def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
-    params = state.params
+  def grads_fn(params: Any, batch: Batch) -> tuple[Any, dict]:
     if cfg.grad_accum_steps == 1:
       (_, (ce, zl, w)), grads = grad_fn(params, batch)
     else:
@@ -77,7 +76,21 @@ def make_train_step(model: Transformer, tx: optax.GradientTransformation, cfg: T
       (grads, ce, zl, w), _ = jax.lax.scan(body, init, _split_microbatches(batch, cfg.grad_accum_steps))
     denom = jnp.maximum(w, 1.0)
     grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, params)
-    loss = ce / denom
+    return grads, {"ce": ce, "z_loss": zl, "weights": w}
+
+  return grads_fn
+
+
+def make_train_step(model: Transformer, tx: optax.GradientTransformation, cfg: TrainStepConfig,
+                    schedule: optax.Schedule) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+  """Returns `train_step(state, batch) -> (state, metrics)`; jit it with the state's shardings."""
+  grads_fn = make_gradient_fn(model, cfg)
+
+  def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+    params = state.params
+    grads, sums = grads_fn(params, batch)
+    denom = jnp.maximum(sums["weights"], 1.0)
+    loss, zl = sums["ce"] / denom, sums["z_loss"] / denom
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(zl)
 
@@ -96,10 +109,10 @@ def make_train_step(model: Transformer, tx: optax.GradientTransformation, cfg: T
     )
     metrics = {
         "loss": loss,
-        "z_loss": zl / denom,
+        "z_loss": zl,
         "grad_norm": grad_norm,
         "lr": schedule(opt_steps),
-        "tokens": w,
+        "tokens": sums["weights"],
         "skipped": skipped,
         "nonfinite_consecutive": new_state.nonfinite_consecutive,
     }

@@ -1,0 +1,80 @@
+"""Every gin file parses; the model gin files agree with the Python presets; bad bindings fail clearly."""
+
+import pathlib
+import subprocess
+import sys
+
+import gin
+import pytest
+
+from audiopalm import configurables  # pylint: disable=unused-import  (registers the configurables)
+from audiopalm.cli.gin_flags import GIN_ROOT, parse_gin, query, split_gin_bindings
+from audiopalm.model import PRESETS
+
+ALL_GIN_FILES = sorted(str(p.relative_to(GIN_ROOT)) for p in GIN_ROOT.rglob("*.gin"))
+
+
+@pytest.fixture(autouse=True)
+def _clear_gin():
+  gin.clear_config()
+  yield
+  gin.clear_config()
+
+
+def test_there_are_gin_files_in_every_layer():
+  layers = {f.split("/")[0] for f in ALL_GIN_FILES}
+  assert {"models", "runs", "experiments"} <= layers
+
+
+@pytest.mark.parametrize("name", ALL_GIN_FILES)
+def test_gin_file_parses(name):
+  files = [name] if not name.startswith("runs/") else ["models/tiny.gin", name]  # a run needs a model
+  experiment = name.startswith("experiments/")
+  parse_gin(files, ["MODEL_DIR = '/tmp/unused'"] if experiment else [], allow_required=not experiment)
+  if name.startswith("experiments/"):
+    assert name.count("/") == 1
+    first = (GIN_ROOT / name).read_text().splitlines()[0]
+    assert first.startswith("# python -m "), f"{name} must start with the command that runs it"
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_model_gin_file_matches_python_preset(name):
+  parse_gin([f"models/{name}.gin"], [])
+  assert query("MODEL") == PRESETS[name]
+
+
+def test_cli_bindings_are_quoted_when_bare():
+  _, bindings = split_gin_bindings(["--gin.MODEL_DIR=/tmp/run", "--gin.TRAIN_STEPS=5", "--gin.X='a'",
+                                    "--gin.M=%OTHER", "--gin_file=x.gin"])
+  assert bindings == ["MODEL_DIR = '/tmp/run'", "TRAIN_STEPS = 5", "X = 'a'", "M = %OTHER"]
+
+
+def test_misspelt_binding_fails_naming_it(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    parse_gin(["experiments/tiny.gin"], ["TransformerConfig.d_modle = 64"])
+  assert exit_info.value.code == 2
+  assert "d_modle" in capsys.readouterr().err
+
+
+def test_unknown_configurable_fails_naming_it(capsys):
+  with pytest.raises(SystemExit):
+    parse_gin(["experiments/tiny.gin"], ["TransformrConfig.d_model = 64"])
+  assert "TransformrConfig" in capsys.readouterr().err
+
+
+def test_missing_required_macro_fails_naming_it(capsys):
+  with pytest.raises(SystemExit):
+    parse_gin(["experiments/tiny.gin"], [])
+  assert "MODEL_DIR" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_rejects_bad_mesh_before_compiling(tmp_path):
+  """Mesh sizes that do not divide the device count fail with a message naming them (no compile)."""
+  cmd = [sys.executable, "-m", "audiopalm.train", "--gin_file=gin_configs/experiments/tiny.gin",
+         f"--gin.MODEL_DIR={tmp_path}", "--gin.MeshConfig.ici={'data': 3, 'fsdp': 1, 'tensor': 1}"]
+  proc = subprocess.run(cmd, cwd=pathlib.Path(__file__).resolve().parents[2], capture_output=True, text=True,
+                        timeout=300, check=False)
+  assert proc.returncode != 0
+  assert "uses 3 devices but" in proc.stderr
+  assert not (tmp_path / "checkpoints").exists()

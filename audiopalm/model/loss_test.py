@@ -1,0 +1,24 @@
+import jax.numpy as jnp
+import numpy as np
+
+from audiopalm.model import cross_entropy_with_z_loss
+
+
+def test_matches_numpy_reference():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(2, 5, 11)).astype(np.float32) * 3
+  targets = rng.integers(0, 11, (2, 5))
+  weights = rng.integers(0, 2, (2, 5)).astype(np.float32)
+  ce, zl, w = cross_entropy_with_z_loss(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(weights), 1e-4)
+  log_z = np.log(np.exp(logits.astype(np.float64)).sum(-1))
+  ref_ce = ((log_z - np.take_along_axis(logits, targets[..., None], -1)[..., 0]) * weights).sum()
+  np.testing.assert_allclose(float(ce), ref_ce, rtol=1e-5)
+  np.testing.assert_allclose(float(zl), (1e-4 * log_z**2 * weights).sum(), rtol=1e-5)
+  assert float(w) == weights.sum()
+
+
+def test_zero_weights_contribute_nothing():
+  logits = jnp.zeros((1, 3, 4)).at[0, 2].set(100.0)
+  ce, zl, w = cross_entropy_with_z_loss(logits, jnp.zeros((1, 3), jnp.int32), jnp.asarray([[1.0, 1.0, 0.0]]), 1e-4)
+  np.testing.assert_allclose(float(ce), 2 * np.log(4), rtol=1e-6)
+  assert float(w) == 2.0

@@ -1,0 +1,75 @@
+import jax
+import numpy as np
+import pytest
+
+from audiopalm.model import Transformer, preset
+from audiopalm.sharding.mesh import MeshConfig, make_mesh
+from audiopalm.sharding.rules import ShardingRules
+from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
+from audiopalm.training.train_state import init_train_state, sharding_context
+from audiopalm.training.train_step import TrainStepConfig, make_gradient_fn, make_train_step
+
+# Accumulated vs one-shot: the same sums in a different order. Gradient elements are compared
+# with rtol plus an atol of ACCUM_RTOL x the largest |gradient| (elements near 0 have no relative scale).
+ACCUM_RTOL = 1e-5
+
+CFG = preset("tiny")
+OPT = OptimizerConfig(name="adamw", peak_lr=1e-3, warmup_steps=0, schedule="constant")
+
+
+def _batch(batch=8, length=16, seed=0):
+  rng = np.random.default_rng(seed)
+  targets = rng.integers(2, 258, (batch, length)).astype(np.int32)
+  weights = (rng.random((batch, length)) > 0.3).astype(np.float32)  # uneven weights per microbatch
+  return {"inputs": np.roll(targets, 1, axis=1), "targets": targets,
+          "positions": np.broadcast_to(np.arange(length, dtype=np.int32), (batch, length)).copy(),
+          "segment_ids": np.ones((batch, length), np.int32), "weights": weights}
+
+
+def _setup(accum):
+  mesh = make_mesh(MeshConfig(ici={"data": 1, "fsdp": 1, "tensor": 1}), jax.devices()[:1])
+  model, tx, rules = Transformer(CFG), make_optimizer(OPT), ShardingRules()
+  state = init_train_state(model, tx, mesh, rules, seed=0)
+  step = jax.jit(make_train_step(model, tx, TrainStepConfig(grad_accum_steps=accum), make_schedule(OPT)))
+  return mesh, rules, state, step
+
+
+def test_grad_accumulation_equals_full_batch():
+  """4 microbatches give the loss sums and the mean gradient of the whole batch."""
+  mesh, rules, state, _ = _setup(1)
+  model = Transformer(CFG)
+  results = []
+  for accum in (1, 4):
+    grads_fn = jax.jit(make_gradient_fn(model, TrainStepConfig(grad_accum_steps=accum)))
+    with sharding_context(mesh, rules):
+      results.append(jax.device_get(grads_fn(state.params, _batch())))
+  (g1, s1), (g4, s4) = results
+  for key in ("ce", "z_loss", "weights"):
+    np.testing.assert_allclose(s4[key], s1[key], rtol=ACCUM_RTOL)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g4)):
+    np.testing.assert_allclose(b, a, rtol=ACCUM_RTOL, atol=ACCUM_RTOL * np.abs(a).max())
+
+
+def test_nonfinite_step_is_skipped_and_counted():
+  mesh, rules, state, step = _setup(1)
+  bad = _batch()
+  bad["weights"][0, 0] = np.nan
+  before = jax.tree.map(np.asarray, state.params)
+  with sharding_context(mesh, rules):
+    state, metrics = step(state, bad)
+    assert int(metrics["skipped"]) == 1
+    assert int(state.nonfinite_total) == 1 and int(state.nonfinite_consecutive) == 1 and int(state.step) == 1
+    for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.params)):
+      np.testing.assert_array_equal(a, np.asarray(b))
+    state, _ = step(state, bad)
+    assert int(state.nonfinite_consecutive) == 2
+    state, metrics = step(state, _batch())
+  assert int(metrics["skipped"]) == 0
+  assert int(state.nonfinite_total) == 2 and int(state.nonfinite_consecutive) == 0 and int(state.step) == 3
+  assert any(not np.array_equal(a, np.asarray(b)) for a, b in zip(jax.tree.leaves(before),
+                                                                  jax.tree.leaves(state.params)))
+
+
+def test_bad_accumulation_config():
+  with pytest.raises(ValueError, match="grad_accum_steps"):
+    TrainStepConfig(grad_accum_steps=0)

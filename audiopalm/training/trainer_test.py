@@ -1,0 +1,48 @@
+"""The loop itself on tiny inputs: abort on non-finite steps, config errors before compiling."""
+
+import dataclasses
+import json
+
+import grain
+import numpy as np
+import pytest
+
+from audiopalm.data.text_source import TextSourceConfig
+from audiopalm.model import preset
+from audiopalm.sharding.mesh import MeshConfig
+from audiopalm.training.checkpointing import CheckpointConfig
+from audiopalm.training.trainer import NonFiniteError, TrainerConfig, train
+
+TINY = preset("tiny", num_layers=1, d_model=64, d_ff=128, head_dim=16)
+
+
+@dataclasses.dataclass(frozen=True)
+class NaNSource:
+  """Rows whose loss weights are NaN: every step is non-finite."""
+  global_batch_size: int = 8
+  seq_len: int = 16
+
+  def make_iterator(self, row_start, row_stop):
+    n, t = row_stop - row_start, self.seq_len
+    row = {"inputs": np.ones((t,), np.int32), "targets": np.ones((t,), np.int32),
+           "positions": np.arange(t, dtype=np.int32), "segment_ids": np.ones((t,), np.int32),
+           "weights": np.full((t,), np.nan, np.float32)}
+    return iter(grain.MapDataset.source([row] * 1000).batch(n).to_iter_dataset())
+
+
+def test_consecutive_nonfinite_steps_abort(tmp_path):
+  with pytest.raises(NonFiniteError, match="3 consecutive steps"):
+    train(model_dir=str(tmp_path), model=TINY, data=NaNSource(), mesh=MeshConfig(ici={"data": -1}),
+          checkpoint=CheckpointConfig(save_interval_steps=100),
+          trainer=TrainerConfig(num_steps=20, log_every=1, max_consecutive_nonfinite=3))
+  logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert len(logged) <= 4 and logged[-1]["skipped_steps"] >= 3
+
+
+def test_batch_that_cannot_be_sharded_fails_before_compiling(tmp_path):
+  text = tmp_path / "t.txt"
+  text.write_text("hello world\n\nanother paragraph\n")
+  data = TextSourceConfig(paths=(str(text),), seq_len=16, global_batch_size=6)
+  with pytest.raises(ValueError, match="global_batch_size 6 must be divisible by data x fsdp"):
+    train(model_dir=str(tmp_path / "m"), model=TINY, data=data, mesh=MeshConfig(ici={"data": 4, "fsdp": -1}),
+          trainer=TrainerConfig(num_steps=1))

@@ -1,0 +1,124 @@
+"""The tiny experiment from the command line: training, exact resume after SIGKILL, SIGTERM,
+and a SIGKILL during an asynchronous checkpoint save."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+STEPS, SAVE_EVERY = 30, 10
+pytestmark = pytest.mark.slow
+
+
+def _command(model_dir, *extra):
+  return [sys.executable, "-m", "audiopalm.train", "--gin_file=gin_configs/experiments/tiny.gin",
+          f"--gin.MODEL_DIR={model_dir}", f"--gin.TRAIN_STEPS={STEPS}", "--gin.TrainerConfig.log_every=1",
+          f"--gin.CheckpointConfig.save_interval_steps={SAVE_EVERY}", *extra]
+
+
+def _env(**extra):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a user would run it
+  env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", **extra)
+  return env
+
+
+def _run(model_dir, log, **env):
+  with open(log, "ab") as out:
+    return subprocess.run(_command(model_dir), cwd=ROOT, env=_env(**env), stdout=out, stderr=subprocess.STDOUT,
+                          timeout=600, check=False).returncode
+
+
+def _start(model_dir, log):
+  out = open(log, "ab")  # pylint: disable=consider-using-with
+  return subprocess.Popen(_command(model_dir), cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+
+
+def _losses(model_dir):
+  """Per step, the loss logged last (a resumed run re-logs the steps after its checkpoint)."""
+  path = pathlib.Path(model_dir) / "metrics.jsonl"
+  if not path.exists():
+    return {}
+  out = {}
+  for line in path.read_text().splitlines():
+    if line.strip():
+      record = json.loads(line)
+      out[record["step"]] = record["loss"]
+  return out
+
+
+def _wait_for_step(proc, model_dir, step, timeout=300):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if max(_losses(model_dir), default=0) >= step:
+      return
+    if proc.poll() is not None:
+      raise AssertionError(f"training exited with {proc.returncode} before step {step}")
+    time.sleep(0.05)
+  raise AssertionError(f"step {step} not reached in {timeout} s")
+
+
+def _complete_checkpoints(model_dir):
+  root = pathlib.Path(model_dir) / "checkpoints"
+  return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """An uninterrupted run: the loss sequence every other run must reproduce."""
+  model_dir = tmp_path_factory.mktemp("reference")
+  rc = _run(model_dir, model_dir / "log.txt")
+  assert rc == 0, (model_dir / "log.txt").read_text()[-3000:]
+  return model_dir, _losses(model_dir)
+
+
+def test_tiny_experiment_trains_and_loss_falls(reference):
+  model_dir, losses = reference
+  assert sorted(losses) == list(range(1, STEPS + 1))
+  first, last = sum(losses[s] for s in (1, 2, 3)) / 3, sum(losses[s] for s in (28, 29, 30)) / 3
+  assert last < 0.6 * first, (first, last)
+  for name in ("config.gin", "operative_config.gin", "model_config.json", "export/model_config.json"):
+    assert (model_dir / name).exists(), name
+  assert "TransformerConfig.d_model = 128" in (model_dir / "operative_config.gin").read_text()
+  assert list((model_dir / "tensorboard").glob("events.out.tfevents.*"))
+  assert _complete_checkpoints(model_dir)[-1] == STEPS
+
+
+def test_sigkill_then_restart_reproduces_the_loss_sequence(reference, tmp_path):
+  _, expected = reference
+  proc = _start(tmp_path, tmp_path / "log.txt")
+  _wait_for_step(proc, tmp_path, 15)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert max(_complete_checkpoints(tmp_path)) in (10, 20)
+  assert _run(tmp_path, tmp_path / "log.txt") == 0, (tmp_path / "log.txt").read_text()[-3000:]
+  assert "Restored checkpoint" in (tmp_path / "log.txt").read_text()
+  assert _losses(tmp_path) == expected  # bit-exact, every step
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
+  proc = _start(tmp_path, tmp_path / "log.txt")
+  _wait_for_step(proc, tmp_path, 12)
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait(timeout=120) == 0, (tmp_path / "log.txt").read_text()[-3000:]
+  logged = max(_losses(tmp_path))
+  saved = max(_complete_checkpoints(tmp_path))
+  assert saved >= logged >= 12 and saved < STEPS  # the step it stopped at, not just the last periodic save
+  assert "Preemption notice" in (tmp_path / "log.txt").read_text()
+
+
+def test_sigkill_during_async_save_keeps_previous_checkpoint(reference, tmp_path):
+  _, expected = reference
+  rc = _run(tmp_path, tmp_path / "log.txt", AUDIOPALM_FAULT_KILL_DURING_SAVE_STEP="20")
+  assert rc == -signal.SIGKILL, (tmp_path / "log.txt").read_text()[-3000:]
+  complete = _complete_checkpoints(tmp_path)
+  assert 20 not in complete and max(complete) == 10, complete  # step 20 never became a complete checkpoint
+  assert any(p.name.startswith("20") for p in (tmp_path / "checkpoints").iterdir())  # it was being written
+  assert _run(tmp_path, tmp_path / "log.txt") == 0, (tmp_path / "log.txt").read_text()[-3000:]
+  assert "Restored checkpoint of step 10" in (tmp_path / "log.txt").read_text()
+  assert _losses(tmp_path) == expected
