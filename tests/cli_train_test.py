@@ -9,7 +9,14 @@ import subprocess
 import sys
 import time
 
+import flax.linen as nn
+import jax
+import numpy as np
 import pytest
+
+from audiopalm.model import Transformer, TransformerConfig
+from audiopalm.training.checkpointing import load_exported_params
+from audiopalm.training.train_state import abstract_params
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS, SAVE_EVERY = 30, 10
@@ -87,6 +94,12 @@ def test_tiny_experiment_trains_and_loss_falls(reference):
   assert "TransformerConfig.d_model = 128" in (model_dir / "operative_config.gin").read_text()
   assert list((model_dir / "tensorboard").glob("events.out.tfevents.*"))
   assert _complete_checkpoints(model_dir)[-1] == STEPS
+  # The params-only export loads back as the model's parameter tree.
+  config = json.loads((model_dir / "export" / "model_config.json").read_text())
+  model = Transformer(TransformerConfig(**config))
+  params = load_exported_params(str(model_dir / "export"), nn.unbox(abstract_params(model)))
+  assert jax.tree.structure(params) == jax.tree.structure(nn.unbox(abstract_params(model)))
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
 
 
 def test_sigkill_then_restart_reproduces_the_loss_sequence(reference, tmp_path):

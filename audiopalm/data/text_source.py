@@ -13,7 +13,6 @@ model may pad its vocabulary further).
 from __future__ import annotations
 
 import dataclasses
-import sys
 from typing import Sequence
 
 import grain
@@ -21,6 +20,7 @@ import numpy as np
 from etils import epath
 
 PAD, EOS, BYTE_OFFSET = 0, 1, 2
+_MAX_BATCHES = 2**40  # effectively endless (grain needs a length that fits in an index)
 VOCAB_SIZE = 256 + BYTE_OFFSET
 
 
@@ -116,5 +116,5 @@ def make_text_iterator(cfg: TextSourceConfig, row_start: int, row_stop: int) -> 
     i = table[(j // per_host) * g + row_start + j % per_host]
     return {k: v[i] for k, v in rows.items()}
 
-  ds = grain.MapDataset.range(sys.maxsize // g * per_host).map(row).batch(per_host)
+  ds = grain.MapDataset.range(_MAX_BATCHES * per_host).map(row).batch(per_host)
   return iter(ds.to_iter_dataset())

@@ -13,10 +13,12 @@ from typing import Literal
 BlockType = Literal["parallel", "sequential"]
 NormType = Literal["layernorm", "rmsnorm"]
 Activation = Literal["swiglu", "geglu"]
-RematPolicy = Literal["none", "full", "dots", "dots_no_batch", "minimal"]
+RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]
 DType = Literal["float32", "bfloat16", "float16"]
 
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch", "minimal")
+# none: keep all activations; full: recompute the whole block; dots: save matmul outputs;
+# dots_no_batch: save only matmuls without batch dimensions (weights-side), recompute the rest.
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,7 +39,6 @@ def _remat_policy(name: str):
       "full": jax.checkpoint_policies.nothing_saveable,
       "dots": jax.checkpoint_policies.checkpoint_dots,
       "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-      "minimal": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
   }[name]
 
 
