@@ -97,7 +97,11 @@ class Embedding(nn.Module):
 
   def __call__(self, tokens: jax.Array) -> jax.Array:  # [batch, length] int -> [batch, length, embed]
     cfg = self.cfg
-    x = jnp.take(self.table, tokens, axis=0).astype(dtype_of(cfg.dtype))
+    # Gather from a table whose embed dim is whole (FSDP all-gathers it, as for any weight), so the
+    # lookup is partitioned along the batch of `tokens`; an embed-sharded gather output cannot be
+    # resharded to batch-sharded activations without replicating it.
+    table = constrain(self.table.astype(dtype_of(cfg.dtype)), (axes.VOCAB, None))
+    x = jnp.take(table, tokens, axis=0)
     if cfg.embed_scale_by_sqrt_dim:
       x = x * jnp.asarray(cfg.d_model ** 0.5, dtype_of(cfg.dtype))
     return x
