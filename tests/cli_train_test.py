@@ -9,14 +9,13 @@ import subprocess
 import sys
 import time
 
-import flax.linen as nn
 import jax
 import numpy as np
 import pytest
 
 from audiopalm.model import Transformer, TransformerConfig
 from audiopalm.training.checkpointing import load_exported_params
-from audiopalm.training.train_state import abstract_params
+from audiopalm.training.train_state import abstract_params, unbox
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS, SAVE_EVERY = 30, 10
@@ -97,8 +96,8 @@ def test_tiny_experiment_trains_and_loss_falls(reference):
   # The params-only export loads back as the model's parameter tree.
   config = json.loads((model_dir / "export" / "model_config.json").read_text())
   model = Transformer(TransformerConfig(**config))
-  params = load_exported_params(str(model_dir / "export"), nn.unbox(abstract_params(model)))
-  assert jax.tree.structure(params) == jax.tree.structure(nn.unbox(abstract_params(model)))
+  params = load_exported_params(str(model_dir / "export"), unbox(abstract_params(model)))
+  assert jax.tree.structure(params) == jax.tree.structure(unbox(abstract_params(model)))
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
 
 

@@ -39,6 +39,13 @@ def sharding_context(mesh: Mesh, rules: ShardingRules) -> Iterator[None]:
     yield
 
 
+def unbox(boxed: Any) -> Any:
+  """Strips the logical-partitioning boxes without applying sharding constraints (usable inside or
+  outside a mesh context; the layout is fixed by `out_shardings` / restore targets instead)."""
+  return jax.tree.map(lambda x: x.value if isinstance(x, nn.LogicallyPartitioned) else x, boxed,
+                      is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
 def _dummy_inputs(batch: int, length: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   tokens = jnp.zeros((batch, length), jnp.int32)
   return tokens, tokens, jnp.ones_like(tokens)
@@ -71,7 +78,7 @@ def state_shardings(model: Transformer, tx: optax.GradientTransformation, mesh: 
   """(abstract TrainState, TrainState of NamedShardings)."""
   boxed = abstract_params(model)
   p_shard = params_shardings(boxed, mesh, rules)
-  p_abs = nn.unbox(boxed)
+  p_abs = unbox(boxed)
   o_abs = jax.eval_shape(tx.init, p_abs)
   o_shard = _opt_state_shardings(o_abs, p_shard, mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
@@ -107,7 +114,7 @@ def init_train_state(model: Transformer, tx: optax.GradientTransformation, mesh:
 
   def init(rng):
     param_rng, state_rng = jax.random.split(rng)
-    params = nn.unbox(model.init(param_rng, *_dummy_inputs(1, 8))["params"])
+    params = unbox(model.init(param_rng, *_dummy_inputs(1, 8))["params"])
     zero = jnp.zeros((), jnp.int32)
     return TrainState(step=zero, params=params, opt_state=tx.init(params), rng=jax.random.key_data(state_rng),
                       nonfinite_total=zero, nonfinite_consecutive=zero)

@@ -73,3 +73,11 @@ def test_nonfinite_step_is_skipped_and_counted():
 def test_bad_accumulation_config():
   with pytest.raises(ValueError, match="grad_accum_steps"):
     TrainStepConfig(grad_accum_steps=0)
+
+
+def test_init_inside_a_sharding_context():
+  """`init_train_state` works whether or not the caller already set the mesh and rules."""
+  mesh = make_mesh(MeshConfig(ici={"data": 2, "fsdp": 2, "tensor": 2}))
+  with sharding_context(mesh, ShardingRules()):
+    state = init_train_state(Transformer(CFG), make_optimizer(OPT), mesh, ShardingRules(), seed=0)
+  assert int(state.step) == 0
