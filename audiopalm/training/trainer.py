@@ -146,7 +146,12 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
   try:
     with sharding_context(device_mesh, rules):
       while current < trainer.num_steps:
-        batch = to_global_batch(next(data_iter), batch_sharding, data.global_batch_size)
+        try:
+          local = next(data_iter)
+        except StopIteration:
+          log.warning("The input is exhausted after %d steps; saving and stopping", current)
+          break
+        batch = to_global_batch(local, batch_sharding, data.global_batch_size)
         state, metrics = step_fn(state, batch)
         current += 1
         if previous_metrics is not None:  # read one step late so the device queue stays full
@@ -170,7 +175,7 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
     preemption.restore()
     metrics_hook.close()
     checkpointer.close()
-  return {"step": current, "preempted": current < trainer.num_steps, "model_dir": model_dir}
+  return {"step": current, "finished": current >= trainer.num_steps, "model_dir": model_dir}
 
 
 def _check_finite(metrics: dict[str, jax.Array], limit: int, step: int) -> None:

@@ -17,8 +17,10 @@ TINY = preset("tiny", num_layers=1, d_model=64, d_ff=128, head_dim=16)
 
 
 @dataclasses.dataclass(frozen=True)
-class NaNSource:
-  """Rows whose loss weights are NaN: every step is non-finite."""
+class ConstantSource:
+  """`num_batches` batches of one repeated row with loss weights `weight` (NaN: every step non-finite)."""
+  weight: float = 1.0
+  num_batches: int = 1000
   global_batch_size: int = 8
   seq_len: int = 16
 
@@ -26,13 +28,13 @@ class NaNSource:
     n, t = row_stop - row_start, self.seq_len
     row = {"inputs": np.ones((t,), np.int32), "targets": np.ones((t,), np.int32),
            "positions": np.arange(t, dtype=np.int32), "segment_ids": np.ones((t,), np.int32),
-           "weights": np.full((t,), np.nan, np.float32)}
-    return iter(grain.MapDataset.source([row] * 1000).batch(n).to_iter_dataset())
+           "weights": np.full((t,), self.weight, np.float32)}
+    return iter(grain.MapDataset.source([row] * (n * self.num_batches)).batch(n).to_iter_dataset())
 
 
 def test_consecutive_nonfinite_steps_abort(tmp_path):
   with pytest.raises(NonFiniteError, match="3 consecutive steps"):
-    train(model_dir=str(tmp_path), model=TINY, data=NaNSource(), mesh=MeshConfig(ici={"data": -1}),
+    train(model_dir=str(tmp_path), model=TINY, data=ConstantSource(weight=np.nan), mesh=MeshConfig(ici={"data": -1}),
           checkpoint=CheckpointConfig(save_interval_steps=100),
           trainer=TrainerConfig(num_steps=20, log_every=1, max_consecutive_nonfinite=3))
   logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -46,3 +48,11 @@ def test_batch_that_cannot_be_sharded_fails_before_compiling(tmp_path):
   with pytest.raises(ValueError, match="global_batch_size 6 must be divisible by data x fsdp"):
     train(model_dir=str(tmp_path / "m"), model=TINY, data=data, mesh=MeshConfig(ici={"data": 4, "fsdp": -1}),
           trainer=TrainerConfig(num_steps=1))
+
+
+def test_exhausted_input_saves_and_stops(tmp_path):
+  result = train(model_dir=str(tmp_path), model=TINY, data=ConstantSource(num_batches=3),
+                 mesh=MeshConfig(ici={"data": -1}), checkpoint=CheckpointConfig(save_interval_steps=100),
+                 trainer=TrainerConfig(num_steps=10, log_every=1))
+  assert result["step"] == 3 and not result["finished"]
+  assert (tmp_path / "checkpoints" / "3").exists()
