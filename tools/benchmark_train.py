@@ -61,6 +61,7 @@ class BenchmarkResult:
   non_embedding_params: int
   dtype: str
   remat: str
+  attention: str
   num_devices: int
   device_kind: str
   platform: str
@@ -223,7 +224,7 @@ def run_benchmark(*, model_cfg: TransformerConfig, preset_name: str = "custom", 
   return BenchmarkResult(
       preset=preset_name, params=param_count(model_cfg),
       non_embedding_params=param_count(model_cfg, include_embedding=False), dtype=model_cfg.dtype,
-      remat=model_cfg.remat, num_devices=len(devices), device_kind=devices[0].device_kind, platform=platform,
+      remat=model_cfg.remat, attention=model_cfg.attention, num_devices=len(devices), device_kind=devices[0].device_kind, platform=platform,
       mesh=dict(device_mesh.shape), global_batch=batch_size, seq_len=seq_len,
       grad_accum_steps=step_cfg.grad_accum_steps, warmup_steps=warmup_steps, timed_steps=steps,
       compile_s=compile_s, step_time_median_s=median, step_time_mean_s=statistics.fmean(times),
@@ -251,7 +252,7 @@ def format_report(r: BenchmarkResult) -> str:
   """A two-column Markdown table of the result, with the measurement caveats underneath."""
   mesh = "x".join(str(v) for v in r.mesh.values()) + " (" + ",".join(f"{k}={v}" for k, v in r.mesh.items()) + ")"
   rows = [
-      ("preset", f"{r.preset} (dtype {r.dtype}, remat {r.remat})"),
+      ("preset", f"{r.preset} (dtype {r.dtype}, remat {r.remat}, attention {r.attention})"),
       ("params", f"{r.params / 1e6:.2f}M ({r.non_embedding_params / 1e6:.2f}M non-embedding)"),
       ("devices", f"{r.num_devices} x {r.device_kind} ({r.platform})"),
       ("mesh", mesh),
@@ -294,6 +295,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--mesh", default="data=1,fsdp=-1,tensor=1", help="mesh sizes; one axis may be -1 (fill)")
   p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="compute dtype override")
   p.add_argument("--remat", choices=REMAT_POLICIES, help="rematerialisation policy override")
+  p.add_argument("--attention", choices=("einsum", "dot_product_attention"),
+                 help="attention implementation override (dot_product_attention: cuDNN flash attention on GPU)")
   for name in ARCH_OVERRIDES:
     p.add_argument(f"--{name}", type=int, help=f"override TransformerConfig.{name}")
   p.add_argument("--grad_accum_steps", type=int, default=1)
@@ -308,7 +311,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def benchmark_kwargs(args: argparse.Namespace) -> dict[str, Any]:
   """`run_benchmark` keyword arguments from parsed flags."""
-  overrides = {k: getattr(args, k) for k in ("dtype", "remat") + ARCH_OVERRIDES if getattr(args, k) is not None}
+  overrides = {k: getattr(args, k) for k in ("dtype", "remat", "attention") + ARCH_OVERRIDES if getattr(args, k) is not None}
   name = args.preset + (" + " + ",".join(f"{k}={v}" for k, v in overrides.items()) if overrides else "")
   return dict(model_cfg=preset(args.preset, **overrides), preset_name=name, batch_size=args.batch_size,
               seq_len=args.seq_len, steps=args.steps, warmup_steps=args.warmup_steps,

@@ -57,10 +57,15 @@ class Attention(nn.Module):
     q = q * jnp.asarray(scale, dt)
 
     b, t = x.shape[:2]
-    q = q.reshape(b, t, k, g, h)  # [batch, length, kv_heads, group, head_dim]
-    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, key, preferred_element_type=jnp.float32)
-    logits = jnp.where(attention_mask(segment_ids), logits, _MASK_VALUE)
-    probs = jax.nn.softmax(logits, axis=-1).astype(dt)  # [batch, kv_heads, group, length, length]
-    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, value).reshape(b, t, n, h)
+    mask = attention_mask(segment_ids)  # [batch, 1, 1, length, length]
+    if cfg.attention == "dot_product_attention":
+      # [batch, length, heads, head_dim]; kv heads are shared by groups of query heads (GQA/MQA).
+      out = jax.nn.dot_product_attention(q, key, value, mask=mask[:, :, 0], scale=1.0)
+    else:
+      q = q.reshape(b, t, k, g, h)  # [batch, length, kv_heads, group, head_dim]
+      logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, key, preferred_element_type=jnp.float32)
+      logits = jnp.where(mask, logits, _MASK_VALUE)
+      probs = jax.nn.softmax(logits, axis=-1).astype(dt)  # [batch, kv_heads, group, length, length]
+      out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, value).reshape(b, t, n, h)
     out = constrain(out, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, None))
     return jnp.einsum("BTNH,NHD->BTD", out, wo.astype(dt))

@@ -13,6 +13,7 @@ from typing import Literal
 BlockType = Literal["parallel", "sequential"]
 NormType = Literal["layernorm", "rmsnorm"]
 Activation = Literal["swiglu", "geglu"]
+AttentionImpl = Literal["einsum", "dot_product_attention"]
 RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]
 DType = Literal["float32", "bfloat16", "float16"]
 
@@ -44,6 +45,8 @@ class TransformerConfig:
     logits_scale_by_inv_sqrt_dim: scale tied-output logits by 1/sqrt(d_model) (PaLM).
     rope_max_wavelength: RoPE base (theta).
     query_scale: attention query scale; None = 1/sqrt(head_dim).
+    attention: "einsum" (explicit softmax(QK^T)V, any backend) or "dot_product_attention"
+      (`jax.nn.dot_product_attention`: cuDNN flash attention on GPU where it applies, XLA elsewhere).
     dtype: compute dtype of activations and matmuls.
     param_dtype: storage dtype of parameters.
     remat: rematerialisation policy of each block (see REMAT_POLICIES).
@@ -67,6 +70,7 @@ class TransformerConfig:
   logits_scale_by_inv_sqrt_dim: bool = True
   rope_max_wavelength: float = 10_000.0
   query_scale: float | None = None
+  attention: AttentionImpl = "einsum"
   dtype: DType = "float32"
   param_dtype: DType = "float32"
   remat: RematPolicy = "none"
@@ -87,6 +91,7 @@ class TransformerConfig:
     check(self.head_dim % 2 == 0, f"head_dim must be even for RoPE, got {self.head_dim}")
     choices = {"block": ("parallel", "sequential"), "norm": ("layernorm", "rmsnorm"),
                "activation": ("swiglu", "geglu"), "remat": REMAT_POLICIES,
+               "attention": ("einsum", "dot_product_attention"),
                "dtype": ("float32", "bfloat16", "float16"), "param_dtype": ("float32", "bfloat16", "float16")}
     for name, allowed in choices.items():
       check(getattr(self, name) in allowed, f"{name}={getattr(self, name)!r}, allowed: {list(allowed)}")

@@ -137,3 +137,18 @@ def test_flops_per_token_palm_8b():
   cfg = PRESETS["palm_8b"]
   n = param_count(cfg, include_embedding=False) + cfg.vocab_size * cfg.d_model
   assert flops_per_token(cfg, 2048) == 6 * n + 12 * 32 * 16 * 256 * 2048
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2])
+def test_dot_product_attention_matches_einsum(kv_heads):
+  """`jax.nn.dot_product_attention` (cuDNN on GPU) computes the same function as the einsum path,
+  padding rows (fully masked) included."""
+  cfg = TINY.replace(num_kv_heads=kv_heads)
+  tokens, _, _ = _inputs(batch=1, length=24)
+  segments = jnp.asarray([[1] * 8 + [2] * 12 + [0] * 4], jnp.int32)
+  positions = jnp.asarray([list(range(8)) + list(range(12)) + [0] * 4], jnp.int32)
+  variables = _init(cfg, tokens, positions, segments)
+  a = Transformer(cfg).apply(variables, tokens, positions, segments)
+  b = Transformer(cfg.replace(attention="dot_product_attention")).apply(variables, tokens, positions, segments)
+  assert np.isfinite(np.asarray(b)).all()
+  np.testing.assert_allclose(np.asarray(b)[:, :20], np.asarray(a)[:, :20], rtol=1e-5, atol=1e-5)

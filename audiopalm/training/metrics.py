@@ -55,7 +55,7 @@ def mfu(tokens_per_second: float, flops_per_token: float, num_devices: int, peak
 
 
 class MetricsWriter:
-  """Writes scalars to TensorBoard event files (process 0 only) and logs a console line."""
+  """Writes scalars to TensorBoard event files and a console line (process 0 only)."""
 
   def __init__(self, logdir: str | None):
     self._writer = None
@@ -67,8 +67,9 @@ class MetricsWriter:
     if self._writer is not None:
       for name, value in scalars.items():
         self._writer.add_scalar(name, value, step)
-    shown = " ".join(f"{k}={_fmt(v)}" for k, v in scalars.items())
-    log.info("step %d %s", step, shown)
+    if jax.process_index() == 0:
+      shown = " ".join(f"{k}={_fmt(v)}" for k, v in scalars.items())
+      log.info("step %d %s", step, shown)
 
   def flush(self) -> None:
     if self._writer is not None:
