@@ -295,8 +295,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p.add_argument("--mesh", default="data=1,fsdp=-1,tensor=1", help="mesh sizes; one axis may be -1 (fill)")
   p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), help="compute dtype override")
   p.add_argument("--remat", choices=REMAT_POLICIES, help="rematerialisation policy override")
-  p.add_argument("--attention", choices=("einsum", "dot_product_attention"),
-                 help="attention implementation override (dot_product_attention: cuDNN flash attention on GPU)")
+  p.add_argument("--attention", choices=("einsum", "xla", "cudnn"),
+                 help="attention implementation override (cudnn: jax.nn.dot_product_attention's cuDNN flash "
+                      "attention, GPU with bfloat16 only)")
   for name in ARCH_OVERRIDES:
     p.add_argument(f"--{name}", type=int, help=f"override TransformerConfig.{name}")
   p.add_argument("--grad_accum_steps", type=int, default=1)

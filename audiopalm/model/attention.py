@@ -58,9 +58,10 @@ class Attention(nn.Module):
 
     b, t = x.shape[:2]
     mask = attention_mask(segment_ids)  # [batch, 1, 1, length, length]
-    if cfg.attention == "dot_product_attention":
+    if cfg.attention in ("xla", "cudnn"):
       # [batch, length, heads, head_dim]; kv heads are shared by groups of query heads (GQA/MQA).
-      out = jax.nn.dot_product_attention(q, key, value, mask=mask[:, :, 0], scale=1.0)
+      out = jax.nn.dot_product_attention(q, key, value, mask=mask[:, :, 0], scale=1.0,
+                                         implementation=cfg.attention)
     else:
       q = q.reshape(b, t, k, g, h)  # [batch, length, kv_heads, group, head_dim]
       logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, key, preferred_element_type=jnp.float32)

@@ -13,7 +13,7 @@ from typing import Literal
 BlockType = Literal["parallel", "sequential"]
 NormType = Literal["layernorm", "rmsnorm"]
 Activation = Literal["swiglu", "geglu"]
-AttentionImpl = Literal["einsum", "dot_product_attention"]
+AttentionImpl = Literal["einsum", "xla", "cudnn"]
 RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]
 DType = Literal["float32", "bfloat16", "float16"]
 
@@ -45,8 +45,8 @@ class TransformerConfig:
     logits_scale_by_inv_sqrt_dim: scale tied-output logits by 1/sqrt(d_model) (PaLM).
     rope_max_wavelength: RoPE base (theta).
     query_scale: attention query scale; None = 1/sqrt(head_dim).
-    attention: "einsum" (explicit softmax(QK^T)V, any backend) or "dot_product_attention"
-      (`jax.nn.dot_product_attention`: cuDNN flash attention on GPU where it applies, XLA elsewhere).
+    attention: "einsum" (explicit softmax(QK^T)V), "xla" (`jax.nn.dot_product_attention`, XLA
+      implementation) or "cudnn" (its cuDNN flash attention: GPU only, bfloat16/float16 compute).
     dtype: compute dtype of activations and matmuls.
     param_dtype: storage dtype of parameters.
     remat: rematerialisation policy of each block (see REMAT_POLICIES).
@@ -91,10 +91,12 @@ class TransformerConfig:
     check(self.head_dim % 2 == 0, f"head_dim must be even for RoPE, got {self.head_dim}")
     choices = {"block": ("parallel", "sequential"), "norm": ("layernorm", "rmsnorm"),
                "activation": ("swiglu", "geglu"), "remat": REMAT_POLICIES,
-               "attention": ("einsum", "dot_product_attention"),
+               "attention": ("einsum", "xla", "cudnn"),
                "dtype": ("float32", "bfloat16", "float16"), "param_dtype": ("float32", "bfloat16", "float16")}
     for name, allowed in choices.items():
       check(getattr(self, name) in allowed, f"{name}={getattr(self, name)!r}, allowed: {list(allowed)}")
+    check(self.attention != "cudnn" or self.dtype in ("bfloat16", "float16"),
+          f"attention='cudnn' needs dtype bfloat16 or float16, got {self.dtype!r}")
 
   def replace(self, **changes) -> "TransformerConfig":
     return dataclasses.replace(self, **changes)

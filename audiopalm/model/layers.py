@@ -20,9 +20,17 @@ def dtype_of(name: str) -> jnp.dtype:
 
 
 def kernel_init(fan_in_axes: tuple[int, ...] = (0,)) -> nn.initializers.Initializer:
-  """PaLM: kernels ~ N(0, 1/fan_in) (truncated normal), fan-in over `fan_in_axes`."""
-  return nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=fan_in_axes,
-                                          out_axis=-1)
+  """PaLM: kernels ~ N(0, 1/fan_in) (truncated normal), fan-in = product of `fan_in_axes` only.
+
+  Every other axis is an output axis (flax's `variance_scaling` would count axes that are
+  neither `in_axis` nor `out_axis` as extra fan-in, shrinking e.g. a [embed, heads, head_dim]
+  query kernel by 1/sqrt(heads)).
+  """
+  def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+    out_axes = tuple(i for i in range(len(shape)) if i not in fan_in_axes)
+    return nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal", in_axis=fan_in_axes,
+                                            out_axis=out_axes)(key, shape, dtype)
+  return init
 
 
 class Norm(nn.Module):

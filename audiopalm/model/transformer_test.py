@@ -141,14 +141,27 @@ def test_flops_per_token_palm_8b():
 
 @pytest.mark.parametrize("kv_heads", [1, 2])
 def test_dot_product_attention_matches_einsum(kv_heads):
-  """`jax.nn.dot_product_attention` (cuDNN on GPU) computes the same function as the einsum path,
-  padding rows (fully masked) included."""
+  """`jax.nn.dot_product_attention` (XLA implementation; "cudnn" needs a GPU) computes the same
+  function as the einsum path, padding rows (fully masked) included."""
   cfg = TINY.replace(num_kv_heads=kv_heads)
   tokens, _, _ = _inputs(batch=1, length=24)
   segments = jnp.asarray([[1] * 8 + [2] * 12 + [0] * 4], jnp.int32)
   positions = jnp.asarray([list(range(8)) + list(range(12)) + [0] * 4], jnp.int32)
   variables = _init(cfg, tokens, positions, segments)
   a = Transformer(cfg).apply(variables, tokens, positions, segments)
-  b = Transformer(cfg.replace(attention="dot_product_attention")).apply(variables, tokens, positions, segments)
+  b = Transformer(cfg.replace(attention="xla")).apply(variables, tokens, positions, segments)
   assert np.isfinite(np.asarray(b)).all()
   np.testing.assert_allclose(np.asarray(b)[:, :20], np.asarray(a)[:, :20], rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_init_std_is_one_over_sqrt_fan_in():
+  """PaLM init: every kernel ~ N(0, 1/fan_in) where fan_in is the contracted input width only."""
+  cfg = preset("tiny", d_model=256, d_ff=1024, num_heads=8, num_kv_heads=2, head_dim=32, tie_embeddings=False)
+  p = _init(cfg, *_inputs())["params"]
+  fan_in = {"q": cfg.d_model, "kv": cfg.d_model, "o": cfg.num_heads * cfg.head_dim,
+            "wi": cfg.d_model, "wo": cfg.d_ff}
+  kernels = {**{k: p["layers"]["attn"][k] for k in ("q", "kv", "o")}, **{k: p["layers"]["mlp"][k] for k in ("wi", "wo")}}
+  for name, w in kernels.items():
+    np.testing.assert_allclose(float(np.std(w)) * fan_in[name] ** 0.5, 1.0, rtol=0.05, err_msg=name)
+  np.testing.assert_allclose(float(np.std(p["unembed"])) * cfg.d_model ** 0.5, 1.0, rtol=0.05)
+  np.testing.assert_allclose(float(np.std(p["embed"]["table"])), 1.0, rtol=0.05)  # embeddings ~ N(0, 1)
