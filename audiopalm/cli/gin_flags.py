@@ -6,6 +6,7 @@ Shared by every entry point; only entry points call it.
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
 import pathlib
 import re
@@ -15,7 +16,6 @@ from typing import Sequence
 import gin
 
 GIN_ROOT = pathlib.Path(__file__).resolve().parents[2] / "gin_configs"
-_LITERAL = re.compile(r"""^\s*(['"%@(\[{]|-?\d|True\b|False\b|None\b)""")
 
 
 def add_gin_flags(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +23,18 @@ def add_gin_flags(parser: argparse.ArgumentParser) -> None:
                       help="Gin file to parse (repeatable); relative to the working directory or gin_configs/.")
   parser.add_argument("--gin_search_path", action="append", default=[],
                       help="Extra directory for gin `include` statements.")
+
+
+def _gin_value(value: str) -> str:
+  """A gin value: references (`%X`, `@f()`) and Python literals as written; anything else is a string."""
+  stripped = value.strip()
+  if stripped.startswith(("%", "@")):
+    return stripped
+  try:
+    ast.literal_eval(stripped)
+    return stripped
+  except (ValueError, SyntaxError):
+    return repr(value)  # bare words are strings: --gin.MODEL_DIR=/tmp/run, --gin.MODEL_DIR=2024_run
 
 
 def split_gin_bindings(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -33,9 +45,7 @@ def split_gin_bindings(argv: Sequence[str]) -> tuple[list[str], list[str]]:
       name, sep, value = arg[len("--gin."):].partition("=")
       if not sep:
         raise SystemExit(f"error: {arg!r} needs a value: --gin.NAME=VALUE")
-      if not _LITERAL.match(value):  # bare words are strings: --gin.MODEL_DIR=/tmp/run
-        value = repr(value)
-      bindings.append(f"{name} = {value}")
+      bindings.append(f"{name} = {_gin_value(value)}")
     else:
       rest.append(arg)
   return rest, bindings
@@ -52,18 +62,29 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
   quiet = _DropGinSearchNoise()
   logging.getLogger().addFilter(quiet)
   try:
-    gin.parse_config_files_and_bindings(list(files), list(bindings), finalize_config=False)
+    gin.parse_config_files_and_bindings(list(files), None, finalize_config=False)
   except (ValueError, KeyError, SyntaxError, OSError) as e:
-    print(f"error: bad gin configuration: {e}", file=sys.stderr)
-    raise SystemExit(2) from e
+    _fail(f"bad gin configuration in {list(files)}: {e}")
   finally:
     logging.getLogger().removeFilter(quiet)
+  macros = set(re.findall(r"^(\w+) = ", gin.config_str(), flags=re.M))
+  for binding in bindings:
+    name = binding.split("=", 1)[0].strip()
+    if "." not in name and "/" not in name and name not in macros:
+      _fail(f"--gin.{name}: no gin file defines a macro {name!r}; defined macros: {sorted(macros)}")
+    try:
+      gin.parse_config(binding)
+    except (ValueError, KeyError, SyntaxError) as e:
+      _fail(f"bad binding --gin.{binding}: {e}")
   missing = re.findall(r"^(\w+) = %gin\.REQUIRED$", gin.config_str(), flags=re.M)
   if missing and not allow_required:
     hint = " ".join(f"--gin.{m}=..." for m in missing)
-    print(f"error: these gin macros are required and not set: {', '.join(missing)} (e.g. {hint})",
-          file=sys.stderr)
-    raise SystemExit(2)
+    _fail(f"these gin macros are required and not set: {', '.join(missing)} (e.g. {hint})")
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  raise SystemExit(2)
 
 
 def query(name: str):

@@ -45,8 +45,25 @@ def test_model_gin_file_matches_python_preset(name):
 
 def test_cli_bindings_are_quoted_when_bare():
   _, bindings = split_gin_bindings(["--gin.MODEL_DIR=/tmp/run", "--gin.TRAIN_STEPS=5", "--gin.X='a'",
-                                    "--gin.M=%OTHER", "--gin_file=x.gin"])
-  assert bindings == ["MODEL_DIR = '/tmp/run'", "TRAIN_STEPS = 5", "X = 'a'", "M = %OTHER"]
+                                    "--gin.M=%OTHER", "--gin.LR=.5", "--gin.LR=+1e-3", "--gin.DIR=2024_run",
+                                    "--gin.D={'data': 2}", "--gin.N=-3", "--gin.E=a=b", "--gin_file=x.gin"])
+  assert bindings == ["MODEL_DIR = '/tmp/run'", "TRAIN_STEPS = 5", "X = 'a'", "M = %OTHER", "LR = .5",
+                      "LR = +1e-3", "DIR = '2024_run'", "D = {'data': 2}", "N = -3", "E = 'a=b'"]
+
+
+def test_cli_values_reach_the_config():
+  _, bindings = split_gin_bindings(["--gin.MODEL_DIR=2024_run", "--gin.OptimizerConfig.peak_lr=.5",
+                                    "--gin.MeshConfig.ici={'data': 2, 'fsdp': -1}"])
+  parse_gin(["experiments/tiny.gin"], bindings)
+  assert query("MODEL_DIR") == "2024_run"
+  assert query("OptimizerConfig.peak_lr") == 0.5
+  assert query("MeshConfig.ici") == {"data": 2, "fsdp": -1}
+
+
+def test_misspelt_macro_fails_naming_it(capsys):
+  with pytest.raises(SystemExit):
+    parse_gin(["experiments/tiny.gin"], ["MODEL_DIR = '/tmp/x'", "TRAIN_STEP = 5"])
+  assert "TRAIN_STEP" in capsys.readouterr().err
 
 
 def test_misspelt_binding_fails_naming_it(capsys):
