@@ -43,7 +43,7 @@ from audiopalm.training.metrics import mfu, peak_flops_per_device
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
 from audiopalm.training.train_state import init_train_state, sharding_context, state_shardings
 from audiopalm.training.train_step import Batch, TrainStepConfig, make_train_step
-from audiopalm.training.trainer import validate_batch
+from audiopalm.training.trainer import validate_inputs
 
 # Architecture fields that may be overridden from the command line (ints).
 ARCH_OVERRIDES = ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "d_ff")
@@ -178,14 +178,14 @@ def run_benchmark(*, model_cfg: TransformerConfig, preset_name: str = "custom", 
     raise ValueError(f"matmul_peak={matmul_peak!r}, allowed: ['auto', 'always', 'never']")
   device_mesh = make_mesh(mesh_cfg)
   rules.validate(device_mesh.axis_names)
+  batch_sharding = NamedSharding(device_mesh, logical_to_mesh_spec((axes.ACT_BATCH, axes.ACT_LENGTH), rules))
   spec = argparse.Namespace(global_batch_size=batch_size, seq_len=seq_len)
-  validate_batch(spec, dict(device_mesh.shape), step_cfg)
+  validate_inputs(spec, model_cfg, batch_sharding, step_cfg)
   devices = list(device_mesh.devices.flat)
 
   net = Transformer(model_cfg)
   tx = make_optimizer(optimizer_cfg)
   _, shardings = state_shardings(net, tx, device_mesh, rules)
-  batch_sharding = NamedSharding(device_mesh, logical_to_mesh_spec((axes.ACT_BATCH, axes.ACT_LENGTH), rules))
   step_fn = jax.jit(make_train_step(net, tx, step_cfg, make_schedule(optimizer_cfg)),
                     in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None), donate_argnums=0)
 

@@ -51,7 +51,11 @@ class TextSourceConfig:
   seed: int = 0
   shuffle: bool = True
 
+  vocab_size = VOCAB_SIZE  # token ids are < this (the trainer checks the model's vocabulary covers it)
+
   def __post_init__(self):
+    if isinstance(self.paths, str):
+      object.__setattr__(self, "paths", (self.paths,))
     if not self.paths:
       raise ValueError("TextSourceConfig.paths is empty: give at least one text file")
     if self.seq_len < 2 or self.global_batch_size < 1:

@@ -23,6 +23,7 @@ def cross_entropy_with_z_loss(logits: jax.Array, targets: jax.Array, weights: ja
   log_z = jax.nn.logsumexp(logits, axis=-1)  # [batch, length]
   target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   weights = weights.astype(jnp.float32)
-  ce = jnp.sum((log_z - target_logit) * weights)
-  zl = jnp.sum(z_loss * jnp.square(log_z) * weights)
+  trained = weights != 0  # masked, not multiplied: inf/NaN at an untrained position must not leak
+  ce = jnp.sum(jnp.where(trained, (log_z - target_logit) * weights, 0.0))
+  zl = jnp.sum(jnp.where(trained, z_loss * jnp.square(log_z) * weights, 0.0))
   return ce, zl, jnp.sum(weights)

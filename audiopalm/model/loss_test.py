@@ -22,3 +22,9 @@ def test_zero_weights_contribute_nothing():
   ce, zl, w = cross_entropy_with_z_loss(logits, jnp.zeros((1, 3), jnp.int32), jnp.asarray([[1.0, 1.0, 0.0]]), 1e-4)
   np.testing.assert_allclose(float(ce), 2 * np.log(4), rtol=1e-6)
   assert float(w) == 2.0
+
+
+def test_nonfinite_logits_at_untrained_positions_do_not_leak():
+  logits = jnp.zeros((1, 2, 4)).at[0, 1].set(jnp.nan)
+  ce, zl, _ = cross_entropy_with_z_loss(logits, jnp.zeros((1, 2), jnp.int32), jnp.asarray([[1.0, 0.0]]), 1e-4)
+  assert np.isfinite(float(ce)) and np.isfinite(float(zl))

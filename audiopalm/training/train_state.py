@@ -56,19 +56,20 @@ def abstract_params(model: Transformer) -> Any:
   return jax.eval_shape(lambda rng: model.init(rng, *_dummy_inputs(1, 8))["params"], jax.random.key(0))
 
 
-def _opt_state_shardings(abstract_opt: Any, param_shardings: Any, mesh: Mesh) -> Any:
-  """Optimizer leaves whose tree path ends with a parameter's path and whose layout fits take
-  that parameter's sharding; everything else (counts, factored statistics) is replicated."""
-  by_path = {tuple(str(k) for k in path): sharding
-             for path, sharding in jax.tree_util.tree_leaves_with_path(param_shardings)}
+def _opt_state_shardings(abstract_opt: Any, abstract_params: Any, param_shardings: Any, mesh: Mesh) -> Any:
+  """Optimizer leaves whose tree path ends with a parameter's path and whose shape is the
+  parameter's take its sharding; everything else (counts, factored statistics) is replicated."""
+  by_path = {tuple(str(k) for k in path): (sharding, leaf.shape) for (path, sharding), leaf in zip(
+      jax.tree_util.tree_leaves_with_path(param_shardings), jax.tree.leaves(abstract_params))}
   replicated = NamedSharding(mesh, PartitionSpec())
 
   def pick(path, leaf):
     keys = tuple(str(k) for k in path)
     for start in range(len(keys)):
-      sharding = by_path.get(keys[start:])
-      if sharding is not None:
-        return sharding if _fits(sharding, leaf) else replicated
+      match = by_path.get(keys[start:])
+      if match is not None:
+        sharding, shape = match
+        return sharding if leaf.shape == shape and _fits(sharding, leaf) else replicated
     return replicated
   return jax.tree_util.tree_map_with_path(pick, abstract_opt)
 
@@ -80,7 +81,7 @@ def state_shardings(model: Transformer, tx: optax.GradientTransformation, mesh: 
   p_shard = params_shardings(boxed, mesh, rules)
   p_abs = unbox(boxed)
   o_abs = jax.eval_shape(tx.init, p_abs)
-  o_shard = _opt_state_shardings(o_abs, p_shard, mesh)
+  o_shard = _opt_state_shardings(o_abs, p_abs, p_shard, mesh)
   replicated = NamedSharding(mesh, PartitionSpec())
   scalar = jax.ShapeDtypeStruct((), jnp.int32)
   abstract = TrainState(step=scalar, params=p_abs, opt_state=o_abs,

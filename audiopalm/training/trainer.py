@@ -92,13 +92,24 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def validate_batch(input_spec: InputSpec, mesh_shape: dict[str, int], step_cfg: TrainStepConfig) -> None:
-  """Fails before any compilation if the global batch cannot be laid out."""
-  shards = mesh_shape["data"] * mesh_shape["fsdp"]
+def validate_inputs(input_spec: InputSpec, model: TransformerConfig, batch_sharding: NamedSharding,
+                    step_cfg: TrainStepConfig) -> None:
+  """Fails before any compilation if the global batch cannot be laid out or the model's
+  vocabulary does not cover the input's token ids."""
+  spec = batch_sharding.spec[0] if len(batch_sharding.spec) else None
+  names = (spec,) if isinstance(spec, str) else (spec or ())
+  shards = 1
+  for name in names:
+    shards *= batch_sharding.mesh.shape[name]
   b = input_spec.global_batch_size
   if b % (shards * step_cfg.grad_accum_steps):
-    raise ValueError(f"global_batch_size {b} must be divisible by data x fsdp ({shards}) x grad_accum_steps "
-                     f"({step_cfg.grad_accum_steps}) = {shards * step_cfg.grad_accum_steps}")
+    raise ValueError(f"global_batch_size {b} must be divisible by the batch shards ({' x '.join(names) or '1'} = "
+                     f"{shards}) x grad_accum_steps ({step_cfg.grad_accum_steps}) = "
+                     f"{shards * step_cfg.grad_accum_steps}")
+  vocab = getattr(input_spec, "vocab_size", None)
+  if vocab is not None and vocab > model.vocab_size:
+    raise ValueError(f"The input's token ids go up to {vocab - 1} but the model's vocab_size is "
+                     f"{model.vocab_size}; set TransformerConfig.vocab_size >= {vocab}")
 
 
 def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimizer: OptimizerConfig = OptimizerConfig(),
@@ -107,9 +118,12 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
           trainer: TrainerConfig = TrainerConfig()) -> dict[str, Any]:
   """Trains (or resumes training of) `model` on `data`; returns a summary of the last logged metrics."""
   # 1. Validate everything that can be checked before compiling.
+  if not str(model_dir):
+    raise ValueError("model_dir is empty: set MODEL_DIR (--gin.MODEL_DIR=...)")
   device_mesh = make_mesh(mesh)
   rules.validate(device_mesh.axis_names)
-  validate_batch(data, dict(device_mesh.shape), step)
+  batch_sharding = NamedSharding(device_mesh, logical_to_mesh_spec((axes.ACT_BATCH, axes.ACT_LENGTH), rules))
+  validate_inputs(data, model, batch_sharding, step)
   model_path = epath.Path(model_dir)
   model_path.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
@@ -120,7 +134,6 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
   net = Transformer(model)
   tx = make_optimizer(optimizer)
   abstract, shardings = state_shardings(net, tx, device_mesh, rules)
-  batch_sharding = NamedSharding(device_mesh, logical_to_mesh_spec((axes.ACT_BATCH, axes.ACT_LENGTH), rules))
   row_start, row_stop = host_row_range(batch_sharding, data.global_batch_size, data.seq_len)
   data_iter = data.make_iterator(row_start, row_stop)
   step_fn = jax.jit(make_train_step(net, tx, step, make_schedule(optimizer)),
@@ -133,7 +146,7 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
   if state is None:
     state = init_train_state(net, tx, device_mesh, rules, trainer.seed)
     log.info("Initialised a new model (%s)", model_dir)
-  current = int(jax.device_get(state.step))
+  current = start = int(jax.device_get(state.step))
 
   metrics_hook = MetricsHook(model_dir, trainer.log_every, data.global_batch_size * data.seq_len,
                              flops_per_token(model, data.seq_len), device_mesh.size,
@@ -169,7 +182,8 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
         _check_finite(previous_metrics, trainer.max_consecutive_nonfinite, current)
     checkpointer.save(current, state, data_iter, force=True)
     checkpointer.wait()
-    if trainer.export_params and current >= trainer.num_steps:
+    exported = (model_path / "export" / "model_config.json").exists()
+    if trainer.export_params and current >= trainer.num_steps and (current > start or not exported):
       export_params(state.params, model, str(model_path / "export"))
   finally:
     preemption.restore()

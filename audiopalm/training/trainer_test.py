@@ -45,7 +45,7 @@ def test_batch_that_cannot_be_sharded_fails_before_compiling(tmp_path):
   text = tmp_path / "t.txt"
   text.write_text("hello world\n\nanother paragraph\n")
   data = TextSourceConfig(paths=(str(text),), seq_len=16, global_batch_size=6)
-  with pytest.raises(ValueError, match="global_batch_size 6 must be divisible by data x fsdp"):
+  with pytest.raises(ValueError, match=r"global_batch_size 6 must be divisible by the batch shards \(data x fsdp = 8\)"):
     train(model_dir=str(tmp_path / "m"), model=TINY, data=data, mesh=MeshConfig(ici={"data": 4, "fsdp": -1}),
           trainer=TrainerConfig(num_steps=1))
 
@@ -56,3 +56,12 @@ def test_exhausted_input_saves_and_stops(tmp_path):
                  trainer=TrainerConfig(num_steps=10, log_every=1))
   assert result["step"] == 3 and not result["finished"]
   assert (tmp_path / "checkpoints" / "3").exists()
+
+
+def test_model_vocabulary_must_cover_the_input(tmp_path):
+  text = tmp_path / "t.txt"
+  text.write_text("hello world\n")
+  data = TextSourceConfig(paths=str(text), seq_len=16, global_batch_size=8)
+  with pytest.raises(ValueError, match="vocab_size is 256"):
+    train(model_dir=str(tmp_path / "m"), model=TINY.replace(vocab_size=256), data=data,
+          mesh=MeshConfig(ici={"data": -1}), trainer=TrainerConfig(num_steps=1))
