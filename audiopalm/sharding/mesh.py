@@ -51,7 +51,9 @@ class MeshConfig:
     ici: sizes within a slice / node (fast interconnect); one may be -1 (fill).
     dcn: sizes across slices / nodes; empty = single slice. One may be -1.
     num_slices: number of slices / nodes (granules); None = from the devices
-      (TPU `slice_index`) or the process count when `dcn` is given.
+      (TPU `slice_index`) or the process count when `dcn` is given. Set it
+      explicitly on GPU clusters that run one process per GPU (then the
+      process count is not the node count).
   """
 
   ici: Mapping[str, int] = dataclasses.field(default_factory=lambda: {"data": 1, "fsdp": -1, "tensor": 1})
