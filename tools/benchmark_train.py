@@ -69,6 +69,7 @@ class BenchmarkResult:
   global_batch: int
   seq_len: int
   grad_accum_steps: int
+  loss_chunk_size: int | None
   warmup_steps: int
   timed_steps: int
   compile_s: float
@@ -226,7 +227,7 @@ def run_benchmark(*, model_cfg: TransformerConfig, preset_name: str = "custom", 
       non_embedding_params=param_count(model_cfg, include_embedding=False), dtype=model_cfg.dtype,
       remat=model_cfg.remat, attention=model_cfg.attention, num_devices=len(devices), device_kind=devices[0].device_kind, platform=platform,
       mesh=dict(device_mesh.shape), global_batch=batch_size, seq_len=seq_len,
-      grad_accum_steps=step_cfg.grad_accum_steps, warmup_steps=warmup_steps, timed_steps=steps,
+      grad_accum_steps=step_cfg.grad_accum_steps, loss_chunk_size=step_cfg.loss_chunk_size, warmup_steps=warmup_steps, timed_steps=steps,
       compile_s=compile_s, step_time_median_s=median, step_time_mean_s=statistics.fmean(times),
       step_time_min_s=min(times), tokens_per_s=tokens_per_s, flops_per_token=fpt,
       achieved_flops=tokens_per_s * fpt, peak_flops_per_device=peak, peak_source=peak_source,
@@ -256,7 +257,8 @@ def format_report(r: BenchmarkResult) -> str:
       ("params", f"{r.params / 1e6:.2f}M ({r.non_embedding_params / 1e6:.2f}M non-embedding)"),
       ("devices", f"{r.num_devices} x {r.device_kind} ({r.platform})"),
       ("mesh", mesh),
-      ("global batch", f"{r.global_batch} sequences (grad_accum_steps {r.grad_accum_steps})"),
+      ("global batch", f"{r.global_batch} sequences (grad_accum_steps {r.grad_accum_steps}, "
+                       f"loss_chunk_size {r.loss_chunk_size})"),
       ("seq len", str(r.seq_len)),
       ("steps", f"{r.warmup_steps} warmup + {r.timed_steps} timed; compile {r.compile_s:.1f}s"),
       ("step time", f"median {r.step_time_median_s * 1e3:.1f} ms, mean {r.step_time_mean_s * 1e3:.1f} ms, "
@@ -301,6 +303,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   for name in ARCH_OVERRIDES:
     p.add_argument(f"--{name}", type=int, help=f"override TransformerConfig.{name}")
   p.add_argument("--grad_accum_steps", type=int, default=1)
+  p.add_argument("--loss_chunk_size", type=int, default=None,
+                 help="project logits and compute the loss this many positions at a time (large vocabularies)")
   p.add_argument("--peak_flops_per_device", type=float, help="peak FLOP/s per device for MFU (overrides the table)")
   p.add_argument("--matmul_peak", choices=("auto", "always", "never"), default="auto",
                  help="measure a matmul peak: auto = on CPU or when the peak is unknown")
@@ -317,7 +321,8 @@ def benchmark_kwargs(args: argparse.Namespace) -> dict[str, Any]:
   return dict(model_cfg=preset(args.preset, **overrides), preset_name=name, batch_size=args.batch_size,
               seq_len=args.seq_len, steps=args.steps, warmup_steps=args.warmup_steps,
               mesh_cfg=MeshConfig(ici=parse_mesh(args.mesh)),
-              step_cfg=TrainStepConfig(grad_accum_steps=args.grad_accum_steps),
+              step_cfg=TrainStepConfig(grad_accum_steps=args.grad_accum_steps,
+                                       loss_chunk_size=args.loss_chunk_size),
               peak_flops_override=args.peak_flops_per_device, matmul_peak=args.matmul_peak,
               matmul_size=args.matmul_size, seed=args.seed)
 

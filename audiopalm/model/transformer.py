@@ -45,18 +45,16 @@ def _remat_policy(name: str):
 class Transformer(nn.Module):
   """Decoder-only language model.
 
-  `__call__(tokens, positions, segment_ids) -> logits [batch, length, vocab]` (float32).
+  `__call__(tokens, positions, segment_ids) -> logits [batch, length, vocab]` (float32), which is
+  `project(hidden(tokens, positions, segment_ids))`; the two halves are separate methods so the
+  loss can project chunks of the sequence at a time (`model.apply(..., method=Transformer.project)`).
   """
 
   cfg: TransformerConfig
 
-  @nn.compact
-  def __call__(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
-    """tokens, positions, segment_ids: [batch, length] int32."""
+  def setup(self):
     cfg = self.cfg
-    embed = Embedding(cfg, name="embed")
-    x = constrain(embed(tokens), _ACT)  # [batch, length, embed]
-
+    self.embed = Embedding(cfg)
     block = Block
     if cfg.remat != "none":
       block = nn.remat(block, policy=_remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers)
@@ -64,19 +62,36 @@ class Transformer(nn.Module):
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
                       in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
                       metadata_params={nn.PARTITION_NAME: axes.LAYERS})
-      x, _ = stack(cfg, name="layers")(x, positions, segment_ids)
+      self.layers = stack(cfg)
     else:
-      for i in range(cfg.num_layers):
-        x, _ = block(cfg, name=f"layer_{i}")(x, positions, segment_ids)
+      self.blocks = [block(cfg, name=f"layer_{i}") for i in range(cfg.num_layers)]
+    self.final_norm = Norm(cfg)
+    if not cfg.tie_embeddings:
+      self.unembed = self.param("unembed", nn.with_logical_partitioning(kernel_init((0,)), (axes.EMBED, axes.VOCAB)),
+                                (cfg.d_model, cfg.vocab_size), dtype_of(cfg.param_dtype))
 
-    x = Norm(cfg, name="final_norm")(x)
+  def __call__(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    """tokens, positions, segment_ids: [batch, length] int32 -> logits [batch, length, vocab] float32."""
+    return self.project(self.hidden(tokens, positions, segment_ids))
+
+  def hidden(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    """Final normalised hidden states [batch, length, embed]."""
+    x = constrain(self.embed(tokens), _ACT)  # [batch, length, embed]
+    if self.cfg.scan_layers:
+      x, _ = self.layers(x, positions, segment_ids)
+    else:
+      for block in self.blocks:
+        x, _ = block(x, positions, segment_ids)
+    return self.final_norm(x)
+
+  def project(self, x: jax.Array) -> jax.Array:
+    """Hidden states [batch, length, embed] -> logits [batch, length, vocab] (float32)."""
+    cfg = self.cfg
     if cfg.tie_embeddings:
-      logits = embed.attend(x)
+      logits = self.embed.attend(x)
       if cfg.logits_scale_by_inv_sqrt_dim:
         logits = logits * jnp.asarray(cfg.d_model ** -0.5, logits.dtype)
     else:
-      w = self.param("unembed", nn.with_logical_partitioning(kernel_init((0,)), (axes.EMBED, axes.VOCAB)),
-                     (cfg.d_model, cfg.vocab_size), dtype_of(cfg.param_dtype))
-      logits = jnp.einsum("BTD,DV->BTV", x, w.astype(dtype_of(cfg.dtype)))
+      logits = jnp.einsum("BTD,DV->BTV", x, self.unembed.astype(dtype_of(cfg.dtype)))
     logits = constrain(logits, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_VOCAB))
     return logits.astype(jnp.float32)

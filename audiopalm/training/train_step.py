@@ -30,14 +30,20 @@ class TrainStepConfig:
   Attributes:
     z_loss: coefficient of the log(Z)^2 auxiliary loss (PaLM: 1e-4).
     grad_accum_steps: microbatches per step; the global batch must divide evenly.
+    loss_chunk_size: if set, the output layer and loss run on chunks of this many positions at a
+      time, recomputed in the backward pass, so the [batch, length, vocab] float32 logits are never
+      materialised whole (large vocabularies). Must divide the sequence length.
   """
 
   z_loss: float = 1e-4
   grad_accum_steps: int = 1
+  loss_chunk_size: int | None = None
 
   def __post_init__(self):
     if self.grad_accum_steps < 1:
       raise ValueError(f"TrainStepConfig.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
+    if self.loss_chunk_size is not None and self.loss_chunk_size < 1:
+      raise ValueError(f"TrainStepConfig.loss_chunk_size must be >= 1 or None, got {self.loss_chunk_size}")
 
 
 def _split_microbatches(batch: Batch, k: int) -> Batch:
@@ -52,13 +58,44 @@ def _split_microbatches(batch: Batch, k: int) -> Batch:
   return {key: split(v) for key, v in batch.items()}
 
 
+def _chunked_loss(model: Transformer, variables: Any, hidden: jax.Array, targets: jax.Array, weights: jax.Array,
+                  cfg: TrainStepConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Summed losses of `cross_entropy_with_z_loss`, projecting `loss_chunk_size` positions at a time.
+
+  hidden: [batch, length, embed]; targets, weights: [batch, length].
+  """
+  b, t, d = hidden.shape
+  c = cfg.loss_chunk_size
+  if t % c:
+    raise ValueError(f"TrainStepConfig.loss_chunk_size {c} does not divide the sequence length {t}")
+  chunks = lambda x: x.reshape(b, t // c, c, *x.shape[2:]).swapaxes(0, 1)  # [chunks, batch, c, ...]
+  h = constrain(chunks(hidden), (None, axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED))
+
+  @jax.checkpoint  # the backward pass recomputes one chunk's logits instead of storing them all
+  def chunk_sums(h_c, t_c, w_c):
+    logits = model.apply(variables, h_c, method=Transformer.project)  # [batch, c, vocab]
+    return cross_entropy_with_z_loss(logits, t_c, w_c, cfg.z_loss)
+
+  def body(carry, xs):
+    return tuple(a + s for a, s in zip(carry, chunk_sums(*xs))), None
+
+  zero = jnp.float32(0)
+  (ce, zl, w), _ = jax.lax.scan(body, (zero, zero, zero), (h, chunks(targets), chunks(weights)))
+  return ce, zl, w
+
+
 def make_gradient_fn(model: Transformer, cfg: TrainStepConfig) -> Callable[[Any, Batch], tuple[Any, dict]]:
   """Returns `grads_fn(params, batch) -> (grads, sums)`: mean gradient over the batch's loss weights
   (accumulated over `cfg.grad_accum_steps` microbatches) and the summed ce / z-loss / weights."""
 
   def sums(params: Any, mb: Batch):
-    logits = model.apply({"params": params}, mb["inputs"], mb["positions"], mb["segment_ids"])
-    ce, zl, w = cross_entropy_with_z_loss(logits, mb["targets"], mb["weights"], cfg.z_loss)
+    variables = {"params": params}
+    if cfg.loss_chunk_size is None:
+      logits = model.apply(variables, mb["inputs"], mb["positions"], mb["segment_ids"])
+      ce, zl, w = cross_entropy_with_z_loss(logits, mb["targets"], mb["weights"], cfg.z_loss)
+    else:
+      hidden = model.apply(variables, mb["inputs"], mb["positions"], mb["segment_ids"], method=Transformer.hidden)
+      ce, zl, w = _chunked_loss(model, variables, hidden, mb["targets"], mb["weights"], cfg)
     return ce + zl, (ce, zl, w)
 
   grad_fn = jax.value_and_grad(sums, has_aux=True)

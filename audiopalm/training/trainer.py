@@ -106,6 +106,9 @@ def validate_inputs(input_spec: InputSpec, model: TransformerConfig, batch_shard
     raise ValueError(f"global_batch_size {b} must be divisible by the batch shards ({' x '.join(names) or '1'} = "
                      f"{shards}) x grad_accum_steps ({step_cfg.grad_accum_steps}) = "
                      f"{shards * step_cfg.grad_accum_steps}")
+  chunk = step_cfg.loss_chunk_size
+  if chunk is not None and input_spec.seq_len % chunk:
+    raise ValueError(f"TrainStepConfig.loss_chunk_size {chunk} must divide the sequence length {input_spec.seq_len}")
   vocab = getattr(input_spec, "vocab_size", None)
   if vocab is not None and vocab > model.vocab_size:
     raise ValueError(f"The input's token ids go up to {vocab - 1} but the model's vocab_size is "
