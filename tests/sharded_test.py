@@ -1,9 +1,7 @@
 """Forward/backward on a 2x2x2 data x fsdp x tensor mesh of 8 simulated CPU devices."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from audiopalm.model import Transformer, preset

@@ -7,7 +7,7 @@ import sys
 import gin
 import pytest
 
-from audiopalm import configurables  # pylint: disable=unused-import  (registers the configurables)
+from audiopalm import configurables  # noqa: F401  (registers the gin configurables)
 from audiopalm.cli.gin_flags import GIN_ROOT, parse_gin, query, split_gin_bindings
 from audiopalm.model import PRESETS
 

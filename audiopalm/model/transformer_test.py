@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from audiopalm.model import PRESETS, Transformer, TransformerConfig, flops_per_token, param_count, preset
+from audiopalm.model import PRESETS, Transformer, flops_per_token, param_count, preset
 
 TINY = preset("tiny")
 VARIANTS = {

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, PartitionSpec
 
 from audiopalm.sharding import axes
 
