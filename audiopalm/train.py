@@ -12,6 +12,8 @@ import logging
 import sys
 
 import gin
+import jax
+from etils import epath
 
 from audiopalm import configurables
 from audiopalm.cli.gin_flags import add_gin_flags, parse_gin, query, split_gin_bindings
@@ -44,8 +46,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _write_config(model_dir: str, name: str, text: str) -> None:
-  import jax  # pylint: disable=import-outside-toplevel
-  from etils import epath  # pylint: disable=import-outside-toplevel
   if jax.process_index() == 0:
     path = epath.Path(model_dir)
     path.mkdir(parents=True, exist_ok=True)

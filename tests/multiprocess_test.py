@@ -27,9 +27,8 @@ from jax.sharding import NamedSharding
 
 from audiopalm.data.iterator import host_row_range
 from audiopalm.data.text_source import TextSourceConfig
-from audiopalm.sharding import axes
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
-from audiopalm.sharding.rules import ShardingRules, logical_to_mesh_spec
+from audiopalm.sharding.rules import ShardingRules, batch_sharding
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY_GIN = "gin_configs/experiments/tiny.gin"
@@ -179,8 +178,7 @@ class _ProcessView:
 
 def _batch_sharding(mesh: dict) -> NamedSharding:
   cfg = MeshConfig(ici=mesh["ici"], dcn=mesh.get("dcn", {}), num_slices=2 if "dcn" in mesh else None)
-  spec = logical_to_mesh_spec((axes.ACT_BATCH, axes.ACT_LENGTH), ShardingRules())
-  return NamedSharding(make_mesh(cfg), spec)
+  return batch_sharding(make_mesh(cfg), ShardingRules())
 
 
 @pytest.mark.parametrize("mesh", [REFERENCE_MESH, *TWO_PROCESS_MESHES.values()], ids=["single_slice", *TWO_PROCESS_MESHES])

@@ -2,12 +2,12 @@
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
 from audiopalm.model import Transformer, preset
 from audiopalm.sharding import axes
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
-from audiopalm.sharding.rules import ShardingRules, logical_to_mesh_spec
+from audiopalm.sharding.rules import ShardingRules, batch_sharding
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
 from audiopalm.training.train_state import init_train_state, sharding_context
 from audiopalm.training.train_step import TrainStepConfig, make_train_step
@@ -34,9 +34,9 @@ def _run(mesh_cfg, devices, steps=2):
   opt_cfg = OptimizerConfig(name="adamw", peak_lr=1e-3, warmup_steps=0, schedule="constant")
   tx = make_optimizer(opt_cfg)
   state = init_train_state(model, tx, mesh, RULES, seed=0)
-  batch_sharding = NamedSharding(mesh, logical_to_mesh_spec((axes.ACT_BATCH, axes.ACT_LENGTH), RULES))
+  input_sharding = batch_sharding(mesh, RULES)
   step = jax.jit(make_train_step(model, tx, TrainStepConfig(), make_schedule(opt_cfg)))
-  batch = {k: jax.device_put(v, batch_sharding) for k, v in _batch().items()}
+  batch = {k: jax.device_put(v, input_sharding) for k, v in _batch().items()}
   losses = []
   with sharding_context(mesh, RULES):
     for _ in range(steps):

@@ -36,9 +36,8 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from audiopalm.model import Transformer, TransformerConfig, flops_per_token, param_count, preset
 from audiopalm.model.config import REMAT_POLICIES
-from audiopalm.sharding import axes
 from audiopalm.sharding.mesh import MESH_AXES, MeshConfig, make_mesh
-from audiopalm.sharding.rules import ShardingRules, logical_to_mesh_spec
+from audiopalm.sharding.rules import ShardingRules, batch_sharding
 from audiopalm.training.metrics import mfu, peak_flops_per_device
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
 from audiopalm.training.train_state import init_train_state, sharding_context, state_shardings
@@ -179,23 +178,23 @@ def run_benchmark(*, model_cfg: TransformerConfig, preset_name: str = "custom", 
     raise ValueError(f"matmul_peak={matmul_peak!r}, allowed: ['auto', 'always', 'never']")
   device_mesh = make_mesh(mesh_cfg)
   rules.validate(device_mesh.axis_names)
-  batch_sharding = NamedSharding(device_mesh, logical_to_mesh_spec((axes.ACT_BATCH, axes.ACT_LENGTH), rules))
+  input_sharding = batch_sharding(device_mesh, rules)
   spec = argparse.Namespace(global_batch_size=batch_size, seq_len=seq_len)
-  validate_inputs(spec, model_cfg, batch_sharding, step_cfg)
+  validate_inputs(spec, model_cfg, input_sharding, step_cfg)
   devices = list(device_mesh.devices.flat)
 
   net = Transformer(model_cfg)
   tx = make_optimizer(optimizer_cfg)
   _, shardings = state_shardings(net, tx, device_mesh, rules)
   step_fn = jax.jit(make_train_step(net, tx, step_cfg, make_schedule(optimizer_cfg)),
-                    in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None), donate_argnums=0)
+                    in_shardings=(shardings, input_sharding), out_shardings=(shardings, None), donate_argnums=0)
 
   _progress(f"initialising {preset_name} ({param_count(model_cfg) / 1e6:.2f}M params) on mesh "
             f"{dict(device_mesh.shape)} ...")
   state = init_train_state(net, tx, device_mesh, rules, seed)  # enters sharding_context itself, as in the trainer
   with sharding_context(device_mesh, rules):
     batch = make_synthetic_batch(batch_size=batch_size, seq_len=seq_len, vocab_size=model_cfg.vocab_size,
-                                 sharding=batch_sharding, seed=seed + 1)
+                                 sharding=input_sharding, seed=seed + 1)
     _progress("compiling the train step ...")
     start = time.perf_counter()
     compiled = step_fn.lower(state, batch).compile()

@@ -71,10 +71,6 @@ class MeshConfig:
     ici = _fill(self.ici, num_devices // num_slices, "ici")
     return ici, dcn
 
-  def axis_sizes(self, num_devices: int, num_slices: int = 1) -> dict[str, int]:
-    ici, dcn = self.shapes(num_devices, num_slices)
-    return {a: i * d for a, i, d in zip(MESH_AXES, ici, dcn)}
-
 
 def _granules(devices: Sequence[jax.Device], num_slices: int) -> list[list[jax.Device]]:
   """Splits devices into `num_slices` granules: by TPU slice, else by process, else in order."""

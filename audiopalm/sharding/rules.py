@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from audiopalm.sharding import axes
 
@@ -85,6 +85,11 @@ def logical_to_sharding(logical_tree: Any, mesh: Mesh, rules: ShardingRules) -> 
 def constrain(x: jax.Array, logical: Sequence[str | None]) -> jax.Array:
   """Constrains an activation's sharding by logical names (no-op outside a mesh/rules context)."""
   return nn.with_logical_constraint(x, tuple(logical))
+
+
+def batch_sharding(mesh: Mesh, rules: ShardingRules) -> NamedSharding:
+  """Sharding of [batch, length] input arrays (logical `activation_batch`, `activation_length`)."""
+  return NamedSharding(mesh, logical_to_mesh_spec((axes.ACT_BATCH, axes.ACT_LENGTH), rules))
 
 
 def params_shardings(abstract_boxed_params: Any, mesh: Mesh, rules: ShardingRules) -> Any:

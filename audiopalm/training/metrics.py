@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import jax
 import numpy as np
@@ -71,10 +70,6 @@ class MetricsWriter:
       shown = " ".join(f"{k}={_fmt(v)}" for k, v in scalars.items())
       log.info("step %d %s", step, shown)
 
-  def flush(self) -> None:
-    if self._writer is not None:
-      self._writer.flush()
-
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
@@ -84,15 +79,3 @@ def _fmt(v: float) -> str:
   if isinstance(v, (int, np.integer)):
     return str(v)
   return f"{v:.4g}"
-
-
-class StepTimer:
-  """Wall time per step between log points (host-side, after the step's result is ready)."""
-
-  def __init__(self):
-    self._t = time.perf_counter()
-
-  def lap(self) -> float:
-    now = time.perf_counter()
-    dt, self._t = now - self._t, now
-    return dt

@@ -20,11 +20,10 @@ from jax.sharding import NamedSharding
 
 from audiopalm.data.iterator import InputIterator, host_row_range, to_global_batch
 from audiopalm.model import Transformer, TransformerConfig, flops_per_token
-from audiopalm.sharding import axes
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
-from audiopalm.sharding.rules import ShardingRules, logical_to_mesh_spec
+from audiopalm.sharding.rules import ShardingRules, batch_sharding
 from audiopalm.training.checkpointing import CheckpointConfig, Checkpointer, export_params
-from audiopalm.training.hooks import CheckpointHook, MetricsHook
+from audiopalm.training.hooks import CheckpointHook, Hook, MetricsHook
 from audiopalm.training.metrics import peak_flops_per_device
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
 from audiopalm.training.train_state import init_train_state, sharding_context, state_shardings
@@ -92,15 +91,15 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def validate_inputs(input_spec: InputSpec, model: TransformerConfig, batch_sharding: NamedSharding,
+def validate_inputs(input_spec: InputSpec, model: TransformerConfig, sharding: NamedSharding,
                     step_cfg: TrainStepConfig) -> None:
   """Fails before any compilation if the global batch cannot be laid out or the model's
   vocabulary does not cover the input's token ids."""
-  spec = batch_sharding.spec[0] if len(batch_sharding.spec) else None
+  spec = sharding.spec[0] if len(sharding.spec) else None
   names = (spec,) if isinstance(spec, str) else (spec or ())
   shards = 1
   for name in names:
-    shards *= batch_sharding.mesh.shape[name]
+    shards *= sharding.mesh.shape[name]
   b = input_spec.global_batch_size
   if b % (shards * step_cfg.grad_accum_steps):
     raise ValueError(f"global_batch_size {b} must be divisible by the batch shards ({' x '.join(names) or '1'} = "
@@ -119,14 +118,18 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
           step: TrainStepConfig = TrainStepConfig(), mesh: MeshConfig = MeshConfig(),
           rules: ShardingRules = ShardingRules(), checkpoint: CheckpointConfig = CheckpointConfig(),
           trainer: TrainerConfig = TrainerConfig()) -> dict[str, Any]:
-  """Trains (or resumes training of) `model` on `data`; returns a summary of the last logged metrics."""
+  """Trains (or resumes training of) `model` on `data` up to `trainer.num_steps`.
+
+  Returns {"step": steps taken in total, "finished": whether num_steps was reached (False after a
+  preemption or an exhausted input), "model_dir": model_dir}.
+  """
   # 1. Validate everything that can be checked before compiling.
   if not str(model_dir):
     raise ValueError("model_dir is empty: set MODEL_DIR (--gin.MODEL_DIR=...)")
   device_mesh = make_mesh(mesh)
   rules.validate(device_mesh.axis_names)
-  batch_sharding = NamedSharding(device_mesh, logical_to_mesh_spec((axes.ACT_BATCH, axes.ACT_LENGTH), rules))
-  validate_inputs(data, model, batch_sharding, step)
+  input_sharding = batch_sharding(device_mesh, rules)
+  validate_inputs(data, model, input_sharding, step)
   model_path = epath.Path(model_dir)
   model_path.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
@@ -137,10 +140,10 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
   net = Transformer(model)
   tx = make_optimizer(optimizer)
   abstract, shardings = state_shardings(net, tx, device_mesh, rules)
-  row_start, row_stop = host_row_range(batch_sharding, data.global_batch_size, data.seq_len)
+  row_start, row_stop = host_row_range(input_sharding, data.global_batch_size, data.seq_len)
   data_iter = data.make_iterator(row_start, row_stop)
   step_fn = jax.jit(make_train_step(net, tx, step, make_schedule(optimizer)),
-                    in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None), donate_argnums=0)
+                    in_shardings=(shardings, input_sharding), out_shardings=(shardings, None), donate_argnums=0)
 
   # 3. Resume from the newest complete checkpoint, or initialise.
   checkpointer = Checkpointer(model_dir, checkpoint)
@@ -154,7 +157,7 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
   metrics_hook = MetricsHook(model_dir, trainer.log_every, data.global_batch_size * data.seq_len,
                              flops_per_token(model, data.seq_len), device_mesh.size,
                              peak_flops_per_device(override=trainer.peak_flops_per_device))
-  hooks = [metrics_hook, CheckpointHook(checkpointer, data_iter)]
+  hooks: list[Hook] = [metrics_hook, CheckpointHook(checkpointer, data_iter)]
   preemption = _Preemption(checkpointer)
 
   # 4. The loop.
@@ -167,7 +170,7 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
         except StopIteration:
           log.warning("The input is exhausted after %d steps; saving and stopping", current)
           break
-        batch = to_global_batch(local, batch_sharding, data.global_batch_size)
+        batch = to_global_batch(local, input_sharding, data.global_batch_size)
         state, metrics = step_fn(state, batch)
         current += 1
         if previous_metrics is not None:  # read one step late so the device queue stays full
