@@ -1,113 +1,115 @@
-"""Packing training sequences into fixed-length rows: streaming first-fit with segment ids and positions.
+"""Packing training sequences into fixed-length rows with grain's first-fit / best-fit packers.
 
-    packer = Packer(length=2048, bos_id=vocab.spec.text.eos_id, pad_id=vocab.spec.text.pad_id)
-    for row in packer.pack(sequences):        # TokenSequence stream → rows (the trainer's BATCH_KEYS)
-      row["inputs"], row["targets"], row["positions"], row["segment_ids"], row["weights"]   # [length] each
+    ds = grain.IterDataset of {"targets": [n] int32, "weights": [n] float32}     # one dict per TokenSequence
+    rows = pack(ds, length=2048, num_bins=128, pad_id=vocab.spec.text.pad_id)    # grain packing, checkpointable
+    batch = to_batch(rows_batched, bos_id=eos_id, pad_id=pad_id)                 # the trainer's BATCH_KEYS
 
 Each sequence becomes one segment of a row: `targets` are its tokens, `inputs` the same shifted right by one
 with `bos_id` first (as `audiopalm.data.text_source`), `positions` restart at 0, `segment_ids` count 1, 2, ...
-within the row (0 = padding), `weights` are its loss weights (0 on padding). The model's attention is masked
-by segment ids, so packed sequences never see each other.
+within the row (0 = padding), `weights` are its loss weights (0 on padding). The model's attention is masked by
+segment ids, so packed sequences never see each other.
 
-First-fit: up to `open_rows` rows are being filled at once; a sequence goes into the first open row with room
-for it; when none has room and all are open, the fullest row is emitted. Order and results are a pure
-function of the input order. Sequences longer than `length` are dropped whole and counted
-(`stats.dropped_too_long`): formats keep sequences within their `max_length`.
+grain's packers (`grain.experimental.{FirstFit,BestFit}PackIterDataset`) fill `num_bins` rows at a time and
+emit them all when a sequence fits none; their iterator state is the parent's state at the start of the current
+group of rows plus the next row, so a restored loader repacks that group identically. More bins waste less
+(the last rows of a group are the emptiest) but delay data more; `tools/benchmark_data.py` measures both.
+Sequences longer than `length` must be removed before packing (`fits`): grain refuses them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Iterator
+import threading
 
+import grain
 import numpy as np
 
 from audiopalm.formats.base import TokenSequence
+from audiopalm.training.train_step import BATCH_KEYS
 
-ROW_KEYS = ("inputs", "targets", "positions", "segment_ids", "weights")
+PACKED_KEYS = ("targets", "weights")  # what each sequence carries into the packer
+ALGORITHMS = {"first_fit": grain.experimental.FirstFitPackIterDataset,
+              "best_fit": grain.experimental.BestFitPackIterDataset}
+
+
+def sequence_features(seq: TokenSequence, task_id: int | None = None) -> dict[str, np.ndarray]:
+  """A sequence as the packer's input: {"targets": [n] int32, "weights": [n] float32 (, "task_ids": [n] int32)}."""
+  out = {"targets": seq.tokens.astype(np.int32, copy=False), "weights": seq.weights.astype(np.float32, copy=False)}
+  if task_id is not None:
+    out["task_ids"] = np.full(len(seq), task_id, np.int32)
+  return out
+
+
+def pack(ds: grain.IterDataset, *, length: int, num_bins: int, pad_id: int = 0, algorithm: str = "best_fit",
+         seed: int = 0, keys: tuple[str, ...] = PACKED_KEYS) -> grain.IterDataset:
+  """Packs sequence dicts (`sequence_features`) into rows of `length` (see the module docstring).
+
+  Rows have, per key k: k [length], k_segment_ids, k_positions (grain's names). Row order within each group of
+  `num_bins` rows is shuffled with `seed` (grain's `shuffle_bins`), so the fullest rows do not always come first.
+  """
+  if algorithm not in ALGORITHMS:
+    raise ValueError(f"packing algorithm {algorithm!r}; choose one of {sorted(ALGORITHMS)}")
+  if length < 2 or num_bins < 1:
+    raise ValueError(f"packing needs length >= 2 and num_bins >= 1, got {length}, {num_bins}")
+  padding = {k: (pad_id if k == "targets" else 0) for k in keys}
+  return ALGORITHMS[algorithm](ds, length_struct={k: length for k in keys}, num_packing_bins=num_bins, seed=seed,
+                               shuffle_bins=True, padding_struct=padding)
+
+
+def fits(seq: TokenSequence, length: int) -> bool:
+  """Whether a sequence can be packed into rows of `length` (non-empty and not longer)."""
+  return 0 < len(seq) <= length
+
+
+def to_batch(packed: dict[str, np.ndarray], bos_id: int, pad_id: int = 0) -> dict[str, np.ndarray]:
+  """Packed rows [rows, length] (grain's keys) → the trainer's BATCH_KEYS (+ "task_ids" when packed).
+
+  inputs[i] = targets[i - 1] within a segment, `bos_id` at each segment start, `pad_id` on padding.
+  """
+  targets = packed["targets"].astype(np.int32)  # [rows, length]
+  segment_ids = packed["targets_segment_ids"].astype(np.int32)  # [rows, length]
+  positions = packed["targets_positions"].astype(np.int32)  # [rows, length]
+  previous = np.roll(targets, 1, axis=-1)
+  inputs = np.where(positions == 0, bos_id, previous)
+  inputs = np.where(segment_ids > 0, inputs, pad_id).astype(np.int32)
+  out = {"inputs": inputs, "targets": np.where(segment_ids > 0, targets, pad_id).astype(np.int32),
+         "positions": np.where(segment_ids > 0, positions, 0).astype(np.int32), "segment_ids": segment_ids,
+         "weights": np.where(segment_ids > 0, packed["weights"], 0).astype(np.float32)}
+  assert tuple(out) == BATCH_KEYS
+  if "task_ids" in packed:
+    out["task_ids"] = np.where(segment_ids > 0, packed["task_ids"], -1).astype(np.int32)
+  return out
 
 
 @dataclasses.dataclass
 class PackingStats:
-  """Counters of a packer: rows emitted, tokens placed, sequences dropped for being too long."""
+  """Counters of a loader since it started (not checkpointed: they describe this process's run).
+
+  Attributes:
+    rows: packed rows emitted.
+    tokens: non-padding positions of those rows.
+    sequences: sequences packed (segments).
+    length: the row length.
+  """
 
   rows: int = 0
   tokens: int = 0
   sequences: int = 0
-  dropped_too_long: int = 0
   length: int = 0
+  _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
 
   @property
   def efficiency(self) -> float:
     """Fraction of emitted row positions holding a token (not padding)."""
     return self.tokens / (self.rows * self.length) if self.rows else 0.0
 
+  def count_batch(self, batch: dict[str, np.ndarray]) -> None:
+    segment_ids = batch["segment_ids"]  # [rows, length]
+    with self._lock:
+      self.rows += segment_ids.shape[0]
+      self.tokens += int(np.count_nonzero(segment_ids))
+      self.sequences += int(segment_ids.max(axis=-1).sum())
 
-class _Row:
-  def __init__(self):
-    self.parts: list[TokenSequence] = []
-    self.used = 0
-
-
-class Packer:
-  """Streaming first-fit packer (see the module docstring)."""
-
-  def __init__(self, length: int, bos_id: int, pad_id: int = 0, open_rows: int = 8):
-    if length < 2 or open_rows < 1:
-      raise ValueError(f"Packer needs length >= 2 and open_rows >= 1, got {length}, {open_rows}")
-    self.length, self.bos_id, self.pad_id, self.open_rows = length, bos_id, pad_id, open_rows
-    self.rows: list[_Row] = []
-    self.stats = PackingStats(length=length)
-
-  def add(self, seq: TokenSequence) -> Iterator[dict[str, np.ndarray]]:
-    """Places one sequence; yields a row when one had to be emitted to make room."""
-    n = len(seq)
-    if n > self.length:
-      self.stats.dropped_too_long += 1
-      return
-    if n == 0:
-      return
-    for row in self.rows:
-      if row.used + n <= self.length:
-        row.parts.append(seq)
-        row.used += n
-        return
-    if len(self.rows) == self.open_rows:
-      fullest = max(range(len(self.rows)), key=lambda i: self.rows[i].used)
-      yield self._emit(self.rows.pop(fullest))
-    row = _Row()
-    row.parts.append(seq)
-    row.used = n
-    self.rows.append(row)
-
-  def flush(self) -> Iterator[dict[str, np.ndarray]]:
-    """Emits every open row (in the order they were opened)."""
-    rows, self.rows = self.rows, []
-    for row in rows:
-      yield self._emit(row)
-
-  def pack(self, sequences: Iterable[TokenSequence]) -> Iterator[dict[str, np.ndarray]]:
-    for seq in sequences:
-      yield from self.add(seq)
-    yield from self.flush()
-
-  def _emit(self, row: _Row) -> dict[str, np.ndarray]:
-    L = self.length  # noqa: N806
-    out = {"inputs": np.full(L, self.pad_id, np.int32), "targets": np.full(L, self.pad_id, np.int32),
-           "positions": np.zeros(L, np.int32), "segment_ids": np.zeros(L, np.int32),
-           "weights": np.zeros(L, np.float32)}
-    start = 0
-    for segment, seq in enumerate(row.parts, start=1):
-      n = len(seq)
-      end = start + n
-      out["targets"][start:end] = seq.tokens
-      out["inputs"][start] = self.bos_id
-      out["inputs"][start + 1:end] = seq.tokens[:-1]
-      out["positions"][start:end] = np.arange(n)
-      out["segment_ids"][start:end] = segment
-      out["weights"][start:end] = seq.weights
-      start = end
-    self.stats.rows += 1
-    self.stats.tokens += start
-    self.stats.sequences += len(row.parts)
-    return out
+  def summary(self) -> str:
+    return (f"{self.rows} rows of {self.length}, {self.sequences} sequences, packing efficiency "
+            f"{self.efficiency:.2%} non-pad")

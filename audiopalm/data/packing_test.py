@@ -1,9 +1,12 @@
-"""First-fit packing: exact rows, isolation of segments, no token lost, efficiency."""
+"""Packing with grain's packers: exact rows, isolation of segments, no token lost, efficiency, exact resume."""
 
+import grain
 import numpy as np
+import pytest
 
-from audiopalm.data.packing import ROW_KEYS, Packer
+from audiopalm.data import packing
 from audiopalm.formats.base import TokenSequence
+from audiopalm.training.train_step import BATCH_KEYS
 
 
 def _seq(tokens, weights=None):
@@ -11,36 +14,87 @@ def _seq(tokens, weights=None):
   return TokenSequence(tokens, np.ones(len(tokens), np.float32) if weights is None else np.asarray(weights, np.float32))
 
 
-def test_golden_rows():
-  rows = list(Packer(length=6, bos_id=1, pad_id=0, open_rows=2).pack(
-      [_seq([10, 11, 12], [0, 1, 1]), _seq([20, 21, 22, 23]), _seq([30, 31]), _seq([40])]))
-  # [10 11 12] opens row A; [20..23] does not fit A → row B; [30 31] and then [40] fit A (first fit).
+def _rows(seqs, length, num_bins, algorithm="first_fit", bos_id=1, pad_id=0):
+  ds = grain.MapDataset.source([packing.sequence_features(s) for s in seqs]).to_iter_dataset()
+  packed = packing.pack(ds, length=length, num_bins=num_bins, pad_id=pad_id, algorithm=algorithm)
+  return [packing.to_batch({k: v[None] for k, v in row.items()}, bos_id, pad_id) for row in packed]
+
+
+def test_golden_rows_first_fit():
+  rows = _rows([_seq([10, 11, 12], [0, 1, 1]), _seq([20, 21, 22, 23]), _seq([30, 31]), _seq([40])], length=6,
+               num_bins=2, algorithm="first_fit")
+  # [10 11 12] opens row A; [20..23] does not fit A → row B; [30 31] and then [40] go to the first row with room: A.
   assert len(rows) == 2
-  a, b = rows
-  np.testing.assert_array_equal(a["targets"], [10, 11, 12, 30, 31, 40])
-  np.testing.assert_array_equal(a["inputs"], [1, 10, 11, 1, 30, 1])
-  np.testing.assert_array_equal(a["positions"], [0, 1, 2, 0, 1, 0])
-  np.testing.assert_array_equal(a["segment_ids"], [1, 1, 1, 2, 2, 3])
-  np.testing.assert_array_equal(a["weights"], [0, 1, 1, 1, 1, 1])
-  np.testing.assert_array_equal(b["targets"], [20, 21, 22, 23, 0, 0])
-  np.testing.assert_array_equal(b["inputs"], [1, 20, 21, 22, 0, 0])
-  np.testing.assert_array_equal(b["segment_ids"], [1, 1, 1, 1, 0, 0])
-  assert all(r[k].dtype == (np.float32 if k == "weights" else np.int32) for r in rows for k in ROW_KEYS)
+  a, b = sorted(rows, key=lambda r: int(r["targets"][0, 0]))
+  np.testing.assert_array_equal(a["targets"][0], [10, 11, 12, 30, 31, 40])
+  np.testing.assert_array_equal(a["inputs"][0], [1, 10, 11, 1, 30, 1])
+  np.testing.assert_array_equal(a["positions"][0], [0, 1, 2, 0, 1, 0])
+  np.testing.assert_array_equal(a["segment_ids"][0], [1, 1, 1, 2, 2, 3])
+  np.testing.assert_array_equal(a["weights"][0], [0, 1, 1, 1, 1, 1])
+  np.testing.assert_array_equal(b["targets"][0], [20, 21, 22, 23, 0, 0])
+  np.testing.assert_array_equal(b["inputs"][0], [1, 20, 21, 22, 0, 0])
+  np.testing.assert_array_equal(b["positions"][0], [0, 1, 2, 3, 0, 0])
+  np.testing.assert_array_equal(b["segment_ids"][0], [1, 1, 1, 1, 0, 0])
+  np.testing.assert_array_equal(b["weights"][0], [1, 1, 1, 1, 0, 0])
+  assert all(tuple(r) == BATCH_KEYS for r in rows)
+  assert all(r[k].dtype == (np.float32 if k == "weights" else np.int32) for r in rows for k in BATCH_KEYS)
+
+
+def test_golden_rows_best_fit():
+  rows = _rows([_seq([10, 11, 12], [0, 1, 1]), _seq([20, 21, 22, 23]), _seq([30, 31]), _seq([40])], length=6,
+               num_bins=2, algorithm="best_fit")
+  # [30 31] goes to the row it leaves least room in: B (2 free) rather than A (3 free); [40] then fits only A.
+  a, b = sorted(rows, key=lambda r: int(r["targets"][0, 0]))
+  np.testing.assert_array_equal(a["targets"][0], [10, 11, 12, 40, 0, 0])
+  np.testing.assert_array_equal(a["inputs"][0], [1, 10, 11, 1, 0, 0])
+  np.testing.assert_array_equal(a["segment_ids"][0], [1, 1, 1, 2, 0, 0])
+  np.testing.assert_array_equal(a["weights"][0], [0, 1, 1, 1, 0, 0])
+  np.testing.assert_array_equal(b["targets"][0], [20, 21, 22, 23, 30, 31])
+  np.testing.assert_array_equal(b["inputs"][0], [1, 20, 21, 22, 1, 30])
+  np.testing.assert_array_equal(b["positions"][0], [0, 1, 2, 3, 0, 1])
+  np.testing.assert_array_equal(b["segment_ids"][0], [1, 1, 1, 1, 2, 2])
 
 
 def test_every_token_kept_segments_isolated_and_efficient():
   rng = np.random.default_rng(0)
-  seqs = [_seq(rng.integers(2, 1000, size=rng.integers(1, 300))) for _ in range(2000)]
-  packer = Packer(length=1024, bos_id=1, open_rows=8)
-  rows = list(packer.pack(seqs + [_seq(np.arange(2000))]))  # the last one is too long: dropped, counted
-  assert packer.stats.dropped_too_long == 1 and packer.stats.sequences == 2000
+  lengths = rng.integers(1, 300, size=3000)
+  seqs = [_seq(rng.integers(2, 1000, size=n), np.full(n, rng.uniform(0.1, 1), np.float32)) for n in lengths]
+  rows = _rows(seqs, length=1024, num_bins=128, algorithm="best_fit")
   found = []
   for row in rows:
-    for s in range(1, row["segment_ids"].max() + 1):
-      mask = row["segment_ids"] == s
-      idx = np.flatnonzero(mask)
+    seg, pos, tgt, inp = row["segment_ids"][0], row["positions"][0], row["targets"][0], row["inputs"][0]
+    for s in range(1, seg.max() + 1):
+      idx = np.flatnonzero(seg == s)
       assert (np.diff(idx) == 1).all()  # contiguous
-      np.testing.assert_array_equal(row["positions"][mask], np.arange(mask.sum()))  # restarts: nothing seen before
-      found.append(tuple(row["targets"][mask]))
-  assert sorted(found) == sorted(tuple(s.tokens) for s in seqs)  # every token of every packed sequence, once
-  assert packer.stats.efficiency >= 0.98, packer.stats.efficiency
+      np.testing.assert_array_equal(pos[idx], np.arange(len(idx)))  # positions restart: nothing seen before
+      np.testing.assert_array_equal(inp[idx], np.concatenate([[1], tgt[idx][:-1]]))  # shifted within the segment
+      found.append((tuple(tgt[idx]), float(row["weights"][0][idx][0])))
+    assert (row["weights"][0][seg == 0] == 0).all()
+  assert sorted(found) == sorted((tuple(s.tokens), float(s.weights[0])) for s in seqs)  # every token, once
+  efficiency = sum(int((r["segment_ids"] > 0).sum()) for r in rows[:-128]) / (1024 * len(rows[:-128]))
+  assert efficiency >= 0.98, efficiency  # the last group of rows is partial (the data ran out)
+
+
+def test_restored_packer_continues_exactly():
+  rng = np.random.default_rng(1)
+  feats = [packing.sequence_features(_seq(rng.integers(2, 50, size=rng.integers(1, 40)))) for _ in range(500)]
+  packed = packing.pack(grain.MapDataset.source(feats).to_iter_dataset(), length=64, num_bins=8, seed=3)
+  it = iter(packed)
+  for _ in range(13):  # mid-way through a group of 8 rows
+    next(it)
+  state = it.get_state()
+  expected = [next(it) for _ in range(20)]
+  restored = iter(packed)
+  restored.set_state(state)
+  for want in expected:
+    got = next(restored)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_fits_and_bad_settings():
+  assert packing.fits(_seq([1, 2]), 2) and not packing.fits(_seq([1, 2, 3]), 2) and not packing.fits(_seq([]), 2)
+  ds = grain.MapDataset.source([]).to_iter_dataset()
+  with pytest.raises(ValueError, match="packing algorithm 'greedy'"):
+    packing.pack(ds, length=8, num_bins=2, algorithm="greedy")
+  with pytest.raises(ValueError, match="length >= 2 and num_bins >= 1"):
+    packing.pack(ds, length=8, num_bins=0)
