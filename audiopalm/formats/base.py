@@ -16,6 +16,7 @@ so the data are a pure function of the seed).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from typing import Any, Callable, Iterator, Mapping
 
@@ -62,11 +63,27 @@ def register_format(name: str) -> Callable[[FormatFn], FormatFn]:
   return decorate
 
 
-def get_format(name: str) -> FormatFn:
+def get_format(name: str, config: Any = None) -> FormatFn:
+  """The format registered as `name`; with `config`, bound to that config instead of its default (the config
+  must be of the default's type, e.g. `AsrConfig` for 'asr')."""
   _import_builtins()
   if name not in _FORMATS:
     raise ValueError(f"unknown format {name!r}; registered: {sorted(_FORMATS)}")
-  return _FORMATS[name]
+  fn = _FORMATS[name]
+  if config is None:
+    return fn
+  default = fn.keywords.get("config") if isinstance(fn, functools.partial) else None
+  if default is None:
+    raise ValueError(f"format {name!r} takes no config (got {type(config).__name__})")
+  if type(config) is not type(default):
+    raise ValueError(f"format {name!r} takes a {type(default).__name__}, got a {type(config).__name__}")
+  return functools.partial(fn.func, *fn.args, **{**fn.keywords, "config": config})
+
+
+def default_config(name: str) -> Any:
+  """The config the format `name` was registered with (None if it takes none)."""
+  fn = get_format(name)
+  return fn.keywords.get("config") if isinstance(fn, functools.partial) else None
 
 
 def format_names() -> list[str]:
