@@ -5,3 +5,24 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+import pathlib  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="session")
+def demo_tokens(tmp_path_factory) -> pathlib.Path:
+  """The bundled corpus tokenized by the demo job (`gin_configs/tokenize/demo.gin`), once per test session."""
+  out = tmp_path_factory.mktemp("demo_tokens") / "tokens"
+  cmd = [sys.executable, "-m", "data_pipeline.tokenize", "--gin_file=gin_configs/tokenize/demo.gin",
+         f"--gin.OUTPUT_DIR={out}"]
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  return out

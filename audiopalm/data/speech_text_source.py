@@ -1,0 +1,214 @@
+"""The speech–text training input of `audiopalm.train`: a mixture of formats over token datasets, packed.
+
+    data = SpeechTextConfig(components=(MixtureComponent("asr", "runs/tokens_demo", rate=1.0),
+                                        MixtureComponent("tts", "runs/tokens_demo", rate=1.0)),
+                            seq_len=1024, global_batch_size=16)
+    data.vocab_spec                                   # the run's combined vocabulary (saved with checkpoints)
+    it = data.make_iterator(row_start, row_stop)      # this host's rows of every global batch (grain iterator)
+    batch = next(it)                                  # BATCH_KEYS, each [row_stop - row_start, seq_len]
+    it.get_state() / it.set_state(state)              # JSON; the trainer saves it in every checkpoint
+
+Per host: each component streams its formatted sequences from this host's disjoint slice of its dataset
+(`audiopalm.data.mixture`), the streams are interleaved by rate (grain's deterministic `mix`: rates are shares
+of sequences), packed into rows (grain's best-fit or first-fit packer), batched, and turned into the trainer's
+keys (`packing.to_batch`). Everything is a pure function of (seed, host, number of hosts), so a resumed loader
+continues exactly where the checkpointed one was. The packing efficiency is logged every `log_every` batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+from typing import Any
+
+import grain
+import numpy as np
+import tensorflow as tf
+
+from audiopalm.data import mixture, packing
+from audiopalm.data.mixture import MixtureComponent
+from audiopalm.data.token_source import TokenShardSource
+from audiopalm.formats import audiolm_stages
+from audiopalm.vocab.build import VocabConfig, build_vocabulary, check_tokens
+from audiopalm.vocab.combined import CombinedVocabulary
+from audiopalm.vocab.spec import VocabSpec
+from data_pipeline import dataset_info
+
+log = logging.getLogger(__name__)
+
+ACOUSTIC_FORMATS = ("coarse_acoustic", "fine_acoustic")  # formats that read acoustic tokens
+_PACKING_SEED = 1 << 30  # the packer's row-order seed is component_seed(seed, this)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechTextConfig:
+  """The speech–text input of a training run (the trainer's `InputSpec`).
+
+  Attributes:
+    components: the mixture (`MixtureComponent`s with their rates); names must be unique.
+    vocab_config: how the combined vocabulary is made (`VocabConfig`); `vocab` is the vocabulary it makes.
+    seq_len: tokens per packed row.
+    global_batch_size: rows per step over all processes.
+    seed: shuffling, per-example format randomness and row order are pure functions of it.
+    shuffle: shuffle each host's examples (a new order every epoch); off: dataset order (e.g. for evaluation).
+    num_epochs: passes over each component's data (None: endless; with a finite number the input ends when the
+      first component runs out).
+    packing: 'best_fit' or 'first_fit' (grain's packers).
+    packing_bins: rows packed at a time (more: less padding, more delay; see `audiopalm.data.packing`).
+    read_threads: grain threads reading and formatting examples; prefetch: examples read ahead (grain's
+      `ReadOptions`).
+    index_dir: cache directory for the TFRecord offset indexes (None: rebuild them at start; fast locally).
+    emit_task_ids: add "task_ids" [rows, seq_len] (the component index of each token, -1 on padding) to batches.
+    log_every: log the packing efficiency every this many batches (0: never).
+  """
+
+  components: tuple[MixtureComponent, ...] = ()
+  vocab_config: VocabConfig = VocabConfig()
+  seq_len: int = 1024
+  global_batch_size: int = 16
+  seed: int = 0
+  shuffle: bool = True
+  num_epochs: int | None = None
+  packing: str = "best_fit"
+  packing_bins: int = 128
+  read_threads: int = 4
+  prefetch: int = 256
+  index_dir: str | None = None
+  emit_task_ids: bool = False
+  log_every: int = 100
+
+  def __post_init__(self):
+    object.__setattr__(self, "components", tuple(self.components))
+    if not self.components:
+      raise ValueError("SpeechTextConfig.components is empty: give the mixture (a gin_configs/mixtures/*.gin file)")
+    labels = [c.label for c in self.components]
+    if len(set(labels)) != len(labels):
+      raise ValueError(f"mixture component names repeat: {labels}; give repeated formats distinct `name`s")
+    if self.seq_len < 2 or self.global_batch_size < 1:
+      raise ValueError(f"SpeechTextConfig: seq_len ({self.seq_len}) must be >= 2 and global_batch_size "
+                       f"({self.global_batch_size}) >= 1")
+    if self.num_epochs is not None and self.num_epochs < 1:
+      raise ValueError(f"SpeechTextConfig.num_epochs must be >= 1 or None, got {self.num_epochs}")
+    if self.packing not in packing.ALGORITHMS:
+      raise ValueError(f"SpeechTextConfig.packing {self.packing!r}; choose one of {sorted(packing.ALGORITHMS)}")
+    if self.packing_bins < 1 or self.read_threads < 0 or self.prefetch < 0 or self.log_every < 0:
+      raise ValueError("SpeechTextConfig: packing_bins must be >= 1 and read_threads, prefetch, log_every >= 0")
+
+  # -------------------------------------------------------------------------------------------------------------
+  # Vocabulary (the trainer reads `vocab_spec` and `vocab_size`).
+
+  @functools.cached_property
+  def _tokens(self) -> dict[str, Any]:
+    """dataset directory → its tokenizers (metadata.json), checked to be the same for every dataset."""
+    out = {}
+    for c in self.components:
+      if c.dataset not in out:
+        if not tf.io.gfile.exists(os.path.join(c.dataset, dataset_info.METADATA_FILE)):
+          raise FileNotFoundError(
+              f"mixture component {c.label!r}: no token dataset at {c.dataset} (no {dataset_info.METADATA_FILE}). "
+              "Make it first, e.g. python -m data_pipeline.tokenize --gin_file=gin_configs/tokenize/demo.gin "
+              f"--gin.OUTPUT_DIR={c.dataset}")
+        out[c.dataset] = dataset_info.read_metadata(c.dataset).tokens
+    first_dir, first = next(iter(out.items()))
+    for directory, tokens in out.items():
+      if (tokens.semantic.identity, tokens.acoustic.identity) != (first.semantic.identity, first.acoustic.identity):
+        raise ValueError(f"the mixture's datasets were made with different tokenizers: {first_dir} "
+                         f"({first.semantic.identity}, {first.acoustic.identity}) vs {directory} "
+                         f"({tokens.semantic.identity}, {tokens.acoustic.identity}); one vocabulary cannot hold both")
+    return out
+
+  def _needs(self) -> tuple[int, tuple[str, ...]]:
+    """(acoustic levels, special tokens) the mixture's formats need."""
+    first = next(iter(self._tokens.values()))
+    uses_acoustic = any(c.format in ACOUSTIC_FORMATS for c in self.components)
+    delay = any(getattr(c.resolved_config, "layout", None) == "delay" for c in self.components)
+    return (first.acoustic.num_codebooks if uses_acoustic else 0), ((audiolm_stages.DELAY_PAD,) if delay else ())
+
+  @functools.cached_property
+  def vocab(self) -> CombinedVocabulary:
+    levels, specials = self._needs()
+    directory, tokens = next(iter(self._tokens.items()))
+    vocab = build_vocabulary(self.vocab_config, tokens, levels, specials, source=directory)
+    for other_dir, other in self._tokens.items():
+      check_tokens(vocab.spec, other, len(vocab.spec.acoustic), other_dir)
+    return vocab
+
+  @property
+  def vocab_spec(self) -> VocabSpec:
+    return self.vocab.spec
+
+  @property
+  def vocab_size(self) -> int:
+    """Token ids are < this (the trainer checks that the model's vocabulary covers it)."""
+    return self.vocab.spec.size
+
+  @property
+  def task_names(self) -> list[str]:
+    """Component labels by task id (the values of "task_ids")."""
+    return [c.label for c in self.components]
+
+  # -------------------------------------------------------------------------------------------------------------
+  # The iterator.
+
+  def make_iterator(self, row_start: int, row_stop: int) -> grain.DatasetIterator:
+    """This process's rows [row_start, row_stop) of every global batch (the trainer's input contract).
+
+    Hosts are numbered by their rows: host row_start // rows_per_host of global_batch_size // rows_per_host.
+    """
+    per_host = row_stop - row_start
+    if per_host < 1 or self.global_batch_size % per_host or row_start % per_host:
+      raise ValueError(f"rows [{row_start}, {row_stop}) of a global batch of {self.global_batch_size}: every process "
+                       "must hold an equal, aligned share of the batch")
+    return iter(self.dataset(row_start // per_host, self.global_batch_size // per_host, per_host))
+
+  def sources(self) -> dict[tuple[str, str], TokenShardSource]:
+    out: dict[tuple[str, str], TokenShardSource] = {}
+    for c in self.components:
+      if (c.dataset, c.split) not in out:
+        out[c.dataset, c.split] = TokenShardSource(c.dataset, c.split, self.index_dir)
+    return out
+
+  def dataset(self, shard_index: int, shard_count: int, rows: int) -> grain.IterDataset:
+    """Host `shard_index` of `shard_count`'s batches of `rows` rows (see the module docstring)."""
+    vocab = self.vocab
+    sources = self.sources()
+    read_options = grain.ReadOptions(num_threads=self.read_threads, prefetch_buffer_size=self.prefetch)
+    streams, rates, stats = {}, {}, {}
+    for i, c in enumerate(self.components):
+      seed = mixture.component_seed(self.seed, i)
+      source = sources[c.dataset, c.split]
+      mixture.preflight(c, source, vocab, self.seq_len, shard_index, shard_count, seed)
+      stats[c.label] = mixture.ComponentStats()
+      streams[c.label] = mixture.component_dataset(
+          c, source, vocab, seed=seed, shard_index=shard_index, shard_count=shard_count, length=self.seq_len,
+          num_epochs=self.num_epochs, shuffle=self.shuffle, read_options=read_options, stats=stats[c.label],
+          task_id=i if self.emit_task_ids else None)
+      rates[c.label] = c.rate
+    mixed = grain.IterDataset.mix(streams, rates) if len(streams) > 1 else next(iter(streams.values()))
+    keys = packing.PACKED_KEYS + (("task_ids",) if self.emit_task_ids else ())
+    pad_id, bos_id = vocab.spec.text.pad_id, vocab.spec.text.eos_id
+    packed = packing.pack(mixed, length=self.seq_len, num_bins=self.packing_bins, pad_id=pad_id,
+                          algorithm=self.packing, seed=mixture.component_seed(self.seed, _PACKING_SEED), keys=keys)
+    packing_stats = packing.PackingStats(length=self.seq_len)
+    report = _Report(packing_stats, stats, self.log_every, shard_index)
+    return packed.batch(rows, drop_remainder=True).map(
+        lambda b: report(packing.to_batch(b, bos_id=bos_id, pad_id=pad_id)))
+
+
+class _Report:
+  """Counts packed batches and logs the packing efficiency and per-component counters now and then."""
+
+  def __init__(self, stats: packing.PackingStats, components: dict[str, mixture.ComponentStats], every: int,
+               host: int):
+    self.stats, self.components, self.every, self.host, self.batches = stats, components, every, host, 0
+
+  def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    self.stats.count_batch(batch)
+    self.batches += 1
+    if self.every and self.batches % self.every == 0:
+      parts = ", ".join(f"{name}: {s.examples} examples → {s.sequences} sequences ({s.dropped_too_long} too long)"
+                        for name, s in self.components.items())
+      log.info("input (host %d, %d batches): %s; %s", self.host, self.batches, self.stats.summary(), parts)
+    return batch

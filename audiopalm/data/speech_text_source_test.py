@@ -1,0 +1,173 @@
+"""The speech–text loader: exact rows from a hand-made shard, exact resume, disjoint hosts, mixture rates, errors."""
+
+import collections
+import json
+
+import numpy as np
+import pytest
+
+from audiopalm.data import mixture
+from audiopalm.data.mixture import MixtureComponent
+from audiopalm.data.speech_text_source import SpeechTextConfig
+from audiopalm.data.token_source import TokenShardSource
+from audiopalm.formats.audiolm_stages import DELAY_PAD, CoarseAcousticConfig
+from audiopalm.formats.audiopalm_tasks import ContinuationConfig, TtsConfig
+from audiopalm.training.train_step import BATCH_KEYS
+from data_pipeline import dataset_info, shards, synthetic
+
+SMALL = synthetic.SyntheticConfig(examples=60, num_shards=3, min_seconds=1.0, max_seconds=4.0, semantic_vocab=64,
+                                  acoustic_vocab=32, num_codebooks=4, words_per_second=2.0)
+ASR_EN = [93, 67, 85, 84, 34, 71, 112, 105, 110, 107, 117, 106, 95, 34]  # "[ASR English] " as byte ids (ord + 2)
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+  out = tmp_path_factory.mktemp("small")
+  synthetic.write_synthetic_dataset(str(out), SMALL)
+  return str(out)
+
+
+def _config(dataset, *components, **kw):
+  comps = tuple(MixtureComponent(f, dataset, rate=r, config=c) for f, r, c in components)
+  defaults = dict(seq_len=256, global_batch_size=4, read_threads=0, packing_bins=8, log_every=0)
+  return SpeechTextConfig(components=comps, **{**defaults, **kw})
+
+
+PALM = (("asr", 0.5, None), ("tts", 0.3, None), ("continuation", 0.2, ContinuationConfig(prefix_fraction=(0.3, 0.7))))
+
+
+def test_golden_batch_from_a_hand_made_shard(tmp_path):
+  info = shards.TokensInfo(
+      semantic=shards.TokenizerSpec("semantic", "sem", "sem-hand", 16, 1, 25.0, 16000),
+      acoustic=shards.TokenizerSpec("codec", "codec", "codec-hand", 4, 2, 50.0, 16000))
+  segs = [shards.TokenizedSegment(id=f"u{i}", utterance_id=f"u{i}", segment_index=0, source="x.flac", start=0.0,
+                                  duration=0.12, transcript=text, language="English", speaker="s",
+                                  semantic=np.array(sem), acoustic=np.zeros((2 * len(sem), 2), np.int64))
+          for i, (text, sem) in enumerate([("HI", [3, 3, 7]), ("ALL", [5])])]
+  with shards.ShardWriter(str(tmp_path), 0, 1, info) as writer:
+    for seg in segs:
+      writer.write(seg)
+  dataset_info.write_dataset_info(str(tmp_path), tokens=info, shards=[writer.stats])
+  cfg = SpeechTextConfig(components=(MixtureComponent("asr", str(tmp_path)),), seq_len=48, global_batch_size=1,
+                         shuffle=False, num_epochs=1, packing="first_fit", packing_bins=1, read_threads=0)
+  assert cfg.vocab_size == 384  # 258 bytes + 16 semantic = 274, padded to a multiple of 128
+  batches = list(cfg.make_iterator(0, 1))
+  assert len(batches) == 1
+  row = {k: v[0] for k, v in batches[0].items()}
+  # Semantic code c is id 258 + c. ASR: tag and audio unweighted, transcript and EOS (1) weighted.
+  first = ASR_EN + [261, 261, 265] + [74, 75, 1]  # "HI"
+  second = ASR_EN + [263] + [67, 78, 78, 1]  # "ALL"
+  pad = 48 - len(first) - len(second)
+  np.testing.assert_array_equal(row["targets"], first + second + [0] * pad)
+  np.testing.assert_array_equal(row["inputs"], [1] + first[:-1] + [1] + second[:-1] + [0] * pad)
+  np.testing.assert_array_equal(row["weights"], [0] * 17 + [1] * 3 + [0] * 15 + [1] * 4 + [0] * pad)
+  np.testing.assert_array_equal(row["segment_ids"], [1] * 20 + [2] * 19 + [0] * pad)
+  np.testing.assert_array_equal(row["positions"], list(range(20)) + list(range(19)) + [0] * pad)
+  assert tuple(batches[0]) == BATCH_KEYS
+
+
+def test_resume_mid_epoch_gives_exactly_the_following_batches(small):
+  cfg = _config(small, *PALM)
+  it = cfg.make_iterator(0, 4)
+  for _ in range(7):
+    next(it)
+  state = json.loads(json.dumps(it.get_state()))  # what the trainer's checkpoint holds
+  expected = [next(it) for _ in range(30)]  # several epochs of the 60 examples: crosses epoch boundaries
+  resumed = cfg.make_iterator(0, 4)
+  resumed.set_state(state)
+  for want in expected:
+    got = next(resumed)
+    assert all(np.array_equal(got[k], want[k]) for k in BATCH_KEYS)
+  # And a second epoch differs from the first (reshuffled, new crops), so resuming is not trivially equal.
+  fresh = cfg.make_iterator(0, 4)
+  assert not np.array_equal(next(fresh)["targets"], expected[0]["targets"])
+
+
+def _segments(batch, vocab):
+  out = []
+  for row in range(batch["targets"].shape[0]):
+    seg, tgt = batch["segment_ids"][row], batch["targets"][row]
+    for s in range(1, seg.max() + 1):
+      out.append("".join(span.value for span in vocab.decode(tgt[seg == s]) if span.kind == "text"))
+  return out
+
+
+def test_two_hosts_see_disjoint_data_whose_union_is_the_whole(small):
+  cfg = _config(small, ("text_lm", 1.0, None), global_batch_size=2, num_epochs=1)
+  seen = [[s for b in cfg.make_iterator(h, h + 1) for s in _segments(b, cfg.vocab)] for h in (0, 1)]
+  source = TokenShardSource(small)
+  everything = sorted(source[i]["transcript"] for i in range(len(source)))
+  assert len(seen[0]) == len(seen[1]) == 30
+  assert sorted(seen[0] + seen[1]) == everything
+  assert not set(seen[0]) & set(seen[1])
+
+
+def test_host_examples_are_strided_slices():
+  hosts = [list(mixture.host_examples(list(range(10)), h, 3)) for h in range(3)]
+  assert hosts == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+  with pytest.raises(ValueError, match="cannot be split between 4 hosts"):
+    mixture.host_examples([1, 2, 3], 0, 4)
+
+
+def test_mixture_rates_hold_over_many_batches(small):
+  cfg = _config(small, *PALM, emit_task_ids=True)
+  counts = collections.Counter()
+  it = cfg.make_iterator(0, 4)
+  for _ in range(150):
+    batch = next(it)
+    for row in range(4):
+      seg, task = batch["segment_ids"][row], batch["task_ids"][row]
+      for s in range(1, seg.max() + 1):
+        counts[int(task[seg == s][0])] += 1
+      assert (task[seg == 0] == -1).all()
+  total = sum(counts.values())
+  assert total > 1000
+  for i, (_, rate, _) in enumerate(PALM):
+    assert counts[i] / total == pytest.approx(rate, abs=0.02), (counts, total)
+
+
+def test_a_component_that_makes_nothing_fails_before_training(small):
+  cfg = _config(small, ("asr", 1.0, None), ("ast", 1.0, None))
+  with pytest.raises(ValueError, match=r"'ast' made no usable sequence from the first 30 examples .*translation"):
+    cfg.make_iterator(0, 2)
+  too_short = _config(small, ("asr", 1.0, None), seq_len=8)
+  with pytest.raises(ValueError, match="longer than the row length 8"):
+    too_short.make_iterator(0, 4)
+
+
+def test_config_errors_name_the_problem(small, tmp_path):
+  with pytest.raises(ValueError, match="components is empty"):
+    SpeechTextConfig(components=())
+  with pytest.raises(ValueError, match="names repeat"):
+    _config(small, ("asr", 1.0, None), ("asr", 1.0, None))
+  with pytest.raises(ValueError, match="unknown format 'asrr'"):
+    MixtureComponent("asrr", small)
+  with pytest.raises(ValueError, match="takes a AsrConfig, got a TtsConfig"):
+    MixtureComponent("asr", small, config=TtsConfig())
+  missing = _config(str(tmp_path / "nothing"), ("asr", 1.0, None))
+  with pytest.raises(FileNotFoundError, match="no token dataset at .*data_pipeline.tokenize"):
+    missing.vocab_size  # pylint: disable=pointless-statement
+  with pytest.raises(ValueError, match="equal, aligned share"):
+    _config(small, ("asr", 1.0, None)).make_iterator(1, 3)
+
+
+def test_datasets_with_different_tokenizers_cannot_share_a_vocabulary(small, tmp_path):
+  other = tmp_path / "other"
+  synthetic.write_synthetic_dataset(str(other), synthetic.SyntheticConfig(
+      examples=4, num_shards=1, min_seconds=1.0, max_seconds=2.0, semantic_vocab=32))
+  cfg = SpeechTextConfig(components=(MixtureComponent("asr", small), MixtureComponent("tts", str(other))))
+  with pytest.raises(ValueError, match="made with different tokenizers"):
+    cfg.vocab_size  # pylint: disable=pointless-statement
+
+
+def test_stage_mixtures_get_acoustic_levels_and_the_delay_token(small):
+  palm = _config(small, *PALM)
+  assert palm.vocab_spec.acoustic == () and palm.vocab_spec.specials == ()
+  stage = _config(small, ("coarse_acoustic", 1.0, CoarseAcousticConfig(coarse_levels=2, layout="delay")),
+                  seq_len=1024)
+  spec = stage.vocab_spec
+  assert [r.name for r in spec.acoustic] == ["acoustic_0", "acoustic_1", "acoustic_2", "acoustic_3"]
+  assert spec.specials == (DELAY_PAD,) and spec.size % 128 == 0
+  batch = next(stage.make_iterator(0, 4))
+  kinds = {stage.vocab.kind_of(int(t)) for t in batch["targets"][batch["segment_ids"] > 0]}
+  assert kinds == {"text", "special", "semantic", "acoustic_0", "acoustic_1"}  # EOS, delay pad, conditioning, Q'=2
