@@ -10,13 +10,15 @@ import gin
 from audiopalm.codec import audio_crops, discriminators, gan_step
 from audiopalm.codec import config as codec_config
 from audiopalm.codec import trainer as codec_trainer
-from audiopalm.data import text_source
+from audiopalm.data import mixture, speech_text_source, text_source
+from audiopalm.formats import audiolm_stages, audiopalm_tasks
 from audiopalm.model import config as model_config
 from audiopalm.semantic import fit as semantic_fit
 from audiopalm.semantic import kmeans
 from audiopalm.sharding import mesh, rules
 from audiopalm.tokenizers import base as tokenizers
 from audiopalm.training import checkpointing, optimizer, train_step, trainer
+from audiopalm.vocab import build as vocab_build
 
 # Public constructors.
 TransformerConfig = gin.external_configurable(model_config.TransformerConfig, "TransformerConfig")
@@ -28,6 +30,15 @@ TrainStepConfig = gin.external_configurable(train_step.TrainStepConfig, "TrainSt
 CheckpointConfig = gin.external_configurable(checkpointing.CheckpointConfig, "CheckpointConfig")
 TrainerConfig = gin.external_configurable(trainer.TrainerConfig, "TrainerConfig")
 TextSourceConfig = gin.external_configurable(text_source.TextSourceConfig, "TextSourceConfig")
+SpeechTextConfig = gin.external_configurable(speech_text_source.SpeechTextConfig, "SpeechTextConfig")
+MixtureComponent = gin.external_configurable(mixture.MixtureComponent, "MixtureComponent")
+VocabConfig = gin.external_configurable(vocab_build.VocabConfig, "VocabConfig")
+# Format configs (a mixture component's `config`), under their class names: AsrConfig, CoarseAcousticConfig, ...
+FORMAT_CONFIGS = {cls.__name__: gin.external_configurable(cls, cls.__name__) for cls in (
+    audiopalm_tasks.AsrConfig, audiopalm_tasks.TtsConfig, audiopalm_tasks.ContinuationConfig,
+    audiopalm_tasks.TextLmConfig, audiopalm_tasks.InterleavedConfig, audiopalm_tasks.AstConfig,
+    audiopalm_tasks.S2stConfig, audiopalm_tasks.CombinedConfig, audiolm_stages.SemanticLMConfig,
+    audiolm_stages.CoarseAcousticConfig, audiolm_stages.FineAcousticConfig)}
 CodecConfig = gin.external_configurable(codec_config.CodecConfig, "CodecConfig")
 codec_preset = gin.external_configurable(codec_config.preset, "codec_preset")
 AudioCropsConfig = gin.external_configurable(audio_crops.AudioCropsConfig, "AudioCropsConfig")

@@ -1,5 +1,5 @@
-"""The tiny experiment from the command line: training, exact resume after SIGKILL, SIGTERM,
-and a SIGKILL during an asynchronous checkpoint save."""
+"""Experiments from the command line: training, exact resume after SIGKILL (text and speech-text inputs: the
+loader's state comes back with the checkpoint), SIGTERM, and a SIGKILL during an asynchronous checkpoint save."""
 
 import json
 import os
@@ -22,9 +22,14 @@ STEPS, SAVE_EVERY = 30, 10
 pytestmark = pytest.mark.slow
 
 
-def _command(model_dir, *extra):
-  return [sys.executable, "-m", "audiopalm.train", "--gin_file=gin_configs/experiments/tiny.gin",
-          f"--gin.MODEL_DIR={model_dir}", f"--gin.TRAIN_STEPS={STEPS}", "--gin.TrainerConfig.log_every=1",
+# Experiment → (gin flags, loss ratio the first 30 steps must reach: mean of steps 28-30 / mean of steps 1-3).
+EXPERIMENTS = {"tiny": (["--gin_file=gin_configs/experiments/tiny.gin"], 0.6),
+               "speech_text": (["--gin_file=gin_configs/experiments/speech_text_demo.gin"], 0.8)}
+
+
+def _command(model_dir, experiment, *extra):
+  return [sys.executable, "-m", "audiopalm.train", *experiment, f"--gin.MODEL_DIR={model_dir}",
+          f"--gin.TRAIN_STEPS={STEPS}", "--gin.TrainerConfig.log_every=1",
           f"--gin.CheckpointConfig.save_interval_steps={SAVE_EVERY}", *extra]
 
 
@@ -34,15 +39,15 @@ def _env(**extra):
   return env
 
 
-def _run(model_dir, log, **env):
+def _run(model_dir, log, experiment, **env):
   with open(log, "ab") as out:
-    return subprocess.run(_command(model_dir), cwd=ROOT, env=_env(**env), stdout=out, stderr=subprocess.STDOUT,
-                          timeout=600, check=False).returncode
+    return subprocess.run(_command(model_dir, experiment), cwd=ROOT, env=_env(**env), stdout=out,
+                          stderr=subprocess.STDOUT, timeout=600, check=False).returncode
 
 
-def _start(model_dir, log):
+def _start(model_dir, log, experiment):
   out = open(log, "ab")  # pylint: disable=consider-using-with
-  return subprocess.Popen(_command(model_dir), cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT)
+  return subprocess.Popen(_command(model_dir, experiment), cwd=ROOT, env=_env(), stdout=out, stderr=subprocess.STDOUT)
 
 
 def _losses(model_dir):
@@ -75,21 +80,37 @@ def _complete_checkpoints(model_dir):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  """An uninterrupted run: the loss sequence every other run must reproduce."""
-  model_dir = tmp_path_factory.mktemp("reference")
-  rc = _run(model_dir, model_dir / "log.txt")
-  assert rc == 0, (model_dir / "log.txt").read_text()[-3000:]
-  return model_dir, _losses(model_dir)
+def flags(request):
+  """Experiment name → its command-line flags (the speech-text one reads the demo corpus's tokens)."""
+  def get(name):
+    extra = [f"--gin.TOKENS_DIR={request.getfixturevalue('demo_tokens')}"] if name == "speech_text" else []
+    return EXPERIMENTS[name][0] + extra
+  return get
 
 
-def test_tiny_experiment_trains_and_loss_falls(reference):
-  model_dir, losses = reference
+@pytest.fixture(scope="module")
+def references(tmp_path_factory, flags):
+  """Experiment name → an uninterrupted run: (model_dir, the loss sequence every other run must reproduce)."""
+  done = {}
+
+  def get(name):
+    if name not in done:
+      model_dir = tmp_path_factory.mktemp(f"reference_{name}")
+      rc = _run(model_dir, model_dir / "log.txt", flags(name))
+      assert rc == 0, (model_dir / "log.txt").read_text()[-3000:]
+      done[name] = model_dir, _losses(model_dir)
+    return done[name]
+  return get
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_experiment_trains_and_loss_falls(references, name):
+  model_dir, losses = references(name)
   assert sorted(losses) == list(range(1, STEPS + 1))
   first, last = sum(losses[s] for s in (1, 2, 3)) / 3, sum(losses[s] for s in (28, 29, 30)) / 3
-  assert last < 0.6 * first, (first, last)
-  for name in ("config.gin", "operative_config.gin", "model_config.json", "export/model_config.json"):
-    assert (model_dir / name).exists(), name
+  assert last < EXPERIMENTS[name][1] * first, (first, last)
+  for artefact in ("config.gin", "operative_config.gin", "model_config.json", "export/model_config.json"):
+    assert (model_dir / artefact).exists(), artefact
   assert "TransformerConfig.d_model = 128" in (model_dir / "operative_config.gin").read_text()
   assert list((model_dir / "tensorboard").glob("events.out.tfevents.*"))
   assert _complete_checkpoints(model_dir)[-1] == STEPS
@@ -99,22 +120,26 @@ def test_tiny_experiment_trains_and_loss_falls(reference):
   params = load_exported_params(str(model_dir / "export"), unbox(abstract_params(model)))
   assert jax.tree.structure(params) == jax.tree.structure(unbox(abstract_params(model)))
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+  # A speech-text run keeps its vocabulary next to the checkpoints and in the export.
+  spec_files = [(model_dir / "vocab_spec.json").exists(), (model_dir / "export" / "vocab_spec.json").exists()]
+  assert spec_files == [name == "speech_text"] * 2
 
 
-def test_sigkill_then_restart_reproduces_the_loss_sequence(reference, tmp_path):
-  _, expected = reference
-  proc = _start(tmp_path, tmp_path / "log.txt")
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_sigkill_then_restart_reproduces_the_loss_sequence(references, flags, name, tmp_path):
+  _, expected = references(name)
+  proc = _start(tmp_path, tmp_path / "log.txt", flags(name))
   _wait_for_step(proc, tmp_path, 15)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert max(_complete_checkpoints(tmp_path)) in (10, 20)
-  assert _run(tmp_path, tmp_path / "log.txt") == 0, (tmp_path / "log.txt").read_text()[-3000:]
+  assert _run(tmp_path, tmp_path / "log.txt", flags(name)) == 0, (tmp_path / "log.txt").read_text()[-3000:]
   assert "Restored checkpoint" in (tmp_path / "log.txt").read_text()
-  assert _losses(tmp_path) == expected  # bit-exact, every step
+  assert _losses(tmp_path) == expected  # bit-exact, every step: same parameters and the same following batches
 
 
-def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
-  proc = _start(tmp_path, tmp_path / "log.txt")
+def test_sigterm_saves_a_checkpoint_and_exits(flags, tmp_path):
+  proc = _start(tmp_path, tmp_path / "log.txt", flags("tiny"))
   _wait_for_step(proc, tmp_path, 12)
   proc.send_signal(signal.SIGTERM)
   assert proc.wait(timeout=120) == 0, (tmp_path / "log.txt").read_text()[-3000:]
@@ -124,13 +149,13 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path):
   assert "Preemption notice" in (tmp_path / "log.txt").read_text()
 
 
-def test_sigkill_during_async_save_keeps_previous_checkpoint(reference, tmp_path):
-  _, expected = reference
-  rc = _run(tmp_path, tmp_path / "log.txt", AUDIOPALM_FAULT_KILL_DURING_SAVE_STEP="20")
+def test_sigkill_during_async_save_keeps_previous_checkpoint(references, flags, tmp_path):
+  _, expected = references("tiny")
+  rc = _run(tmp_path, tmp_path / "log.txt", flags("tiny"), AUDIOPALM_FAULT_KILL_DURING_SAVE_STEP="20")
   assert rc == -signal.SIGKILL, (tmp_path / "log.txt").read_text()[-3000:]
   complete = _complete_checkpoints(tmp_path)
   assert 20 not in complete and max(complete) == 10, complete  # step 20 never became a complete checkpoint
   assert any(p.name.startswith("20") for p in (tmp_path / "checkpoints").iterdir())  # it was being written
-  assert _run(tmp_path, tmp_path / "log.txt") == 0, (tmp_path / "log.txt").read_text()[-3000:]
+  assert _run(tmp_path, tmp_path / "log.txt", flags("tiny")) == 0, (tmp_path / "log.txt").read_text()[-3000:]
   assert "Restored checkpoint of step 10" in (tmp_path / "log.txt").read_text()
   assert _losses(tmp_path) == expected

@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from audiopalm.training.train_state import TrainState
+from audiopalm.vocab.spec import save_spec
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,9 @@ class Checkpointer:
     self.manager.close()
 
 
-def export_params(params: Any, model_config: Any, export_dir: str) -> None:
-  """Writes a params-only checkpoint (orbax, sharded arrays) + `model_config.json` for downstream use."""
+def export_params(params: Any, model_config: Any, export_dir: str, vocab_spec: Any = None) -> None:
+  """Writes a params-only checkpoint (orbax, sharded arrays) + `model_config.json` (+ `vocab_spec.json` when the
+  model was trained with a combined vocabulary) for downstream use."""
   path = absolute(export_dir)
   if path.exists():
     if jax.process_index() == 0:
@@ -121,6 +123,8 @@ def export_params(params: Any, model_config: Any, export_dir: str) -> None:
   ckptr.wait_until_finished()
   if jax.process_index() == 0:
     (path / "model_config.json").write_text(json.dumps(dataclasses.asdict(model_config), indent=2))
+    if vocab_spec is not None:
+      save_spec(vocab_spec, str(path))
   log.info("Exported params to %s", path)
 
 

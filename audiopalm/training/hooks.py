@@ -49,7 +49,8 @@ class MetricsHook:
       return
     values = {k: v.item() for k, v in jax.device_get(metrics).items()}
     scalars = {"loss": values["loss"], "z_loss": values["z_loss"], "grad_norm": values["grad_norm"],
-               "lr": values["lr"], "skipped_steps": int(jax.device_get(state.nonfinite_total))}
+               "lr": values["lr"], "nonpad_fraction": values["nonpad_fraction"],
+               "skipped_steps": int(jax.device_get(state.nonfinite_total))}
     now = time.perf_counter()
     if self._last_time is not None and step > self._last_step:
       step_time = (now - self._last_time) / (step - self._last_step)

@@ -150,6 +150,7 @@ def make_train_step(model: Transformer, tx: optax.GradientTransformation, cfg: T
         "grad_norm": grad_norm,
         "lr": schedule(opt_steps),
         "tokens": sums["weights"],
+        "nonpad_fraction": jnp.mean((batch["segment_ids"] > 0).astype(jnp.float32)),  # packing efficiency
         "skipped": skipped,
         "nonfinite_consecutive": new_state.nonfinite_consecutive,
     }

@@ -27,7 +27,8 @@ from audiopalm.training.hooks import CheckpointHook, Hook, MetricsHook
 from audiopalm.training.metrics import peak_flops_per_device
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
 from audiopalm.training.train_state import init_train_state, sharding_context, state_shardings
-from audiopalm.training.train_step import TrainStepConfig, make_train_step
+from audiopalm.training.train_step import BATCH_KEYS, TrainStepConfig, make_train_step
+from audiopalm.vocab.spec import SPEC_FILE, VocabSpec, check_compatible, load_spec, save_spec
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,18 @@ def validate_inputs(input_spec: InputSpec, model: TransformerConfig, sharding: N
                      f"{model.vocab_size}; set TransformerConfig.vocab_size >= {vocab}")
 
 
+def _check_vocab_spec(data: InputSpec, model_path: epath.Path) -> VocabSpec | None:
+  """The input's vocabulary spec (None for inputs without one), refused if it differs from the one saved with
+  this run's checkpoints: a resumed run must give every token id the meaning it was trained with."""
+  spec = getattr(data, "vocab_spec", None)
+  saved = model_path / SPEC_FILE
+  if saved.exists():
+    if spec is None:
+      raise ValueError(f"{saved} exists but the input has no vocabulary spec: this run was trained on other data")
+    check_compatible(load_spec(str(saved)), spec, "the training data")
+  return spec
+
+
 def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimizer: OptimizerConfig = OptimizerConfig(),
           step: TrainStepConfig = TrainStepConfig(), mesh: MeshConfig = MeshConfig(),
           rules: ShardingRules = ShardingRules(), checkpoint: CheckpointConfig = CheckpointConfig(),
@@ -132,8 +145,11 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
   validate_inputs(data, model, input_sharding, step)
   model_path = epath.Path(model_dir)
   model_path.mkdir(parents=True, exist_ok=True)
+  vocab = _check_vocab_spec(data, model_path)
   if jax.process_index() == 0:
     (model_path / "model_config.json").write_text(json.dumps(dataclasses.asdict(model), indent=2))
+    if vocab is not None:
+      save_spec(vocab, str(model_path))
   log.info("Mesh %s on %d devices (%d processes)", dict(device_mesh.shape), device_mesh.size, jax.process_count())
 
   # 2. Build the model, optimizer, step function and input.
@@ -170,7 +186,7 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
         except StopIteration:
           log.warning("The input is exhausted after %d steps; saving and stopping", current)
           break
-        batch = to_global_batch(local, input_sharding, data.global_batch_size)
+        batch = to_global_batch({k: local[k] for k in BATCH_KEYS}, input_sharding, data.global_batch_size)
         state, metrics = step_fn(state, batch)
         current += 1
         if previous_metrics is not None:  # read one step late so the device queue stays full
@@ -190,7 +206,7 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
     checkpointer.wait()
     exported = (model_path / "export" / "model_config.json").exists()
     if trainer.export_params and current >= trainer.num_steps and (current > start or not exported):
-      export_params(state.params, model, str(model_path / "export"))
+      export_params(state.params, model, str(model_path / "export"), vocab)
   finally:
     preemption.restore()
     metrics_hook.close()

@@ -65,3 +65,26 @@ def test_model_vocabulary_must_cover_the_input(tmp_path):
   with pytest.raises(ValueError, match="vocab_size is 256"):
     train(model_dir=str(tmp_path / "m"), model=TINY.replace(vocab_size=256), data=data,
           mesh=MeshConfig(ici={"data": -1}), trainer=TrainerConfig(num_steps=1))
+
+
+def test_vocab_spec_is_saved_and_a_different_vocabulary_is_refused_on_resume(tmp_path):
+  from audiopalm.data.mixture import MixtureComponent  # pylint: disable=import-outside-toplevel
+  from audiopalm.data.speech_text_source import SpeechTextConfig  # pylint: disable=import-outside-toplevel
+  from audiopalm.vocab.spec import load_spec  # pylint: disable=import-outside-toplevel
+  from data_pipeline import synthetic  # pylint: disable=import-outside-toplevel
+
+  def data(name, semantic_vocab):
+    synthetic.write_synthetic_dataset(str(tmp_path / name), synthetic.SyntheticConfig(
+        examples=16, num_shards=1, min_seconds=0.5, max_seconds=1.0, semantic_vocab=semantic_vocab))
+    return SpeechTextConfig(components=(MixtureComponent("asr", str(tmp_path / name)),), seq_len=64,
+                            global_batch_size=8, read_threads=0, packing_bins=4)
+
+  first = data("a", 64)
+  run = dict(model_dir=str(tmp_path / "m"), model=TINY, mesh=MeshConfig(ici={"data": -1}),
+             checkpoint=CheckpointConfig(save_interval_steps=100))
+  train(data=first, trainer=TrainerConfig(num_steps=2, log_every=1), **run)
+  assert load_spec(str(tmp_path / "m")) == first.vocab_spec == load_spec(str(tmp_path / "m" / "export"))
+  with pytest.raises(ValueError, match="the checkpoint's vocabulary and the training data's disagree: semantic: "
+                     "ids \\[258, 322\\) of semantic-synthetic-k64 vs ids \\[258, 290\\) of semantic-synthetic-k32"):
+    train(data=data("b", 32), trainer=TrainerConfig(num_steps=4, log_every=1), **run)
+  assert train(data=first, trainer=TrainerConfig(num_steps=3, log_every=1), **run)["step"] == 3  # same data resumes
