@@ -1,7 +1,7 @@
-"""Packing training sequences into fixed-length rows with grain's first-fit / best-fit packers.
+"""Packing training sequences into fixed-length rows with segment ids and positions.
 
     ds = grain.IterDataset of {"targets": [n] int32, "weights": [n] float32}     # one dict per TokenSequence
-    rows = pack(ds, length=2048, num_bins=128, pad_id=vocab.spec.text.pad_id)    # grain packing, checkpointable
+    rows = pack(ds, length=2048, algorithm="best_fit_decreasing", window=4096)   # checkpointable grain dataset
     batch = to_batch(rows_batched, bos_id=eos_id, pad_id=pad_id)                 # the trainer's BATCH_KEYS
 
 Each sequence becomes one segment of a row: `targets` are its tokens, `inputs` the same shifted right by one
@@ -9,17 +9,22 @@ with `bos_id` first (as `audiopalm.data.text_source`), `positions` restart at 0,
 within the row (0 = padding), `weights` are its loss weights (0 on padding). The model's attention is masked by
 segment ids, so packed sequences never see each other.
 
-grain's packers (`grain.experimental.{FirstFit,BestFit}PackIterDataset`) fill `num_bins` rows at a time and
-emit them all when a sequence fits none; their iterator state is the parent's state at the start of the current
-group of rows plus the next row, so a restored loader repacks that group identically. More bins waste less
-(the last rows of a group are the emptiest) but delay data more; `tools/benchmark_data.py` measures both.
-Sequences longer than `length` must be removed before packing (`fits`): grain refuses them.
+Algorithms (all deterministic; a restored iterator repacks the current group and continues exactly):
+- 'best_fit_decreasing' (default, `WindowPackIterDataset`): reads a window of `window` sequences, sorts them
+  longest first and puts each into the row it leaves least room in (a new row if none fits), then emits the
+  window's rows in a seeded random order. Only the last rows of a window are left part-empty, so the padding is
+  a small fraction of a window's rows. State: the parent's state at the window's start + rows emitted.
+- 'best_fit' / 'first_fit' (grain's `{BestFit,FirstFit}PackIterDataset`): fill `num_bins` rows at a time in
+  arrival order and emit them all when a sequence fits none; the emptiest rows of every group are padding.
+`tools/benchmark_data.py` compares them. Sequences longer than `length` must be removed first (`fits`).
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import threading
+from typing import Any
 
 import grain
 import numpy as np
@@ -28,8 +33,9 @@ from audiopalm.formats.base import TokenSequence
 from audiopalm.training.train_step import BATCH_KEYS
 
 PACKED_KEYS = ("targets", "weights")  # what each sequence carries into the packer
-ALGORITHMS = {"first_fit": grain.experimental.FirstFitPackIterDataset,
-              "best_fit": grain.experimental.BestFitPackIterDataset}
+_GRAIN_PACKERS = {"first_fit": grain.experimental.FirstFitPackIterDataset,
+                  "best_fit": grain.experimental.BestFitPackIterDataset}
+ALGORITHMS = ("best_fit_decreasing", *_GRAIN_PACKERS)
 
 
 def sequence_features(seq: TokenSequence, task_id: int | None = None) -> dict[str, np.ndarray]:
@@ -40,20 +46,122 @@ def sequence_features(seq: TokenSequence, task_id: int | None = None) -> dict[st
   return out
 
 
-def pack(ds: grain.IterDataset, *, length: int, num_bins: int, pad_id: int = 0, algorithm: str = "best_fit",
-         seed: int = 0, keys: tuple[str, ...] = PACKED_KEYS) -> grain.IterDataset:
+def pack(ds: grain.IterDataset, *, length: int, algorithm: str = "best_fit_decreasing", window: int = 4096,
+         num_bins: int = 512, pad_id: int = 0, seed: int = 0,
+         keys: tuple[str, ...] = PACKED_KEYS) -> grain.IterDataset:
   """Packs sequence dicts (`sequence_features`) into rows of `length` (see the module docstring).
 
-  Rows have, per key k: k [length], k_segment_ids, k_positions (grain's names). Row order within each group of
-  `num_bins` rows is shuffled with `seed` (grain's `shuffle_bins`), so the fullest rows do not always come first.
+  Rows have, per key k: k [length], k_segment_ids, k_positions (grain's names). `window` is used by
+  'best_fit_decreasing', `num_bins` by grain's packers; `seed` orders the rows within a window / group.
   """
   if algorithm not in ALGORITHMS:
-    raise ValueError(f"packing algorithm {algorithm!r}; choose one of {sorted(ALGORITHMS)}")
-  if length < 2 or num_bins < 1:
-    raise ValueError(f"packing needs length >= 2 and num_bins >= 1, got {length}, {num_bins}")
+    raise ValueError(f"packing algorithm {algorithm!r}; choose one of {list(ALGORITHMS)}")
+  if length < 2 or num_bins < 1 or window < 1:
+    raise ValueError(f"packing needs length >= 2, window >= 1 and num_bins >= 1, got {length}, {window}, {num_bins}")
   padding = {k: (pad_id if k == "targets" else 0) for k in keys}
-  return ALGORITHMS[algorithm](ds, length_struct={k: length for k in keys}, num_packing_bins=num_bins, seed=seed,
-                               shuffle_bins=True, padding_struct=padding)
+  if algorithm == "best_fit_decreasing":
+    return WindowPackIterDataset(ds, length=length, window=window, seed=seed, padding=padding)
+  return _GRAIN_PACKERS[algorithm](ds, length_struct={k: length for k in keys}, num_packing_bins=num_bins,
+                                   seed=seed, shuffle_bins=True, padding_struct=padding)
+
+
+def best_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
+  """Rows of item indices: items longest first (ties: lower index first), each into the row with the least room
+  left that fits it, else a new row. Rows are returned in the order they were opened."""
+  rows: list[list[int]] = []
+  free: list[tuple[int, int]] = []  # sorted (room left, row)
+  for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+    n = lengths[i]
+    if not 0 < n <= capacity:
+      raise ValueError(f"a sequence of {n} tokens cannot be packed into rows of {capacity}")
+    slot = bisect.bisect_left(free, (n, -1))
+    if slot < len(free):
+      room, row = free.pop(slot)
+      rows[row].append(i)
+    else:
+      room, row = capacity, len(rows)
+      rows.append([i])
+    if room - n:
+      bisect.insort(free, (room - n, row))
+  return rows
+
+
+class WindowPackIterDataset(grain.IterDataset):
+  """Best-fit-decreasing packing over windows of sequences (see the module docstring)."""
+
+  def __init__(self, parent: grain.IterDataset, *, length: int, window: int, seed: int, padding: dict[str, Any]):
+    super().__init__(parent)
+    self.length, self.window, self.seed, self.padding = length, window, seed, padding
+
+  def __iter__(self) -> grain.DatasetIterator:
+    return _WindowPackIterator(self._parent.__iter__(), self)
+
+  def __str__(self) -> str:
+    return f"WindowPackIterDataset(length={self.length}, window={self.window})"
+
+
+class _WindowPackIterator(grain.DatasetIterator):
+  """State: {"parent": the parent's state at the current window's start, "window": its index, "next_row"}."""
+
+  def __init__(self, parent: grain.DatasetIterator, spec: WindowPackIterDataset):
+    super().__init__(parent)
+    self.spec = spec
+    self._start_state = self._parent.get_state()
+    self._window = 0
+    self._next_row = 0
+    self._elements: list[dict[str, np.ndarray]] | None = None  # the current window's sequences
+    self._rows: list[list[int]] = []  # their assignment to rows, in emission order
+
+  def _load(self) -> None:
+    """Reads the window starting at the parent's current position and packs it."""
+    self._start_state = self._parent.get_state()
+    elements = []
+    for _ in range(self.spec.window):
+      try:
+        elements.append(next(self._parent))
+      except StopIteration:
+        break
+    rows = best_fit_decreasing([len(e["targets"]) for e in elements], self.spec.length)
+    order = np.random.default_rng([self.spec.seed, self._window]).permutation(len(rows))
+    self._elements, self._rows = elements, [rows[i] for i in order]
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._elements is None:
+      self._load()
+    while self._next_row >= len(self._rows):
+      if not self._elements:  # the last window was empty: the parent is exhausted
+        raise StopIteration
+      self._window += 1
+      self._next_row = 0
+      self._load()
+    row = self._row([self._elements[i] for i in self._rows[self._next_row]])
+    self._next_row += 1
+    return row
+
+  def _row(self, parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    L = self.spec.length  # noqa: N806
+    lengths = [len(p["targets"]) for p in parts]
+    used = sum(lengths)
+    segment_ids = np.zeros(L, np.int32)
+    segment_ids[:used] = np.repeat(np.arange(1, len(parts) + 1, dtype=np.int32), lengths)
+    positions = np.zeros(L, np.int32)
+    positions[:used] = np.concatenate([np.arange(n, dtype=np.int32) for n in lengths])
+    out = {}
+    for key, pad in self.spec.padding.items():
+      first = parts[0][key]
+      value = np.full((L,) + first.shape[1:], pad, first.dtype)
+      value[:used] = np.concatenate([p[key] for p in parts])
+      out[key], out[f"{key}_segment_ids"], out[f"{key}_positions"] = value, segment_ids, positions
+    return out
+
+  def get_state(self) -> dict[str, Any]:
+    return {"parent": self._start_state, "window": self._window, "next_row": self._next_row}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._parent.set_state(state["parent"])
+    self._window = state["window"]
+    self._load()
+    self._next_row = state["next_row"]
 
 
 def fits(seq: TokenSequence, length: int) -> bool:

@@ -1,4 +1,5 @@
-"""Packing with grain's packers: exact rows, isolation of segments, no token lost, efficiency, exact resume."""
+"""Packing (best fit decreasing over windows; grain's packers): exact rows, isolated segments, no token lost,
+efficiency, exact resume."""
 
 import grain
 import numpy as np
@@ -14,9 +15,9 @@ def _seq(tokens, weights=None):
   return TokenSequence(tokens, np.ones(len(tokens), np.float32) if weights is None else np.asarray(weights, np.float32))
 
 
-def _rows(seqs, length, num_bins, algorithm="first_fit", bos_id=1, pad_id=0):
+def _rows(seqs, length, num_bins=8, algorithm="first_fit", bos_id=1, pad_id=0, window=4096):
   ds = grain.MapDataset.source([packing.sequence_features(s) for s in seqs]).to_iter_dataset()
-  packed = packing.pack(ds, length=length, num_bins=num_bins, pad_id=pad_id, algorithm=algorithm)
+  packed = packing.pack(ds, length=length, num_bins=num_bins, pad_id=pad_id, algorithm=algorithm, window=window)
   return [packing.to_batch({k: v[None] for k, v in row.items()}, bos_id, pad_id) for row in packed]
 
 
@@ -55,11 +56,38 @@ def test_golden_rows_best_fit():
   np.testing.assert_array_equal(b["segment_ids"][0], [1, 1, 1, 1, 2, 2])
 
 
-def test_every_token_kept_segments_isolated_and_efficient():
+def test_golden_rows_best_fit_decreasing():
+  rows = _rows([_seq([10, 11]), _seq([20, 21, 22, 23]), _seq([30, 31, 32], [0, 1, 1]), _seq([40]), _seq([50, 51]),
+                _seq([60])], length=6, algorithm="best_fit_decreasing", window=4)
+  # Window 1 = the first four, longest first: [20..23] opens A (2 left); [30 31 32] opens B (3 left); [10 11]
+  # fits A exactly (best fit); [40] → B. Window 2: [50 51] opens C, [60] joins it. Window rows come out in a
+  # seeded random order, window by window.
+  by_first = {int(r["targets"][0, 0]): r for r in rows}
+  assert len(rows) == 3 and {int(r["targets"][0, 0]) for r in rows[:2]} == {20, 30}
+  np.testing.assert_array_equal(by_first[20]["targets"][0], [20, 21, 22, 23, 10, 11])
+  np.testing.assert_array_equal(by_first[20]["inputs"][0], [1, 20, 21, 22, 1, 10])
+  np.testing.assert_array_equal(by_first[20]["positions"][0], [0, 1, 2, 3, 0, 1])
+  np.testing.assert_array_equal(by_first[20]["segment_ids"][0], [1, 1, 1, 1, 2, 2])
+  np.testing.assert_array_equal(by_first[30]["targets"][0], [30, 31, 32, 40, 0, 0])
+  np.testing.assert_array_equal(by_first[30]["weights"][0], [0, 1, 1, 1, 0, 0])
+  np.testing.assert_array_equal(by_first[30]["segment_ids"][0], [1, 1, 1, 2, 0, 0])
+  np.testing.assert_array_equal(by_first[50]["targets"][0], [50, 51, 60, 0, 0, 0])
+
+
+def test_best_fit_decreasing_assignment():
+  assert packing.best_fit_decreasing([4, 2, 3, 1], 6) == [[0, 1], [2, 3]]
+  assert packing.best_fit_decreasing([], 6) == []
+  with pytest.raises(ValueError, match="a sequence of 7 tokens cannot be packed into rows of 6"):
+    packing.best_fit_decreasing([7], 6)
+
+
+@pytest.mark.parametrize("algorithm,settings,goal", [("best_fit_decreasing", {"window": 2000}, 0.995),
+                                                     ("best_fit", {"num_bins": 128}, 0.98)])
+def test_every_token_kept_segments_isolated_and_efficient(algorithm, settings, goal):
   rng = np.random.default_rng(0)
-  lengths = rng.integers(1, 300, size=3000)
+  lengths = rng.integers(1, 300, size=6000)
   seqs = [_seq(rng.integers(2, 1000, size=n), np.full(n, rng.uniform(0.1, 1), np.float32)) for n in lengths]
-  rows = _rows(seqs, length=1024, num_bins=128, algorithm="best_fit")
+  rows = _rows(seqs, length=1024, algorithm=algorithm, **settings)
   found = []
   for row in rows:
     seg, pos, tgt, inp = row["segment_ids"][0], row["positions"][0], row["targets"][0], row["inputs"][0]
@@ -71,24 +99,28 @@ def test_every_token_kept_segments_isolated_and_efficient():
       found.append((tuple(tgt[idx]), float(row["weights"][0][idx][0])))
     assert (row["weights"][0][seg == 0] == 0).all()
   assert sorted(found) == sorted((tuple(s.tokens), float(s.weights[0])) for s in seqs)  # every token, once
-  efficiency = sum(int((r["segment_ids"] > 0).sum()) for r in rows[:-128]) / (1024 * len(rows[:-128]))
-  assert efficiency >= 0.98, efficiency  # the last group of rows is partial (the data ran out)
+  full = rows[:-200]  # the data ran out in the last window / group of rows
+  efficiency = sum(int((r["segment_ids"] > 0).sum()) for r in full) / (1024 * len(full))
+  assert efficiency >= goal, efficiency
 
 
-def test_restored_packer_continues_exactly():
+@pytest.mark.parametrize("algorithm", packing.ALGORITHMS)
+def test_restored_packer_continues_exactly(algorithm):
   rng = np.random.default_rng(1)
   feats = [packing.sequence_features(_seq(rng.integers(2, 50, size=rng.integers(1, 40)))) for _ in range(500)]
-  packed = packing.pack(grain.MapDataset.source(feats).to_iter_dataset(), length=64, num_bins=8, seed=3)
+  packed = packing.pack(grain.MapDataset.source(feats).to_iter_dataset(), length=64, algorithm=algorithm,
+                        num_bins=8, window=30, seed=3)
   it = iter(packed)
-  for _ in range(13):  # mid-way through a group of 8 rows
+  for _ in range(13):  # mid-way through a group / window of rows
     next(it)
   state = it.get_state()
-  expected = [next(it) for _ in range(20)]
+  expected = list(it)  # to the end: several windows, then exhaustion
   restored = iter(packed)
   restored.set_state(state)
-  for want in expected:
-    got = next(restored)
-    assert all(np.array_equal(got[k], want[k]) for k in want)
+  got = list(restored)
+  assert len(got) == len(expected) > 20
+  for g, want in zip(got, expected):
+    assert all(np.array_equal(g[k], want[k]) for k in want)
 
 
 def test_fits_and_bad_settings():
@@ -96,5 +128,6 @@ def test_fits_and_bad_settings():
   ds = grain.MapDataset.source([]).to_iter_dataset()
   with pytest.raises(ValueError, match="packing algorithm 'greedy'"):
     packing.pack(ds, length=8, num_bins=2, algorithm="greedy")
-  with pytest.raises(ValueError, match="length >= 2 and num_bins >= 1"):
+  with pytest.raises(ValueError, match="length >= 2, window >= 1 and num_bins >= 1"):
     packing.pack(ds, length=8, num_bins=0)
+  assert list(packing.pack(ds, length=8)) == []  # nothing in, nothing out

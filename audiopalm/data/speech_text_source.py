@@ -10,7 +10,7 @@
 
 Per host: each component streams its formatted sequences from this host's disjoint slice of its dataset
 (`audiopalm.data.mixture`), the streams are interleaved by rate (grain's deterministic `mix`: rates are shares
-of sequences), packed into rows (grain's best-fit or first-fit packer), batched, and turned into the trainer's
+of sequences), packed into rows (best fit decreasing over windows of sequences, or grain's packers), batched, and turned into the trainer's
 keys (`packing.to_batch`). Everything is a pure function of (seed, host, number of hosts), so a resumed loader
 continues exactly where the checkpointed one was. The packing efficiency is logged every `log_every` batches.
 """
@@ -39,6 +39,7 @@ from data_pipeline import dataset_info
 log = logging.getLogger(__name__)
 
 ACOUSTIC_FORMATS = ("coarse_acoustic", "fine_acoustic")  # formats that read acoustic tokens
+REMOTE_READ_THREADS = 16  # default read threads when a dataset is remote (gs://, ...)
 _PACKING_SEED = 1 << 30  # the packer's row-order seed is component_seed(seed, this)
 
 
@@ -55,10 +56,15 @@ class SpeechTextConfig:
     shuffle: shuffle each host's examples (a new order every epoch); off: dataset order (e.g. for evaluation).
     num_epochs: passes over each component's data (None: endless; with a finite number the input ends when the
       first component runs out).
-    packing: 'best_fit' or 'first_fit' (grain's packers).
-    packing_bins: rows packed at a time (more: less padding, more delay; see `audiopalm.data.packing`).
-    read_threads: grain threads reading and formatting examples; prefetch: examples read ahead (grain's
-      `ReadOptions`).
+    packing: 'best_fit_decreasing' (over windows of sequences), or grain's 'best_fit' / 'first_fit' packers
+      (see `audiopalm.data.packing`).
+    packing_window: sequences per best-fit-decreasing window (more: less padding, more memory and a longer
+      replay when a checkpoint is restored).
+    packing_bins: rows filled at a time by grain's packers.
+    read_threads: grain threads reading and formatting examples (grain's `ReadOptions`); None: 0 when every
+      dataset is on a local disk (reading in the calling thread is fastest: the work holds the GIL), else 16
+      (remote reads, e.g. gs://, wait on the network).
+    prefetch: examples read ahead by those threads.
     index_dir: cache directory for the TFRecord offset indexes (None: rebuild them at start; fast locally).
     emit_task_ids: add "task_ids" [rows, seq_len] (the component index of each token, -1 on padding) to batches.
     log_every: log the packing efficiency every this many batches (0: never).
@@ -71,9 +77,10 @@ class SpeechTextConfig:
   seed: int = 0
   shuffle: bool = True
   num_epochs: int | None = None
-  packing: str = "best_fit"
-  packing_bins: int = 128
-  read_threads: int = 4
+  packing: str = "best_fit_decreasing"
+  packing_window: int = 4096
+  packing_bins: int = 512
+  read_threads: int | None = None
   prefetch: int = 256
   index_dir: str | None = None
   emit_task_ids: bool = False
@@ -92,9 +99,10 @@ class SpeechTextConfig:
     if self.num_epochs is not None and self.num_epochs < 1:
       raise ValueError(f"SpeechTextConfig.num_epochs must be >= 1 or None, got {self.num_epochs}")
     if self.packing not in packing.ALGORITHMS:
-      raise ValueError(f"SpeechTextConfig.packing {self.packing!r}; choose one of {sorted(packing.ALGORITHMS)}")
-    if self.packing_bins < 1 or self.read_threads < 0 or self.prefetch < 0 or self.log_every < 0:
-      raise ValueError("SpeechTextConfig: packing_bins must be >= 1 and read_threads, prefetch, log_every >= 0")
+      raise ValueError(f"SpeechTextConfig.packing {self.packing!r}; choose one of {list(packing.ALGORITHMS)}")
+    if min(self.packing_bins, self.packing_window) < 1 or min(self.read_threads or 0, self.prefetch, self.log_every) < 0:
+      raise ValueError("SpeechTextConfig: packing_window and packing_bins must be >= 1 and read_threads, prefetch, "
+                       "log_every >= 0")
 
   # -------------------------------------------------------------------------------------------------------------
   # Vocabulary (the trainer reads `vocab_spec` and `vocab_size`).
@@ -174,7 +182,10 @@ class SpeechTextConfig:
     """Host `shard_index` of `shard_count`'s batches of `rows` rows (see the module docstring)."""
     vocab = self.vocab
     sources = self.sources()
-    read_options = grain.ReadOptions(num_threads=self.read_threads, prefetch_buffer_size=self.prefetch)
+    threads = self.read_threads
+    if threads is None:
+      threads = REMOTE_READ_THREADS if any("://" in c.dataset for c in self.components) else 0
+    read_options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=self.prefetch if threads else 0)
     streams, rates, stats = {}, {}, {}
     for i, c in enumerate(self.components):
       seed = mixture.component_seed(self.seed, i)
@@ -189,8 +200,9 @@ class SpeechTextConfig:
     mixed = grain.IterDataset.mix(streams, rates) if len(streams) > 1 else next(iter(streams.values()))
     keys = packing.PACKED_KEYS + (("task_ids",) if self.emit_task_ids else ())
     pad_id, bos_id = vocab.spec.text.pad_id, vocab.spec.text.eos_id
-    packed = packing.pack(mixed, length=self.seq_len, num_bins=self.packing_bins, pad_id=pad_id,
-                          algorithm=self.packing, seed=mixture.component_seed(self.seed, _PACKING_SEED), keys=keys)
+    packed = packing.pack(mixed, length=self.seq_len, algorithm=self.packing, window=self.packing_window,
+                          num_bins=self.packing_bins, pad_id=pad_id,
+                          seed=mixture.component_seed(self.seed, _PACKING_SEED), keys=keys)
     packing_stats = packing.PackingStats(length=self.seq_len)
     report = _Report(packing_stats, stats, self.log_every, shard_index)
     return packed.batch(rows, drop_remainder=True).map(

@@ -29,7 +29,7 @@ def small(tmp_path_factory):
 
 def _config(dataset, *components, **kw):
   comps = tuple(MixtureComponent(f, dataset, rate=r, config=c) for f, r, c in components)
-  defaults = dict(seq_len=256, global_batch_size=4, read_threads=0, packing_bins=8, log_every=0)
+  defaults = dict(seq_len=256, global_batch_size=4, read_threads=0, packing_window=64, log_every=0)
   return SpeechTextConfig(components=comps, **{**defaults, **kw})
 
 

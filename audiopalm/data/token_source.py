@@ -61,6 +61,8 @@ class TokenShardSource:
                        f"{files[0].num_shards}): finish the tokenization job first")
     self.paths = [f.path for f in files]
     self.offsets = [self._offsets(p, index_dir) for p in self.paths]
+    # Record i's data is bytes [offsets[i] + 12, ends[i]) of its file (ends: the next record's offset - 4).
+    self.ends = [np.append(o[1:], tf.io.gfile.stat(p).length) - _FOOTER for o, p in zip(self.offsets, self.paths)]
     self.starts = np.cumsum([0] + [len(o) for o in self.offsets])  # global index of each shard's first example
     self._local = threading.local()  # open files per thread (grain reads from several threads)
 
@@ -89,12 +91,13 @@ class TokenShardSource:
     shard = int(np.searchsorted(self.starts, index, side="right") - 1)
     handles = self._local.__dict__.setdefault("handles", {})
     if shard not in handles:
-      handles[shard] = tf.io.gfile.GFile(self.paths[shard], "rb")
+      path = self.paths[shard]  # local files through Python's own I/O (far less overhead per read than GFile)
+      handles[shard] = open(path, "rb") if "://" not in path else tf.io.gfile.GFile(path, "rb")  # noqa: SIM115
     f = handles[shard]
-    f.seek(int(self.offsets[shard][index - self.starts[shard]]))
-    header = f.read(_HEADER)
-    (length,) = struct.unpack("<Q", header[:8])
-    return f.read(length)
+    i = index - self.starts[shard]
+    start = int(self.offsets[shard][i]) + _HEADER
+    f.seek(start)
+    return f.read(int(self.ends[shard][i]) - start)
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     return shards_lib.parse_example(self.read(int(index)))
