@@ -4,15 +4,16 @@
     ds = component_dataset(component, source, vocab, seed=0, shard_index=h, shard_count=n, ...)
     # grain.IterDataset of packer inputs {"targets": [n] int32, "weights": [n] float32}, one per sequence
 
-The pipeline of a component, all of it deterministic in (seed, host):
+The pipeline of a component, all of it deterministic in (seed, host, number of hosts):
 
-    examples [N]  ──[h::n]──▶  this host's examples  ──shuffle(seed)──▶  (new order every epoch)
-      ──repeat(num_epochs)──▶  ──format(example, vocab, rng(seed, index))──▶  0..k sequences per example
-      ──drop sequences longer than a row──▶  flatten  ──▶  mixed with the other components by rate
+    examples [N]  ──shuffle(seed)──▶  ──repeat(num_epochs)──▶  one stream for all hosts (new order every epoch)
+      ──format(example, vocab, rng(seed, position))──▶  0..k sequences per example
+      ──[h::n]──▶  this host's positions  ──drop sequences longer than a row, flatten──▶  mixed by rate
 
-Hosts take disjoint strided slices of the examples, so the hosts' data together are the whole dataset, once per
-epoch. The per-example rng (grain's `random_map`) depends on the seed and the example's position in the
-repeated stream, so crops change from epoch to epoch but never between a run and its resumption.
+Host h of n takes the positions h, h + n, h + 2n, ... of the shared stream, so in every epoch the hosts' data
+are disjoint and together the whole dataset, and neighbouring hosts do not read neighbouring examples. The
+per-example rng (grain's `random_map`) depends on the seed and the position in the shared stream, so crops
+differ between hosts and epochs, but never between a run and its resumption.
 """
 
 from __future__ import annotations
@@ -116,14 +117,19 @@ def component_seed(seed: int, index: int) -> int:
   return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def host_examples(source: TokenShardSource, shard_index: int, shard_count: int) -> grain.MapDataset:
-  """This host's examples: every `shard_count`-th example of the dataset from `shard_index` (disjoint hosts)."""
+def host_slice(ds: grain.MapDataset, shard_index: int, shard_count: int) -> grain.MapDataset:
+  """Positions shard_index, shard_index + shard_count, ... of `ds` (disjoint between hosts, together all)."""
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"host shard {shard_index} of {shard_count}")
+  return ds[shard_index::shard_count]
+
+
+def host_examples(source: TokenShardSource, shard_index: int, shard_count: int) -> grain.MapDataset:
+  """This host's share of the examples in dataset order (what `preflight` tries)."""
   ds = grain.MapDataset.source(source)
   if len(ds) < shard_count:
     raise ValueError(f"{source!r}: {len(ds)} examples cannot be split between {shard_count} hosts")
-  return ds[shard_index::shard_count]
+  return host_slice(ds, shard_index, shard_count)
 
 
 def component_dataset(component: MixtureComponent, source: TokenShardSource, vocab: Any, *, seed: int,
@@ -131,9 +137,12 @@ def component_dataset(component: MixtureComponent, source: TokenShardSource, voc
                       read_options: grain.ReadOptions, stats: ComponentStats,
                       task_id: int | None = None) -> grain.IterDataset:
   """The component's per-host stream of packer inputs (see the module docstring)."""
-  ds = host_examples(source, shard_index, shard_count)
+  ds = grain.MapDataset.source(source)
+  if len(ds) < shard_count:
+    raise ValueError(f"{source!r}: {len(ds)} examples cannot be split between {shard_count} hosts")
   ds = (ds.shuffle(seed=seed) if shuffle else ds).repeat(num_epochs)
   ds = ds.random_map(_FormatExample(component, vocab, length, task_id, stats), seed=seed)
+  ds = host_slice(ds, shard_index, shard_count)
   return grain.experimental.FlatMapIterDataset(ds.to_iter_dataset(read_options), _Flatten())
 
 

@@ -2,15 +2,18 @@
 
     # my_tasks.py, imported by T5X (--gin.MIXTURE_OR_TASK_MODULE="my_tasks"):
     from audiopalm.data import seqio_tasks
-    from audiopalm.data.mixture import MixtureComponent
+    from audiopalm.data.mixture import MixtureComponent, component_seed
     seqio_tasks.register(SpeechTextConfig(components=(MixtureComponent("asr", "gs://b/tokens", rate=0.6),
                                                       MixtureComponent("tts", "gs://b/tokens", rate=0.4))),
                          prefix="librilight")
     # → Tasks 'librilight_asr', 'librilight_tts' and the Mixture 'librilight' (rates 0.6 / 0.4)
 
-Each Task reads the dataset's TFRecord shards (`seqio.TFExampleDataSource`, every split the dataset has, file-
-level sharding between hosts), and its preprocessor runs the same format function as the grain loader
-(`audiopalm.formats`, through `tf.numpy_function`), so both paths produce the same token sequences. Features,
+Each Task reads the dataset's TFRecord shards (`seqio.TFExampleDataSource`, every split the dataset has, not
+only the component's `split`; file-level sharding between hosts), and its preprocessor runs the same format
+function as the grain loader (`audiopalm.formats`, through `tf.numpy_function`): deterministic formats give
+the same sequences on both paths (a test checks it). Differences: per-example randomness (crops, prefix
+draws) is seeded by (seed, component, example id), so it repeats from epoch to epoch, unlike the grain
+loader's; sequences longer than a row are not dropped here (T5X's feature converters trim them). Features,
 for T5X's prefix-LM / decoder feature converters:
 
     inputs   the prompt: the tokens before the first one with a loss weight > 0 (task tag, conditioning)
@@ -18,8 +21,7 @@ for T5X's prefix-LM / decoder feature converters:
 
 Token ids are already combined-vocabulary ids (`seqio.PassThroughVocabulary` of the spec's size, no EOS
 added). T5X trains targets with weight 1 and inputs with 0, so formats whose weights are not of that shape
-(prompt_weight != 0, or output_weight != 1) are refused here. Per-example randomness (crops, prefix draws) is
-seeded by (seed, example id), so it repeats from epoch to epoch, unlike the grain loader's.
+(prompt_weight != 0, or output_weight != 1) are refused here.
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from audiopalm.data.mixture import MixtureComponent
+from audiopalm.data.mixture import MixtureComponent, component_seed
 from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.formats.base import get_format
 from data_pipeline import dataset_info, shards
 
 # The parsed features passed back to Python, in this order (see `shards.parse_example` for their meaning).
-_STRING = ("id", "utterance_id", "source", "transcript", "language", "speaker")
+_STRING = ("id", "utterance_id", "source", "transcript", "language", "speaker", "semantic_tokenizer",
+           "acoustic_tokenizer")
 _FLOAT = ("start", "duration", "semantic_frame_rate", "acoustic_frame_rate")
 _INT = ("segment_index", "has_transcript")
 
@@ -76,7 +79,7 @@ def format_preprocessor(component: MixtureComponent, vocab: Any, base_seed: int 
   def run(*values):
     example = _example(list(values))
     rng = np.random.default_rng([base_seed, zlib.crc32(example["id"].encode("utf-8"))])
-    seqs = list(fn(example, vocab, rng))
+    seqs = [s for s in fn(example, vocab, rng) if len(s)]
     tokens = np.concatenate([s.tokens for s in seqs]).astype(np.int32) if seqs else np.zeros(0, np.int32)
     weights = np.concatenate([s.weights for s in seqs]).astype(np.float32) if seqs else np.zeros(0, np.float32)
     return tokens, weights, np.asarray([len(s) for s in seqs], np.int64)
@@ -109,7 +112,7 @@ def register(config: SpeechTextConfig, prefix: str = "audiopalm", replace: bool 
   features = {k: seqio.Feature(seqio.PassThroughVocabulary(vocab.spec.size, eos_id=vocab.spec.text.eos_id),
                                add_eos=False, dtype=tf.int32) for k in ("inputs", "targets")}
   names = []
-  for component in config.components:
+  for i, component in enumerate(config.components):
     _check_weights(component)
     meta = dataset_info.read_metadata(component.dataset)
     patterns = {split: f"{component.dataset}/{meta.dataset_name}-{split}.{shards.FILE_FORMAT}-*-of-*"
@@ -120,7 +123,7 @@ def register(config: SpeechTextConfig, prefix: str = "audiopalm", replace: bool 
       seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add(
         name, source=seqio.TFExampleDataSource(patterns, shards.feature_spec(), num_input_examples=counts),
-        preprocessors=[format_preprocessor(component, vocab, config.seed)], output_features=features)
+        preprocessors=[format_preprocessor(component, vocab, component_seed(config.seed, i))], output_features=features)
     names.append(name)
   if replace:
     seqio.MixtureRegistry.remove(prefix)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import os
 from typing import Any
@@ -55,19 +56,21 @@ class SpeechTextConfig:
     seed: shuffling, per-example format randomness and row order are pure functions of it.
     shuffle: shuffle each host's examples (a new order every epoch); off: dataset order (e.g. for evaluation).
     num_epochs: passes over each component's data (None: endless; with a finite number the input ends when the
-      first component runs out).
+      first component runs out; one host only, e.g. for evaluation).
     packing: 'best_fit_decreasing' (over windows of sequences), or grain's 'best_fit' / 'first_fit' packers
       (see `audiopalm.data.packing`).
     packing_window: sequences per best-fit-decreasing window (more: less padding, more memory and a longer
       replay when a checkpoint is restored).
     packing_bins: rows filled at a time by grain's packers.
-    read_threads: grain threads reading and formatting examples (grain's `ReadOptions`); None: 0 when every
+    read_threads: grain threads reading and formatting examples, per component (grain's `ReadOptions`); None: 0 when every
       dataset is on a local disk (reading in the calling thread is fastest: the work holds the GIL), else 16
       (remote reads, e.g. gs://, wait on the network).
-    prefetch: examples read ahead by those threads.
+    prefetch: examples read ahead by those threads, per component.
     index_dir: cache directory for the TFRecord offset indexes (None: rebuild them at start; fast locally).
     emit_task_ids: add "task_ids" [rows, seq_len] (the component index of each token, -1 on padding) to batches.
     log_every: log the packing efficiency every this many batches (0: never).
+    check_resumed_state: refuse to resume from an iterator state saved under another input config (mixture,
+      seq_len, hosts, packing, ...); False: start such an input afresh instead (with a warning).
   """
 
   components: tuple[MixtureComponent, ...] = ()
@@ -85,6 +88,7 @@ class SpeechTextConfig:
   index_dir: str | None = None
   emit_task_ids: bool = False
   log_every: int = 100
+  check_resumed_state: bool = True
 
   def __post_init__(self):
     object.__setattr__(self, "components", tuple(self.components))
@@ -120,11 +124,13 @@ class SpeechTextConfig:
               f"--gin.OUTPUT_DIR={c.dataset}")
         out[c.dataset] = dataset_info.read_metadata(c.dataset).tokens
     first_dir, first = next(iter(out.items()))
+    uses_acoustic = any(c.format in ACOUSTIC_FORMATS for c in self.components)
     for directory, tokens in out.items():
-      if (tokens.semantic.identity, tokens.acoustic.identity) != (first.semantic.identity, first.acoustic.identity):
-        raise ValueError(f"the mixture's datasets were made with different tokenizers: {first_dir} "
-                         f"({first.semantic.identity}, {first.acoustic.identity}) vs {directory} "
-                         f"({tokens.semantic.identity}, {tokens.acoustic.identity}); one vocabulary cannot hold both")
+      for kind in ("semantic",) + (("acoustic",) if uses_acoustic else ()):
+        a, b = getattr(first, kind).identity, getattr(tokens, kind).identity
+        if a != b:
+          raise ValueError(f"the mixture's datasets were made with different {kind} tokenizers: {first_dir} ({a}) vs "
+                           f"{directory} ({b}); one vocabulary cannot hold both")
     return out
 
   def _needs(self) -> tuple[int, tuple[str, ...]]:
@@ -140,7 +146,7 @@ class SpeechTextConfig:
     directory, tokens = next(iter(self._tokens.items()))
     vocab = build_vocabulary(self.vocab_config, tokens, levels, specials, source=directory)
     for other_dir, other in self._tokens.items():
-      check_tokens(vocab.spec, other, len(vocab.spec.acoustic), other_dir)
+      check_tokens(vocab.spec, other, levels, other_dir)
     return vocab
 
   @property
@@ -169,13 +175,28 @@ class SpeechTextConfig:
     if per_host < 1 or self.global_batch_size % per_host or row_start % per_host:
       raise ValueError(f"rows [{row_start}, {row_stop}) of a global batch of {self.global_batch_size}: every process "
                        "must hold an equal, aligned share of the batch")
-    return iter(self.dataset(row_start // per_host, self.global_batch_size // per_host, per_host))
+    hosts = self.global_batch_size // per_host
+    if self.num_epochs is not None and hosts > 1:
+      raise ValueError(f"SpeechTextConfig.num_epochs={self.num_epochs} with {hosts} hosts: hosts would run out after "
+                       "different numbers of batches (their packing differs) and the others would wait forever; "
+                       "train endlessly (num_epochs=None) for TRAIN_STEPS steps instead")
+    identity = self.state_identity(hosts, per_host)
+    return iter(_CheckedState(self.dataset(row_start // per_host, hosts, per_host), identity,
+                              self.check_resumed_state))
+
+  def state_identity(self, hosts: int, rows: int) -> dict[str, Any]:
+    """What a saved iterator state is only valid for (compared on restore)."""
+    return {"components": [repr(c) for c in self.components], "vocab_size": self.vocab_size, "seq_len": self.seq_len,
+            "rows_per_host": rows, "hosts": hosts, "seed": self.seed, "shuffle": self.shuffle,
+            "num_epochs": self.num_epochs, "packing": self.packing, "packing_window": self.packing_window,
+            "packing_bins": self.packing_bins, "emit_task_ids": self.emit_task_ids}
 
   def sources(self) -> dict[tuple[str, str], TokenShardSource]:
     out: dict[tuple[str, str], TokenShardSource] = {}
     for c in self.components:
       if (c.dataset, c.split) not in out:
-        out[c.dataset, c.split] = TokenShardSource(c.dataset, c.split, self.index_dir)
+        name = dataset_info.read_metadata(c.dataset).dataset_name
+        out[c.dataset, c.split] = TokenShardSource(c.dataset, c.split, self.index_dir, dataset_name=name)
     return out
 
   def dataset(self, shard_index: int, shard_count: int, rows: int) -> grain.IterDataset:
@@ -207,6 +228,44 @@ class SpeechTextConfig:
     report = _Report(packing_stats, stats, self.log_every, shard_index)
     return packed.batch(rows, drop_remainder=True).map(
         lambda b: report(packing.to_batch(b, bos_id=bos_id, pad_id=pad_id)))
+
+
+class _CheckedState(grain.IterDataset):
+  """Tags the iterator state with what it is valid for; restoring a state made by another config is refused
+  (or, with `check=False`, ignored: the input starts afresh)."""
+
+  def __init__(self, parent: grain.IterDataset, identity: dict[str, Any], check: bool):
+    super().__init__(parent)
+    self.identity, self.check = json.loads(json.dumps(identity)), check
+
+  def __iter__(self) -> grain.DatasetIterator:
+    return _CheckedStateIterator(self._parent.__iter__(), self)
+
+
+class _CheckedStateIterator(grain.DatasetIterator):
+
+  def __init__(self, parent: grain.DatasetIterator, spec: _CheckedState):
+    super().__init__(parent)
+    self.spec = spec
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return next(self._parent)
+
+  def get_state(self) -> dict[str, Any]:
+    return {"input": self.spec.identity, "state": self._parent.get_state()}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    saved = state.get("input", {})
+    diff = sorted(k for k in set(saved) | set(self.spec.identity) if saved.get(k) != self.spec.identity.get(k))
+    if diff:
+      what = "; ".join(f"{k}: {saved.get(k)!r} then, {self.spec.identity.get(k)!r} now" for k in diff)
+      if self.spec.check:
+        raise ValueError(f"the checkpoint's input state was saved by a different input config ({what}); it "
+                         "cannot continue this one. Restore the config, or set "
+                         "SpeechTextConfig.check_resumed_state=False to start the new input from its beginning")
+      log.warning("The input config changed (%s): the input starts from its beginning", what)
+      return
+    self._parent.set_state(state["state"])
 
 
 class _Report:

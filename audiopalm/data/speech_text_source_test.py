@@ -1,6 +1,7 @@
 """The speech–text loader: exact rows from a hand-made shard, exact resume, disjoint hosts, mixture rates, errors."""
 
 import collections
+import dataclasses
 import json
 
 import numpy as np
@@ -94,12 +95,35 @@ def _segments(batch, vocab):
 
 def test_two_hosts_see_disjoint_data_whose_union_is_the_whole(small):
   cfg = _config(small, ("text_lm", 1.0, None), global_batch_size=2, num_epochs=1)
-  seen = [[s for b in cfg.make_iterator(h, h + 1) for s in _segments(b, cfg.vocab)] for h in (0, 1)]
+  seen = [[s for b in cfg.dataset(h, 2, 1) for s in _segments(b, cfg.vocab)] for h in (0, 1)]
   source = TokenShardSource(small)
-  everything = sorted(source[i]["transcript"] for i in range(len(source)))
+  index = {source[i]["transcript"]: i for i in range(len(source))}
+  assert len(index) == len(source) == 60  # transcripts identify examples
   assert len(seen[0]) == len(seen[1]) == 30
-  assert sorted(seen[0] + seen[1]) == everything
+  assert sorted(seen[0] + seen[1]) == sorted(index)
   assert not set(seen[0]) & set(seen[1])
+  # The hosts do not walk the dataset in lockstep (host 1 reading the neighbour of host 0's example).
+  neighbours = [abs(index[a] - index[b]) == 1 for a, b in zip(seen[0], seen[1])]
+  assert sum(neighbours) < 5, neighbours
+  # Finite epochs on several hosts would leave hosts waiting for one that ran out: refused.
+  with pytest.raises(ValueError, match="num_epochs=1 with 2 hosts"):
+    cfg.make_iterator(0, 1)
+
+
+def test_a_state_saved_under_another_input_config_is_refused(small):
+  cfg = _config(small, *PALM)
+  it = cfg.make_iterator(0, 4)
+  next(it)
+  state = it.get_state()
+  other = _config(small, *PALM, seq_len=512)
+  with pytest.raises(ValueError, match="different input config \\(seq_len: 256 then, 512 now\\)"):
+    other.make_iterator(0, 4).set_state(state)
+  with pytest.raises(ValueError, match="rows_per_host: 4 then, 2 now"):
+    cfg.make_iterator(0, 2).set_state(state)
+  fresh = _config(small, *PALM, seq_len=512, check_resumed_state=False)
+  it = fresh.make_iterator(0, 4)
+  it.set_state(state)  # ignored, with a warning: the input starts afresh
+  np.testing.assert_array_equal(next(it)["targets"], next(fresh.make_iterator(0, 4))["targets"])
 
 
 def test_host_examples_are_strided_slices():
@@ -156,8 +180,17 @@ def test_datasets_with_different_tokenizers_cannot_share_a_vocabulary(small, tmp
   synthetic.write_synthetic_dataset(str(other), synthetic.SyntheticConfig(
       examples=4, num_shards=1, min_seconds=1.0, max_seconds=2.0, semantic_vocab=32))
   cfg = SpeechTextConfig(components=(MixtureComponent("asr", small), MixtureComponent("tts", str(other))))
-  with pytest.raises(ValueError, match="made with different tokenizers"):
+  with pytest.raises(ValueError, match="made with different semantic tokenizers: .*small0 \\(semantic-synthetic-k64\\)"):
     cfg.vocab_size  # pylint: disable=pointless-statement
+  # Another codec only matters when a format reads acoustic tokens.
+  codec = tmp_path / "codec"
+  synthetic.write_synthetic_dataset(str(codec), dataclasses.replace(SMALL, examples=4, num_shards=1, num_codebooks=2))
+  both = SpeechTextConfig(components=(MixtureComponent("asr", small), MixtureComponent("tts", str(codec))))
+  assert both.vocab_spec.acoustic == ()
+  stage = SpeechTextConfig(components=(MixtureComponent("fine_acoustic", small),
+                                       MixtureComponent("coarse_acoustic", str(codec))))
+  with pytest.raises(ValueError, match="different acoustic tokenizers"):
+    stage.vocab_size  # pylint: disable=pointless-statement
 
 
 def test_stage_mixtures_get_acoustic_levels_and_the_delay_token(small):

@@ -1,6 +1,7 @@
 """A simple real input source: byte-level tokens of text files, packed into fixed-length rows.
 
-This is the stand-in until the speech-text pipeline exists. Documents are
+The input of text-only pretraining (e.g. the tiny text checkpoint that speech-text training
+starts from; speech-text runs use `audiopalm.data.speech_text_source`). Documents are
 paragraphs (blank-line separated); each becomes UTF-8 bytes + EOS, and the
 stream of documents is packed (concatenate, then split into rows of `length`
 tokens) with segment ids and per-segment positions. A document cut at a row

@@ -47,3 +47,27 @@ def test_incomplete_or_damaged_datasets_are_refused(tmp_path):
     record_offsets(str(path))
   with pytest.raises(FileNotFoundError, match="no complete 'train' shards"):
     TokenShardSource(str(tmp_path / "empty"))
+
+
+def test_index_cache_is_per_file_and_handles_are_bounded(tmp_path):
+  a, b = _dataset(tmp_path / "a", sizes=(3, 2)), _dataset(tmp_path / "b", sizes=(4, 1))  # same file names
+  index = str(tmp_path / "index")
+  first = TokenShardSource(str(a), index_dir=index)
+  second = TokenShardSource(str(b), index_dir=index)  # must not reuse a's offsets
+  assert [second[i]["id"] for i in range(len(second))] == [TokenShardSource(str(b))[i]["id"] for i in range(5)]
+  assert len(list((tmp_path / "index").glob("*.offsets.npy"))) == 4 and len(first) == 5
+  bounded = TokenShardSource(str(b))
+  bounded.MAX_OPEN_FILES = 1
+  for i in (0, 4, 1, 4):  # alternating shards: one open file at a time
+    assert bounded[i]["id"] == second[i]["id"]
+    assert len(bounded._local.handles) == 1  # pylint: disable=protected-access
+
+
+def test_a_directory_with_two_datasets_needs_a_name(tmp_path):
+  info = make_info()
+  for name in ("alpha", "beta"):
+    with shards.ShardWriter(str(tmp_path), 0, 1, info, dataset_name=name) as writer:
+      writer.write(make_segment(1 if name == "alpha" else 2, frames=10))
+  with pytest.raises(ValueError, match="several datasets \\['alpha', 'beta'\\]"):
+    TokenShardSource(str(tmp_path))
+  assert TokenShardSource(str(tmp_path), dataset_name="beta")[0]["id"] == make_segment(2, frames=10).id

@@ -115,15 +115,18 @@ def validate_inputs(input_spec: InputSpec, model: TransformerConfig, sharding: N
                      f"{model.vocab_size}; set TransformerConfig.vocab_size >= {vocab}")
 
 
-def _check_vocab_spec(data: InputSpec, model_path: epath.Path) -> VocabSpec | None:
-  """The input's vocabulary spec (None for inputs without one), refused if it differs from the one saved with
-  this run's checkpoints: a resumed run must give every token id the meaning it was trained with."""
+def _check_vocab_spec(data: InputSpec, model_path: epath.Path, has_checkpoint: bool) -> VocabSpec | None:
+  """The input's vocabulary spec (None for inputs without one). With a checkpoint to resume from, a spec that
+  differs from the one saved with it is refused: every token id must keep the meaning it was trained with.
+  Without one, the spec is (re)written to `<model_dir>/vocab_spec.json` (atomically, by process 0)."""
   spec = getattr(data, "vocab_spec", None)
   saved = model_path / SPEC_FILE
-  if saved.exists():
+  if has_checkpoint and saved.exists():
     if spec is None:
       raise ValueError(f"{saved} exists but the input has no vocabulary spec: this run was trained on other data")
     check_compatible(load_spec(str(saved)), spec, "the training data")
+  elif spec is not None and jax.process_index() == 0:
+    save_spec(spec, str(model_path))
   return spec
 
 
@@ -145,11 +148,8 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
   validate_inputs(data, model, input_sharding, step)
   model_path = epath.Path(model_dir)
   model_path.mkdir(parents=True, exist_ok=True)
-  vocab = _check_vocab_spec(data, model_path)
   if jax.process_index() == 0:
     (model_path / "model_config.json").write_text(json.dumps(dataclasses.asdict(model), indent=2))
-    if vocab is not None:
-      save_spec(vocab, str(model_path))
   log.info("Mesh %s on %d devices (%d processes)", dict(device_mesh.shape), device_mesh.size, jax.process_count())
 
   # 2. Build the model, optimizer, step function and input.
@@ -163,6 +163,7 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
 
   # 3. Resume from the newest complete checkpoint, or initialise.
   checkpointer = Checkpointer(model_dir, checkpoint)
+  vocab = _check_vocab_spec(data, model_path, checkpointer.latest_step() is not None)
   with sharding_context(device_mesh, rules):
     state = checkpointer.restore(abstract, shardings, data_iter)
   if state is None:

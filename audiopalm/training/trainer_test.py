@@ -82,6 +82,11 @@ def test_vocab_spec_is_saved_and_a_different_vocabulary_is_refused_on_resume(tmp
   first = data("a", 64)
   run = dict(model_dir=str(tmp_path / "m"), model=TINY, mesh=MeshConfig(ici={"data": -1}),
              checkpoint=CheckpointConfig(save_interval_steps=100))
+  # A run that stopped before any checkpoint (here: its stage sequences cannot fit a row of 64) binds nothing.
+  stage = SpeechTextConfig(components=(MixtureComponent("coarse_acoustic", str(tmp_path / "a")),), seq_len=64,
+                           global_batch_size=8)
+  with pytest.raises(ValueError, match="longer than the row length 64"):
+    train(data=stage, trainer=TrainerConfig(num_steps=2), **{**run, "model": TINY.replace(vocab_size=12800)})
   train(data=first, trainer=TrainerConfig(num_steps=2, log_every=1), **run)
   assert load_spec(str(tmp_path / "m")) == first.vocab_spec == load_spec(str(tmp_path / "m" / "export"))
   with pytest.raises(ValueError, match="the checkpoint's vocabulary and the training data's disagree: semantic: "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any, Mapping, Sequence
 
 from etils import epath
@@ -165,11 +166,14 @@ def check_compatible(checkpoint: VocabSpec, data: VocabSpec, what: str = "the da
 
 
 def save_spec(spec: VocabSpec, path: str) -> None:
-  """Writes `vocab_spec.json` into directory `path` (or to `path` if it ends in .json)."""
+  """Writes `vocab_spec.json` into directory `path` (or to `path` if it ends in .json), atomically: a reader
+  sees the old file or the new one, never a partial one."""
   target = epath.Path(path)
   target = target if str(target).endswith(".json") else target / SPEC_FILE
   target.parent.mkdir(parents=True, exist_ok=True)
-  target.write_text(json.dumps(spec.to_json(), indent=2))
+  temp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+  temp.write_text(json.dumps(spec.to_json(), indent=2))
+  temp.rename(target)
 
 
 def load_spec(path: str) -> VocabSpec:
