@@ -51,8 +51,8 @@ class Attention(nn.Module):
     kv = jnp.einsum("BSD,DCKH->BSCKH", x, wkv.astype(dt))  # [batch, length, 2, kv_heads, head_dim]
     key, value = kv[:, :, 0], kv[:, :, 1]
     q = constrain(q, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, None))
-    q = apply_rope(q, positions, cfg.rope_max_wavelength)
-    key = apply_rope(key, positions, cfg.rope_max_wavelength)
+    q = apply_rope(q, positions, cfg.rope_max_wavelength, cfg.rope_scaling)
+    key = apply_rope(key, positions, cfg.rope_max_wavelength, cfg.rope_scaling)
     scale = cfg.query_scale if cfg.query_scale is not None else h ** -0.5
     q = q * jnp.asarray(scale, dt)
 

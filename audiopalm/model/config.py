@@ -44,6 +44,8 @@ class TransformerConfig:
     embed_scale_by_sqrt_dim: multiply input embeddings by sqrt(d_model) (Gemma).
     logits_scale_by_inv_sqrt_dim: scale tied-output logits by 1/sqrt(d_model) (PaLM).
     rope_max_wavelength: RoPE base (theta).
+    rope_scaling: Llama 3.1+ frequency scaling (factor, low_freq_factor, high_freq_factor,
+      original_max_position_embeddings), or None (plain RoPE).
     query_scale: attention query scale; None = 1/sqrt(head_dim).
     attention: "einsum" (explicit softmax(QK^T)V), "xla" (`jax.nn.dot_product_attention`, XLA
       implementation) or "cudnn" (its cuDNN flash attention: GPU only, bfloat16/float16 compute).
@@ -69,6 +71,7 @@ class TransformerConfig:
   embed_scale_by_sqrt_dim: bool = False
   logits_scale_by_inv_sqrt_dim: bool = True
   rope_max_wavelength: float = 10_000.0
+  rope_scaling: tuple[float, float, float, float] | None = None
   query_scale: float | None = None
   attention: AttentionImpl = "einsum"
   dtype: DType = "float32"
@@ -77,6 +80,8 @@ class TransformerConfig:
   scan_layers: bool = True
 
   def __post_init__(self):
+    if self.rope_scaling is not None:  # (a list when read back from JSON)
+      object.__setattr__(self, "rope_scaling", tuple(float(v) for v in self.rope_scaling))
     self.validate()
 
   def validate(self) -> None:
@@ -89,6 +94,12 @@ class TransformerConfig:
     check(self.num_heads % self.num_kv_heads == 0,
           f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
     check(self.head_dim % 2 == 0, f"head_dim must be even for RoPE, got {self.head_dim}")
+    if self.rope_scaling is not None:
+      check(len(self.rope_scaling) == 4, f"rope_scaling needs 4 values, got {self.rope_scaling}")
+      factor, low, high, original = self.rope_scaling
+      check(factor > 0 and 0 < low < high and original > 0,
+            f"rope_scaling must be (factor > 0, 0 < low_freq_factor < high_freq_factor, original_max_position > 0), "
+            f"got {self.rope_scaling}")
     choices = {"block": ("parallel", "sequential"), "norm": ("layernorm", "rmsnorm"),
                "activation": ("swiglu", "geglu"), "remat": REMAT_POLICIES,
                "attention": ("einsum", "xla", "cudnn"),

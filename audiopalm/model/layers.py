@@ -54,16 +54,34 @@ class Norm(nn.Module):
     return (y * scale).astype(dtype_of(cfg.dtype))
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, max_wavelength: float) -> jax.Array:
+def rope_inv_freq(head_dim: int, max_wavelength: float,
+                  scaling: tuple[float, float, float, float] | None = None) -> jax.Array:
+  """[head_dim / 2] RoPE inverse frequencies; `scaling` = Llama 3's (factor, low_freq_factor, high_freq_factor,
+  original_max_position_embeddings): long wavelengths are divided by `factor`, short ones kept, the band between
+  interpolated smoothly (as `transformers`' 'llama3' rope type)."""
+  fraction = 2.0 * jnp.arange(head_dim // 2, dtype=jnp.float32) / head_dim
+  inv_freq = 1.0 / (max_wavelength ** fraction)
+  if scaling is None:
+    return inv_freq
+  factor, low, high, original = scaling
+  wavelen = 2.0 * jnp.pi / inv_freq
+  scaled = jnp.where(wavelen > original / low, inv_freq / factor, inv_freq)
+  smooth = (original / wavelen - low) / (high - low)
+  smoothed = (1.0 - smooth) * scaled / factor + smooth * scaled
+  medium = (wavelen >= original / high) & (wavelen <= original / low)
+  return jnp.where(medium, smoothed, scaled)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, max_wavelength: float,
+               scaling: tuple[float, float, float, float] | None = None) -> jax.Array:
   """Rotary position embedding, rotate-half convention (as in HF Llama/Gemma).
 
   Args:
     x: [batch, length, heads, head_dim]
     positions: [batch, length] int, per-segment positions.
+    scaling: Llama 3 frequency scaling (see `rope_inv_freq`), or None.
   """
-  head_dim = x.shape[-1]
-  fraction = 2.0 * jnp.arange(head_dim // 2, dtype=jnp.float32) / head_dim
-  inv_freq = 1.0 / (max_wavelength ** fraction)  # [head_dim / 2]
+  inv_freq = rope_inv_freq(x.shape[-1], max_wavelength, scaling)  # [head_dim / 2]
   angles = positions.astype(jnp.float32)[:, :, None, None] * inv_freq  # [batch, length, 1, head_dim / 2]
   sin, cos = jnp.sin(angles), jnp.cos(angles)
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
