@@ -149,7 +149,7 @@ def load_hf_params(directory: str, cfg: TransformerConfig, shardings: Any = None
   of `jax.sharding.Sharding` like the params (default: all on the first device). Every tensor must be used and
   every parameter filled (`check_tensor_names`), before anything is read."""
   reader = SafetensorsReader(directory)
-  d, n, k, h, f, v = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
+  d, n, k, h, v = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.vocab_size
   layer = lambda i, name: reader.get(f"model.layers.{i}.{name}.weight")  # noqa: E731
   per_layer = {
       ("attn", "q"): lambda i: layer(i, "self_attn.q_proj").T.reshape(d, n, h),
