@@ -1,0 +1,82 @@
+r"""Import a Hugging Face causal LM (Llama family, Mistral, Gemma) as the stack's params + config + vocabulary.
+
+    python -m tools.import_checkpoint --hf_dir=/models/gemma-2b --output=runs/gemma_2b_import [--dtype=bfloat16]
+
+`--hf_dir` is a transformers `save_pretrained` directory (config.json, *.safetensors, tokenizer.json and
+tokenizer_config.json naming eos/pad); nothing is downloaded. Written to `--output` (what
+`audiopalm.training.checkpointing.load_exported_params` and the trainer's continued-pretraining runs read):
+`params/` (orbax, sharded arrays), `model_config.json` (TransformerConfig), `vocab_spec.json` (the text
+vocabulary, kind 'huggingface'; audio ranges are added by the vocabulary extension). A config option the model
+cannot represent (biases, sliding windows, other RoPE types, ...) is refused with the list of them.
+
+The parameters are assembled shard by shard over all local devices (fsdp over every device, the default rules):
+each process reads only the slices its devices hold, so a host never needs the whole model in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from typing import Sequence
+
+import jax
+
+from audiopalm.hf.import_lm import config_from_hf, load_hf_params
+from audiopalm.hf.tensors import read_config
+from audiopalm.model import Transformer, TransformerConfig
+from audiopalm.sharding.mesh import MeshConfig, make_mesh
+from audiopalm.sharding.rules import ShardingRules, params_shardings
+from audiopalm.training.checkpointing import export_params
+from audiopalm.training.train_state import abstract_params
+from audiopalm.vocab.combined import load_text_vocab
+from audiopalm.vocab.spec import VocabSpec, make_spec
+
+log = logging.getLogger(__name__)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(prog="python -m tools.import_checkpoint", description=__doc__.split("\n\n")[0])
+  p.add_argument("--hf_dir", required=True, help="a transformers save_pretrained directory (local or gs://)")
+  p.add_argument("--output", required=True, help="directory to write params/, model_config.json, vocab_spec.json")
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                 help="storage dtype of the imported parameters (compute dtype follows it)")
+  return p.parse_args(argv)
+
+
+def text_spec(hf_dir: str, cfg: TransformerConfig) -> VocabSpec:
+  """The checkpoint's vocabulary as a spec: its tokenizer's ids, padded to the model's embedding rows."""
+  text = load_text_vocab("huggingface", hf_dir)
+  if text.spec.size > cfg.vocab_size:
+    raise ValueError(f"the tokenizer has {text.spec.size} ids but the model only {cfg.vocab_size} embedding rows")
+  spec = make_spec(text.spec, pad_to_multiple=1)
+  return dataclasses.replace(spec, size=cfg.vocab_size)  # rows past the tokenizer's ids exist but are never produced
+
+
+def import_checkpoint(hf_dir: str, output: str, dtype: str = "float32") -> dict:
+  start = time.perf_counter()
+  cfg = config_from_hf(read_config(hf_dir), dtype=dtype, param_dtype=dtype)
+  spec = text_spec(hf_dir, cfg)
+  mesh = make_mesh(MeshConfig(ici={"data": 1, "fsdp": -1, "tensor": 1}))
+  shardings = params_shardings(abstract_params(Transformer(cfg)), mesh, ShardingRules())
+  params = load_hf_params(hf_dir, cfg, shardings)
+  export_params(params, cfg, output, spec)
+  summary = {"output": output, "layers": cfg.num_layers, "d_model": cfg.d_model, "vocab_size": cfg.vocab_size,
+             "text_vocab": f"{spec.text.kind}:{spec.text.identity} ({spec.text.size} ids)",
+             "devices": len(jax.devices()), "seconds": round(time.perf_counter() - start, 1)}
+  log.info("Imported %s → %s", hf_dir, summary)
+  return summary
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s] %(message)s",
+                      datefmt="%H:%M:%S")
+  args = parse_args(argv)
+  summary = import_checkpoint(args.hf_dir, args.output, args.dtype)
+  print(summary)
+  return summary
+
+
+if __name__ == "__main__":
+  main()

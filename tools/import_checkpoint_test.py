@@ -1,0 +1,60 @@
+"""`tools.import_checkpoint`: a transformers Llama directory (weights + tokenizer) → orbax params, config and
+vocabulary spec that give transformers' logits."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from audiopalm.model import Transformer, TransformerConfig  # noqa: E402
+from audiopalm.training.checkpointing import load_exported_params  # noqa: E402
+from audiopalm.training.train_state import abstract_params, unbox  # noqa: E402
+from audiopalm.vocab.spec import load_spec  # noqa: E402
+from tools import import_checkpoint  # noqa: E402
+
+VOCAB = 301
+
+
+def _hf_dir(tmp_path):
+  import tokenizers  # pylint: disable=import-outside-toplevel
+  torch.manual_seed(0)
+  model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+      hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+      vocab_size=VOCAB, max_position_embeddings=128)).eval()
+  model.save_pretrained(tmp_path, safe_serialization=True)
+  words = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{f"w{i}": i + 3 for i in range(290)}}  # 293 ids < 301 rows
+  tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(words, unk_token="<unk>"))
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+  tok.save(str(tmp_path / "tokenizer.json"))
+  (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<eos>", "pad_token": "<pad>"}))
+  return model
+
+
+def test_import_gives_the_reference_logits_and_the_text_vocabulary(tmp_path):
+  reference = _hf_dir(tmp_path / "hf")
+  summary = import_checkpoint.main([f"--hf_dir={tmp_path / 'hf'}", f"--output={tmp_path / 'out'}"])
+  assert summary["layers"] == 2 and summary["devices"] == 8
+  cfg = TransformerConfig(**json.loads((tmp_path / "out" / "model_config.json").read_text()))
+  params = load_exported_params(str(tmp_path / "out"), unbox(abstract_params(Transformer(cfg))))
+  tokens = np.random.default_rng(0).integers(0, VOCAB, size=(2, 24))
+  with torch.no_grad():
+    want = reference(torch.tensor(tokens)).logits.numpy()
+  got = Transformer(cfg).apply({"params": params}, tokens, np.broadcast_to(np.arange(24), tokens.shape),
+                               np.ones_like(tokens))
+  assert np.abs(np.asarray(got) - want).max() <= 1e-4 * np.abs(want).max()
+  spec = load_spec(str(tmp_path / "out"))
+  assert (spec.text.kind, spec.text.size, spec.text.eos_id, spec.text.pad_id, spec.size) == (
+      "huggingface", 293, 1, 0, VOCAB)
+  assert spec.semantic is None and spec.acoustic == ()
+
+
+def test_unsupported_checkpoints_are_refused_before_anything_is_written(tmp_path):
+  _hf_dir(tmp_path / "hf")
+  config = json.loads((tmp_path / "hf" / "config.json").read_text())
+  (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "attention_bias": True}))
+  with pytest.raises(ValueError, match="attention_bias=true"):
+    import_checkpoint.main([f"--hf_dir={tmp_path / 'hf'}", f"--output={tmp_path / 'out'}"])
+  assert not (tmp_path / "out").exists()
