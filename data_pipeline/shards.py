@@ -267,20 +267,33 @@ def parse_example(serialized: bytes) -> dict[str, Any]:
   floats `float`, segment_index `int`, has_transcript `bool`, semantic int32 [T_s], acoustic int32 [T_a, Q].
   """
   feature = tf.train.Example.FromString(serialized).features.feature
-  missing = [k for k in (*_TEXT, *_FLOAT, *_SCALAR_INT, "semantic", "acoustic", "acoustic_shape") if k not in feature]
+  missing = [k for k in FEATURE_NAMES if k not in feature]
   if missing:
     raise ValueError(f"not a token example: features {missing} are missing")
-  out: dict[str, Any] = {k: feature[k].bytes_list.value[0].decode("utf-8") for k in _TEXT}
-  out.update({k: float(feature[k].float_list.value[0]) for k in _FLOAT})
-  out["segment_index"] = int(feature["segment_index"].int64_list.value[0])
-  out["has_transcript"] = bool(feature["has_transcript"].int64_list.value[0])
+  raw: dict[str, Any] = {k: feature[k].bytes_list.value[0] for k in _TEXT}
+  raw.update({k: feature[k].float_list.value[0] for k in _FLOAT})
+  raw.update({k: feature[k].int64_list.value[0] for k in _SCALAR_INT})
+  raw.update({k: feature[k].int64_list.value for k in ("semantic", "acoustic", "acoustic_shape")})
+  return example_from_features(raw)
+
+
+FEATURE_NAMES = (*_TEXT, *_FLOAT, *_SCALAR_INT, "semantic", "acoustic", "acoustic_shape")
+
+
+def example_from_features(raw: dict[str, Any]) -> dict[str, Any]:
+  """Feature values as parsed (strings as UTF-8 bytes, scalars, int lists; by `FEATURE_NAMES`) → the example
+  dict `parse_example` returns. Shared with readers that parse with TF (e.g. `audiopalm.data.seqio_tasks`)."""
+  out: dict[str, Any] = {k: bytes(raw[k]).decode("utf-8") for k in _TEXT}
+  out.update({k: float(raw[k]) for k in _FLOAT})
+  out["segment_index"] = int(raw["segment_index"])
+  out["has_transcript"] = bool(raw["has_transcript"])
   if not out["has_transcript"]:
     out["transcript"] = None
   out["language"] = out["language"] or None
   out["speaker"] = out["speaker"] or None
-  out["semantic"] = np.asarray(feature["semantic"].int64_list.value, np.int32)  # [T_s]
-  shape = tuple(int(n) for n in feature["acoustic_shape"].int64_list.value)
-  out["acoustic"] = np.asarray(feature["acoustic"].int64_list.value, np.int32).reshape(shape)  # [T_a, Q]
+  out["semantic"] = np.asarray(raw["semantic"], np.int32)  # [T_s]
+  shape = tuple(int(n) for n in raw["acoustic_shape"])
+  out["acoustic"] = np.asarray(raw["acoustic"], np.int32).reshape(shape)  # [T_a, Q]
   return out
 
 

@@ -117,19 +117,19 @@ def component_seed(seed: int, index: int) -> int:
   return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def host_slice(ds: grain.MapDataset, shard_index: int, shard_count: int) -> grain.MapDataset:
-  """Positions shard_index, shard_index + shard_count, ... of `ds` (disjoint between hosts, together all)."""
+def host_slice(ds: grain.MapDataset, shard_index: int, shard_count: int, source: Any) -> grain.MapDataset:
+  """Positions shard_index, shard_index + shard_count, ... of `ds` (disjoint between hosts, together all);
+  `source` (the dataset's examples) must have an example for every host."""
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"host shard {shard_index} of {shard_count}")
+  if len(source) < shard_count:
+    raise ValueError(f"{source!r}: {len(source)} examples cannot be split between {shard_count} hosts")
   return ds[shard_index::shard_count]
 
 
 def host_examples(source: TokenShardSource, shard_index: int, shard_count: int) -> grain.MapDataset:
   """This host's share of the examples in dataset order (what `preflight` tries)."""
-  ds = grain.MapDataset.source(source)
-  if len(ds) < shard_count:
-    raise ValueError(f"{source!r}: {len(ds)} examples cannot be split between {shard_count} hosts")
-  return host_slice(ds, shard_index, shard_count)
+  return host_slice(grain.MapDataset.source(source), shard_index, shard_count, source)
 
 
 def component_dataset(component: MixtureComponent, source: TokenShardSource, vocab: Any, *, seed: int,
@@ -138,11 +138,9 @@ def component_dataset(component: MixtureComponent, source: TokenShardSource, voc
                       task_id: int | None = None) -> grain.IterDataset:
   """The component's per-host stream of packer inputs (see the module docstring)."""
   ds = grain.MapDataset.source(source)
-  if len(ds) < shard_count:
-    raise ValueError(f"{source!r}: {len(ds)} examples cannot be split between {shard_count} hosts")
   ds = (ds.shuffle(seed=seed) if shuffle else ds).repeat(num_epochs)
   ds = ds.random_map(_FormatExample(component, vocab, length, task_id, stats), seed=seed)
-  ds = host_slice(ds, shard_index, shard_count)
+  ds = host_slice(ds, shard_index, shard_count, source)
   return grain.experimental.FlatMapIterDataset(ds.to_iter_dataset(read_options), _Flatten())
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import threading
 from typing import Any
 
 import grain
@@ -191,7 +190,8 @@ def to_batch(packed: dict[str, np.ndarray], bos_id: int, pad_id: int = 0) -> dic
 
 @dataclasses.dataclass
 class PackingStats:
-  """Counters of a loader since it started (not checkpointed: they describe this process's run).
+  """Counters of a loader since it started (not checkpointed: they describe this process's run). Updated by the
+  thread that iterates the loader.
 
   Attributes:
     rows: packed rows emitted.
@@ -204,7 +204,6 @@ class PackingStats:
   tokens: int = 0
   sequences: int = 0
   length: int = 0
-  _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
 
   @property
   def efficiency(self) -> float:
@@ -213,10 +212,9 @@ class PackingStats:
 
   def count_batch(self, batch: dict[str, np.ndarray]) -> None:
     segment_ids = batch["segment_ids"]  # [rows, length]
-    with self._lock:
-      self.rows += segment_ids.shape[0]
-      self.tokens += int(np.count_nonzero(segment_ids))
-      self.sequences += int(segment_ids.max(axis=-1).sum())
+    self.rows += segment_ids.shape[0]
+    self.tokens += int(np.count_nonzero(segment_ids))
+    self.sequences += int(segment_ids.max(axis=-1).sum())
 
   def summary(self) -> str:
     return (f"{self.rows} rows of {self.length}, {self.sequences} sequences, packing efficiency "

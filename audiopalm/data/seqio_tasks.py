@@ -38,13 +38,6 @@ from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.formats.base import get_format
 from data_pipeline import dataset_info, shards
 
-# The parsed features passed back to Python, in this order (see `shards.parse_example` for their meaning).
-_STRING = ("id", "utterance_id", "source", "transcript", "language", "speaker", "semantic_tokenizer",
-           "acoustic_tokenizer")
-_FLOAT = ("start", "duration", "semantic_frame_rate", "acoustic_frame_rate")
-_INT = ("segment_index", "has_transcript")
-
-
 def _check_weights(component: MixtureComponent) -> None:
   config = component.resolved_config
   prompt, output = getattr(config, "prompt_weight", 0.0), getattr(config, "output_weight", 1.0)
@@ -53,31 +46,12 @@ def _check_weights(component: MixtureComponent) -> None:
                      "expressed as T5X inputs/targets (weights 0 / 1); use the grain loader for other weights")
 
 
-def _example(values: list[Any]) -> dict[str, Any]:
-  """numpy_function arguments → a `shards.parse_example`-style dict."""
-  names = (*_STRING, *_FLOAT, *_INT, "semantic", "acoustic", "acoustic_shape")
-  ex = dict(zip(names, values))
-  for key in _STRING:
-    ex[key] = ex[key].decode("utf-8")
-  for key in _FLOAT:
-    ex[key] = float(ex[key])
-  ex["segment_index"] = int(ex["segment_index"])
-  ex["has_transcript"] = bool(ex["has_transcript"])
-  if not ex["has_transcript"]:
-    ex["transcript"] = None
-  ex["language"] = ex["language"] or None
-  ex["speaker"] = ex["speaker"] or None
-  ex["semantic"] = ex["semantic"].astype(np.int32)  # [T_s]
-  ex["acoustic"] = ex["acoustic"].astype(np.int32).reshape(tuple(int(n) for n in ex.pop("acoustic_shape")))
-  return ex
-
-
 def format_preprocessor(component: MixtureComponent, vocab: Any, base_seed: int = 0):
   """A seqio preprocessor: parsed examples → {"inputs", "targets"} sequences of `component`'s format."""
   fn = get_format(component.format, component.config)
 
   def run(*values):
-    example = _example(list(values))
+    example = shards.example_from_features(dict(zip(shards.FEATURE_NAMES, values)))
     rng = np.random.default_rng([base_seed, zlib.crc32(example["id"].encode("utf-8"))])
     seqs = [s for s in fn(example, vocab, rng) if len(s)]
     tokens = np.concatenate([s.tokens for s in seqs]).astype(np.int32) if seqs else np.zeros(0, np.int32)
@@ -91,7 +65,7 @@ def format_preprocessor(component: MixtureComponent, vocab: Any, base_seed: int 
 
   def preprocess(dataset: tf.data.Dataset) -> tf.data.Dataset:
     def to_sequences(ex):
-      args = [ex[k] for k in (*_STRING, *_FLOAT, *_INT, "semantic", "acoustic", "acoustic_shape")]
+      args = [ex[k] for k in shards.FEATURE_NAMES]
       tokens, weights, lengths = tf.numpy_function(run, args, (tf.int32, tf.float32, tf.int64), stateful=False)
       tokens.set_shape([None])
       weights.set_shape([None])

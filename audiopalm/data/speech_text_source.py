@@ -112,8 +112,8 @@ class SpeechTextConfig:
   # Vocabulary (the trainer reads `vocab_spec` and `vocab_size`).
 
   @functools.cached_property
-  def _tokens(self) -> dict[str, Any]:
-    """dataset directory → its tokenizers (metadata.json), checked to be the same for every dataset."""
+  def _metadata(self) -> dict[str, dataset_info.DatasetMetadata]:
+    """dataset directory → its metadata.json (read once)."""
     out = {}
     for c in self.components:
       if c.dataset not in out:
@@ -122,7 +122,13 @@ class SpeechTextConfig:
               f"mixture component {c.label!r}: no token dataset at {c.dataset} (no {dataset_info.METADATA_FILE}). "
               "Make it first, e.g. python -m data_pipeline.tokenize --gin_file=gin_configs/tokenize/demo.gin "
               f"--gin.OUTPUT_DIR={c.dataset}")
-        out[c.dataset] = dataset_info.read_metadata(c.dataset).tokens
+        out[c.dataset] = dataset_info.read_metadata(c.dataset)
+    return out
+
+  @functools.cached_property
+  def _tokens(self) -> dict[str, Any]:
+    """dataset directory → its tokenizers, checked to be the same for every dataset (as far as they are read)."""
+    out = {directory: meta.tokens for directory, meta in self._metadata.items()}
     first_dir, first = next(iter(out.items()))
     uses_acoustic = any(c.format in ACOUSTIC_FORMATS for c in self.components)
     for directory, tokens in out.items():
@@ -195,8 +201,8 @@ class SpeechTextConfig:
     out: dict[tuple[str, str], TokenShardSource] = {}
     for c in self.components:
       if (c.dataset, c.split) not in out:
-        name = dataset_info.read_metadata(c.dataset).dataset_name
-        out[c.dataset, c.split] = TokenShardSource(c.dataset, c.split, self.index_dir, dataset_name=name)
+        out[c.dataset, c.split] = TokenShardSource(c.dataset, c.split, self.index_dir,
+                                                   dataset_name=self._metadata[c.dataset].dataset_name)
     return out
 
   def dataset(self, shard_index: int, shard_count: int, rows: int) -> grain.IterDataset:

@@ -27,8 +27,8 @@ from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
-from etils import epath
 
+from audiopalm.hf.tensors import SafetensorsReader
 from audiopalm.model import Transformer, TransformerConfig
 from audiopalm.training.train_state import abstract_params, unbox
 
@@ -92,31 +92,6 @@ def config_from_hf(hf: Mapping[str, Any], *, dtype: str = "float32", param_dtype
       norm_scale_plus_one=family == "gemma", activation=activation, tie_embeddings=bool(get("tie_word_embeddings")),
       embed_scale_by_sqrt_dim=family == "gemma", logits_scale_by_inv_sqrt_dim=False, rope_max_wavelength=theta,
       rope_scaling=scaling, dtype=dtype, param_dtype=param_dtype, scan_layers=True)
-
-
-class SafetensorsReader:
-  """Tensors of a save_pretrained directory by name, read lazily (whole tensors or row ranges)."""
-
-  def __init__(self, directory: str):
-    from safetensors import safe_open  # pylint: disable=import-outside-toplevel
-    root = epath.Path(directory)
-    files = sorted(root.glob("*.safetensors"))
-    if not files:
-      raise FileNotFoundError(f"no *.safetensors in {root} (convert pytorch_model.bin checkpoints to safetensors)")
-    self.handles = [safe_open(str(f), framework="numpy") for f in files]
-    self.where = {name: h for h in self.handles for name in h.keys()}
-
-  def shape(self, name: str) -> tuple[int, ...]:
-    return tuple(self._handle(name).get_slice(name).get_shape())
-
-  def get(self, name: str, rows: slice = slice(None)) -> np.ndarray:
-    """The tensor (or its rows `rows`) as float32."""
-    return np.asarray(self._handle(name).get_slice(name)[rows], np.float32)
-
-  def _handle(self, name: str) -> Any:
-    if name not in self.where:
-      raise KeyError(f"the checkpoint has no tensor {name!r}")
-    return self.where[name]
 
 
 def _layer_param(num_layers: int, convert: Callable[[int], np.ndarray]) -> Callable:

@@ -65,11 +65,10 @@ def test_logits_match_transformers(tmp_path, case):
   got = Transformer(cfg).apply({"params": params}, tokens, positions, np.ones_like(tokens))
   err = np.abs(np.asarray(got) - want).max() / np.abs(want).max()
   assert err <= TOLERANCE, err
-  # Positions past original_max_position_embeddings (64) exercise the Llama 3 frequency scaling.
-  assert tokens.shape[1] < 64 or "llama3" not in case
 
 
 def test_llama3_scaling_beyond_the_original_context(tmp_path):
+  # Positions past original_max_position_embeddings (64) exercise the Llama 3 frequency scaling.
   config_cls, options = CASES["llama3_rope_tied"]
   reference = _save(tmp_path, config_cls, options, seed=1)
   tokens = np.random.default_rng(1).integers(0, SMALL["vocab_size"], size=(1, 300))

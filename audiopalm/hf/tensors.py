@@ -4,6 +4,7 @@
     t = TensorSet(read_tensors(directory), "EnCodec")     # name → float32 numpy array
     w = t.take("encoder.layers.0.conv.bias")              # marks the tensor used
     t.check_all_used()                                    # error naming tensors nothing read
+    r = SafetensorsReader(directory); r.get(name, rows)    # lazy: one tensor (or rows of it) at a time
     check_shapes(expected_abstract_tree, converted_tree, "EnCodec")
 
 Importers must use every tensor of a checkpoint and fill every parameter with the right shape; anything
@@ -95,3 +96,28 @@ def check_shapes(expected: Any, got: Any, what: str = "checkpoint") -> None:
                for k, v in flat_expected.items() if k in flat_got and np.shape(flat_got[k]) != tuple(v.shape)]
   if problems:
     raise ValueError(f"converted {what} weights do not fit the config: " + "; ".join(problems[:8]))
+
+
+class SafetensorsReader:
+  """Tensors of a save_pretrained directory by name, read lazily (whole tensors or row ranges)."""
+
+  def __init__(self, directory: str):
+    from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+    root = epath.Path(directory)
+    files = sorted(root.glob("*.safetensors"))
+    if not files:
+      raise FileNotFoundError(f"no *.safetensors in {root} (convert pytorch_model.bin checkpoints to safetensors)")
+    self.handles = [safe_open(str(f), framework="numpy") for f in files]
+    self.where = {name: h for h in self.handles for name in h.keys()}
+
+  def shape(self, name: str) -> tuple[int, ...]:
+    return tuple(self._handle(name).get_slice(name).get_shape())
+
+  def get(self, name: str, rows: slice = slice(None)) -> np.ndarray:
+    """The tensor (or its rows `rows`) as float32."""
+    return np.asarray(self._handle(name).get_slice(name)[rows], np.float32)
+
+  def _handle(self, name: str) -> Any:
+    if name not in self.where:
+      raise KeyError(f"the checkpoint has no tensor {name!r}")
+    return self.where[name]
