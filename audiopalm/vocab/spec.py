@@ -44,7 +44,7 @@ class TextVocab:
   identity: str
   pad_id: int
   eos_id: int
-  path: str | None = None
+  path: str | None = dataclasses.field(default=None, compare=False)  # where it was read; not its identity
 
   def __post_init__(self):
     if self.kind not in TEXT_KINDS:
