@@ -17,18 +17,21 @@ from audiopalm.semantic import fit as semantic_fit
 from audiopalm.semantic import kmeans
 from audiopalm.sharding import mesh, rules
 from audiopalm.tokenizers import base as tokenizers
-from audiopalm.training import checkpointing, optimizer, train_step, trainer
+from audiopalm.training import checkpointing, init_from, optimizer, param_groups, train_step, trainer
 from audiopalm.vocab import build as vocab_build
 
 # Public constructors.
 TransformerConfig = gin.external_configurable(model_config.TransformerConfig, "TransformerConfig")
 model_preset = gin.external_configurable(model_config.preset, "model_preset")
+model_config_from = gin.external_configurable(model_config.config_from, "model_config_from")
 MeshConfig = gin.external_configurable(mesh.MeshConfig, "MeshConfig")
 ShardingRules = gin.external_configurable(rules.ShardingRules, "ShardingRules")
 OptimizerConfig = gin.external_configurable(optimizer.OptimizerConfig, "OptimizerConfig")
 TrainStepConfig = gin.external_configurable(train_step.TrainStepConfig, "TrainStepConfig")
 CheckpointConfig = gin.external_configurable(checkpointing.CheckpointConfig, "CheckpointConfig")
 TrainerConfig = gin.external_configurable(trainer.TrainerConfig, "TrainerConfig")
+InitFromConfig = gin.external_configurable(init_from.InitFromConfig, "InitFromConfig")
+ParamGroupsConfig = gin.external_configurable(param_groups.ParamGroupsConfig, "ParamGroupsConfig")
 TextSourceConfig = gin.external_configurable(text_source.TextSourceConfig, "TextSourceConfig")
 SpeechTextConfig = gin.external_configurable(speech_text_source.SpeechTextConfig, "SpeechTextConfig")
 MixtureComponent = gin.external_configurable(mixture.MixtureComponent, "MixtureComponent")

@@ -14,7 +14,7 @@ model may pad its vocabulary further).
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Any, Sequence
 
 import grain
 import numpy as np
@@ -53,6 +53,13 @@ class TextSourceConfig:
   shuffle: bool = True
 
   vocab_size = VOCAB_SIZE  # token ids are < this (the trainer checks the model's vocabulary covers it)
+
+  @property
+  def vocab_spec(self) -> Any:
+    """The byte vocabulary as a spec (saved with the run's checkpoints, so they can be extended with audio)."""
+    from audiopalm.vocab.combined import load_text_vocab  # pylint: disable=import-outside-toplevel
+    from audiopalm.vocab.spec import make_spec  # pylint: disable=import-outside-toplevel
+    return make_spec(load_text_vocab("byte").spec)
 
   def __post_init__(self):
     if isinstance(self.paths, str):

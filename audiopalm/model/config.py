@@ -8,6 +8,7 @@ switches are what Llama- and Gemma-family checkpoints need.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Literal
 
 BlockType = Literal["parallel", "sequential"]
@@ -149,6 +150,22 @@ PRESETS: dict[str, TransformerConfig] = {
     "palm_8b": TransformerConfig(vocab_size=256_000, d_model=4096, num_layers=32, num_heads=16,
                                  num_kv_heads=1, head_dim=256, d_ff=16384, dtype="bfloat16", remat="dots_no_batch"),
 }
+
+
+def config_from(path: str, *, vocab_size: int | None = None, dtype: DType | None = None,
+                param_dtype: DType | None = None, remat: RematPolicy | None = None,
+                attention: AttentionImpl | None = None) -> TransformerConfig:
+  """The TransformerConfig saved in `path` (a `model_config.json`, or a directory holding one: an import, an
+  export or a run), with the fields given replaced: the vocabulary size (extended with audio tokens) and the
+  numerics / memory options that do not change what the parameters mean."""
+  from etils import epath  # pylint: disable=import-outside-toplevel
+  target = epath.Path(path)
+  target = target if str(target).endswith(".json") else target / "model_config.json"
+  if not target.exists():
+    raise FileNotFoundError(f"no model config at {target}")
+  changes = dict(vocab_size=vocab_size, dtype=dtype, param_dtype=param_dtype, remat=remat, attention=attention)
+  return dataclasses.replace(TransformerConfig(**json.loads(target.read_text())),
+                             **{k: v for k, v in changes.items() if v is not None})
 
 
 def preset(name: str, **overrides) -> TransformerConfig:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import optax
+
+from audiopalm.training.param_groups import scale_by_groups
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,8 +113,9 @@ def scale_by_param_rms_per_layer(stacked_key: str = "layers", min_scale: float =
   return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
-def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
-  """Clipping, then the optimizer with the schedule, then decoupled weight decay."""
+def make_optimizer(cfg: OptimizerConfig, lr_scales: Any | None = None) -> optax.GradientTransformation:
+  """Clipping, then the optimizer with the schedule, then decoupled weight decay, then the per-group learning-rate
+  multipliers `lr_scales` (from `param_groups.lr_scales`; None = all 1)."""
   schedule = make_schedule(cfg)
   if cfg.name == "adafactor":  # optax.adafactor's chain, with per-layer parameter scaling
     opt = optax.chain(
@@ -131,4 +134,7 @@ def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
   if cfg.weight_decay:
     power = 2 if cfg.weight_decay_schedule == "lr_squared" else 1
     parts.append(optax.add_decayed_weights(lambda count: -cfg.weight_decay * schedule(count) ** power))
-  return optax.chain(*parts) if len(parts) > 1 else opt
+  # Always last and stateless, so the optimizer state has one structure with or without groups (an imported
+  # optimizer state restores into a run with other learning-rate groups).
+  parts.append(scale_by_groups(lr_scales) if lr_scales is not None else optax.identity())
+  return optax.chain(*parts)

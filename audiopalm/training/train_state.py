@@ -56,22 +56,31 @@ def abstract_params(model: Transformer) -> Any:
   return jax.eval_shape(lambda rng: model.init(rng, *_dummy_inputs(1, 8))["params"], jax.random.key(0))
 
 
-def _opt_state_shardings(abstract_opt: Any, abstract_params: Any, param_shardings: Any, mesh: Mesh) -> Any:
-  """Optimizer leaves whose tree path ends with a parameter's path and whose shape is the
-  parameter's take its sharding; everything else (counts, factored statistics) is replicated."""
-  by_path = {tuple(str(k) for k in path): (sharding, leaf.shape) for (path, sharding), leaf in zip(
-      jax.tree_util.tree_leaves_with_path(param_shardings), jax.tree.leaves(abstract_params))}
-  replicated = NamedSharding(mesh, PartitionSpec())
+def mirrored_params(opt_tree: Any, params_tree: Any) -> list[int | None]:
+  """For each leaf of `opt_tree` (flattened order): the flat index of the parameter it mirrors (an optimizer
+  leaf whose tree path ends with that parameter's path and which has its shape, e.g. Adam's moments), or None
+  (counts, factored statistics)."""
+  by_path = {tuple(str(k) for k in path): (i, leaf.shape)
+             for i, (path, leaf) in enumerate(jax.tree_util.tree_leaves_with_path(params_tree))}
 
-  def pick(path, leaf):
+  def find(path, leaf):
     keys = tuple(str(k) for k in path)
     for start in range(len(keys)):
       match = by_path.get(keys[start:])
       if match is not None:
-        sharding, shape = match
-        return sharding if leaf.shape == shape and _fits(sharding, leaf) else replicated
-    return replicated
-  return jax.tree_util.tree_map_with_path(pick, abstract_opt)
+        return match[0] if leaf.shape == match[1] else None
+    return None
+  return [find(path, leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(opt_tree)]
+
+
+def _opt_state_shardings(abstract_opt: Any, abstract_params: Any, param_shardings: Any, mesh: Mesh) -> Any:
+  """Optimizer leaves that mirror a parameter take its sharding (if it fits); everything else is replicated."""
+  p_shardings = jax.tree.leaves(param_shardings)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  leaves, treedef = jax.tree.flatten(abstract_opt)
+  picked = [replicated if i is None or not _fits(p_shardings[i], leaf) else p_shardings[i]
+            for leaf, i in zip(leaves, mirrored_params(abstract_opt, abstract_params))]
+  return jax.tree.unflatten(treedef, picked)
 
 
 def state_shardings(model: Transformer, tx: optax.GradientTransformation, mesh: Mesh,
@@ -106,6 +115,18 @@ def _fits(sharding: NamedSharding, leaf: jax.ShapeDtypeStruct) -> bool:
     if dim % size:
       return False
   return True
+
+
+def fit_sharding(sharding: NamedSharding, shape: tuple[int, ...]) -> NamedSharding:
+  """`sharding` with every dimension the mesh axes do not divide left unsharded (e.g. a 301-row vocabulary)."""
+  spec = []
+  for dim, axes_ in zip(shape, tuple(sharding.spec) + (None,) * (len(shape) - len(sharding.spec))):
+    names = () if axes_ is None else ((axes_,) if isinstance(axes_, str) else tuple(axes_))
+    size = 1
+    for n in names:
+      size *= sharding.mesh.shape[n]
+    spec.append(axes_ if names and dim % size == 0 else None)
+  return NamedSharding(sharding.mesh, PartitionSpec(*spec))
 
 
 def init_train_state(model: Transformer, tx: optax.GradientTransformation, mesh: Mesh, rules: ShardingRules,

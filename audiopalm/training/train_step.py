@@ -118,6 +118,13 @@ def make_gradient_fn(model: Transformer, cfg: TrainStepConfig) -> Callable[[Any,
   return grads_fn
 
 
+def optimizer_count(opt_state: Any, default: jax.Array) -> jax.Array:
+  """The optimizer's own step count (applied steps; carried over with an imported optimizer state), read from
+  the first `count` field of its state; `default` for a state without one."""
+  counts = optax.tree_utils.tree_get_all_with_path(opt_state, "count")
+  return counts[0][1] if counts else default
+
+
 def make_train_step(model: Transformer, tx: optax.GradientTransformation, cfg: TrainStepConfig,
                     schedule: optax.Schedule) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
   """Returns `train_step(state, batch) -> (state, metrics)`; jit it with the state's shardings."""
@@ -135,7 +142,7 @@ def make_train_step(model: Transformer, tx: optax.GradientTransformation, cfg: T
     new_params = optax.apply_updates(params, updates)
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     skipped = (~finite).astype(jnp.int32)
-    opt_steps = state.step - state.nonfinite_total  # the optimizer only counts applied steps
+    opt_steps = optimizer_count(state.opt_state, state.step - state.nonfinite_total)
     new_state = state.replace(
         step=state.step + 1,
         params=keep(new_params, params),

@@ -24,9 +24,11 @@ from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules, batch_sharding
 from audiopalm.training.checkpointing import CheckpointConfig, Checkpointer, export_params
 from audiopalm.training.hooks import CheckpointHook, Hook, MetricsHook
+from audiopalm.training.init_from import PROVENANCE_FILE, InitFromConfig, initial_state
 from audiopalm.training.metrics import peak_flops_per_device
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
-from audiopalm.training.train_state import init_train_state, sharding_context, state_shardings
+from audiopalm.training.param_groups import ParamGroupsConfig, lr_scales
+from audiopalm.training.train_state import abstract_params, init_train_state, sharding_context, state_shardings
 from audiopalm.training.train_step import BATCH_KEYS, TrainStepConfig, make_train_step
 from audiopalm.vocab.spec import SPEC_FILE, VocabSpec, check_compatible, load_spec, save_spec
 
@@ -133,8 +135,13 @@ def _check_vocab_spec(data: InputSpec, model_path: epath.Path, has_checkpoint: b
 def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimizer: OptimizerConfig = OptimizerConfig(),
           step: TrainStepConfig = TrainStepConfig(), mesh: MeshConfig = MeshConfig(),
           rules: ShardingRules = ShardingRules(), checkpoint: CheckpointConfig = CheckpointConfig(),
-          trainer: TrainerConfig = TrainerConfig()) -> dict[str, Any]:
+          trainer: TrainerConfig = TrainerConfig(), init_from: InitFromConfig = InitFromConfig(),
+          param_groups: ParamGroupsConfig = ParamGroupsConfig()) -> dict[str, Any]:
   """Trains (or resumes training of) `model` on `data` up to `trainer.num_steps`.
+
+  A new run starts from random parameters, or from the checkpoint `init_from.path` (continued pretraining, with
+  the vocabulary extended to the input's); `param_groups` sets learning-rate multipliers for text rows, audio
+  rows and the rest.
 
   Returns {"step": steps taken in total, "finished": whether num_steps was reached (False after a
   preemption or an exhausted input), "model_dir": model_dir}.
@@ -154,7 +161,8 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
 
   # 2. Build the model, optimizer, step function and input.
   net = Transformer(model)
-  tx = make_optimizer(optimizer)
+  spec = getattr(data, "vocab_spec", None)
+  tx = make_optimizer(optimizer, lr_scales(param_groups, abstract_params(net), spec.text.size if spec else None))
   abstract, shardings = state_shardings(net, tx, device_mesh, rules)
   row_start, row_stop = host_row_range(input_sharding, data.global_batch_size, data.seq_len)
   data_iter = data.make_iterator(row_start, row_stop)
@@ -166,7 +174,11 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
   vocab = _check_vocab_spec(data, model_path, checkpointer.latest_step() is not None)
   with sharding_context(device_mesh, rules):
     state = checkpointer.restore(abstract, shardings, data_iter)
-  if state is None:
+  if state is None and init_from.path is not None:
+    state = initial_state(init_from, model, tx, device_mesh, rules, vocab, trainer.seed)
+    if jax.process_index() == 0:
+      (model_path / PROVENANCE_FILE).write_text(json.dumps(dataclasses.asdict(init_from), indent=2))
+  elif state is None:
     state = init_train_state(net, tx, device_mesh, rules, trainer.seed)
     log.info("Initialised a new model (%s)", model_dir)
   current = start = int(jax.device_get(state.step))

@@ -1,0 +1,232 @@
+"""Continued pretraining: the first train state of a run, taken from an existing checkpoint instead of random.
+
+    state = initial_state(InitFromConfig(path="runs/gemma_import"), model_cfg, net, tx, mesh, rules, data_spec)
+
+`path` is either
+  * an export: `params/` (orbax) + `model_config.json` [+ `vocab_spec.json`], as written by
+    `tools.import_checkpoint` (a Hugging Face Gemma / Llama), a run's `export/` or `tools.export_checkpoint`; or
+  * a training run's model directory (the stack's own checkpoints): its newest complete checkpoint is read,
+    the parameters, and with `optimizer_state="imported"` the optimizer state too.
+
+The run's model must have the checkpoint's architecture (every TransformerConfig field except vocab_size and the
+numerics/compilation fields in `FREE_FIELDS`). When the run's vocabulary is larger (audio tokens added), the
+embedding and output rows are extended (`audiopalm.vocab.extend`): the old rows are kept, the new ones
+initialised by `vocab_init`; the run's vocabulary spec must extend the checkpoint's. Imported optimizer moments
+get zero rows for the new tokens, and keep their step counts (the learning-rate schedule continues where the
+checkpoint's run left off). Only the first start of a run reads `path`; resuming reads the run's own checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import optax
+import orbax.checkpoint as ocp
+from etils import epath
+
+from audiopalm.model import Transformer, TransformerConfig
+from audiopalm.sharding.rules import ShardingRules, params_shardings
+from audiopalm.training.checkpointing import absolute
+from audiopalm.training.train_state import (TrainState, abstract_params, fit_sharding, mirrored_params,
+                                            sharding_context, state_shardings, unbox)
+from audiopalm.vocab.extend import INITS, check_extends, extend_params, vocab_axes
+from audiopalm.vocab.spec import SPEC_FILE, VocabSpec, load_spec
+
+log = logging.getLogger(__name__)
+
+# TransformerConfig fields a continued run may change: they do not change what the parameters mean.
+FREE_FIELDS = ("vocab_size", "dtype", "param_dtype", "remat", "attention")
+PROVENANCE_FILE = "init_from.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class InitFromConfig:
+  """Where a new run's parameters come from.
+
+  Attributes:
+    path: an export directory or a training run's model directory (see the module docstring); None = random
+      initialisation.
+    vocab_init: how rows added by a vocabulary extension start: 'zero' (AudioPaLM), 'mean' (of the text rows)
+      or 'random' (normal with the text rows' standard deviation).
+    optimizer_state: 'fresh' (a new optimizer state) or 'imported' (the run directory's optimizer state: same
+      optimizer configuration required; its step count carries over).
+    seed: seed of the 'random' rows.
+  """
+
+  path: str | None = None
+  vocab_init: Literal["zero", "mean", "random"] = "zero"
+  optimizer_state: Literal["fresh", "imported"] = "fresh"
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.vocab_init not in INITS:
+      raise ValueError(f"InitFromConfig.vocab_init={self.vocab_init!r}, allowed: {list(INITS)}")
+    if self.optimizer_state not in ("fresh", "imported"):
+      raise ValueError(f"InitFromConfig.optimizer_state={self.optimizer_state!r}, allowed: ['fresh', 'imported']")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """A checkpoint to start from: its model config, its vocabulary spec (if saved) and where its arrays are."""
+
+  path: epath.Path
+  model: TransformerConfig
+  spec: VocabSpec | None
+  params_dir: epath.Path | None  # an export's params/
+  state_dir: epath.Path | None  # a run's checkpoints/<step>/state
+  step: int | None
+
+
+def find_source(path: str) -> Source:
+  """Reads what `path` holds; FileNotFoundError / ValueError saying what is missing."""
+  root = absolute(path)
+  config_file = root / "model_config.json"
+  if not config_file.exists():
+    raise FileNotFoundError(f"{root}: no model_config.json; InitFromConfig.path must be an export (params/ + "
+                            "model_config.json) or a training run's model directory")
+  model = TransformerConfig(**json.loads(config_file.read_text()))
+  spec = load_spec(str(root)) if (root / SPEC_FILE).exists() else None
+  if (root / "params").exists():
+    return Source(root, model, spec, root / "params", None, None)
+  if (root / "checkpoints").exists():
+    with ocp.CheckpointManager(root / "checkpoints", item_names=("state",)) as manager:
+      step = manager.latest_step()
+    if step is not None:
+      return Source(root, model, spec, None, root / "checkpoints" / str(step) / "state", step)
+  raise FileNotFoundError(f"{root}: neither params/ (an export) nor a complete checkpoint under checkpoints/")
+
+
+def check_architecture(source: TransformerConfig, run: TransformerConfig, where: str) -> None:
+  """Refuses a run model whose architecture differs from the checkpoint's (all fields but FREE_FIELDS)."""
+  diff = [f"{f.name}: {getattr(source, f.name)!r} in the checkpoint, {getattr(run, f.name)!r} in the run"
+          for f in dataclasses.fields(TransformerConfig)
+          if f.name not in FREE_FIELDS and getattr(source, f.name) != getattr(run, f.name)]
+  if diff:
+    raise ValueError(f"{where}: the run's TransformerConfig differs from the checkpoint's: " + "; ".join(diff)
+                     + ". Start from the checkpoint's model_config.json (gin: train.model = "
+                     "@model_config_from(); model_config_from.path = ...)")
+
+
+def _old_spec(source: Source, run: TransformerConfig, spec: VocabSpec | None) -> VocabSpec | None:
+  """The checkpoint's spec, checked against the run's; None when no extension is needed or possible."""
+  if source.spec is None:
+    if run.vocab_size != source.model.vocab_size:
+      raise ValueError(f"{source.path}: no {SPEC_FILE}, so its vocabulary cannot be extended from "
+                       f"{source.model.vocab_size} to {run.vocab_size} rows (which rows are text is unknown)")
+    if spec is not None:
+      log.warning("%s has no %s; its %d rows are taken as the run's vocabulary unchanged", source.path, SPEC_FILE,
+                  run.vocab_size)
+    return None
+  if spec is None:
+    raise ValueError(f"{source.path} was trained with a combined vocabulary ({SPEC_FILE}) but the run's input has "
+                     "none")
+  check_extends(source.spec, spec)
+  return source.spec
+
+
+def _source_shardings(source: Source, mesh: jax.sharding.Mesh, rules: ShardingRules) -> tuple[Any, Any, Any]:
+  """(boxed abstract params, abstract params, shardings) of the checkpoint's model on `mesh` (vocabulary axes
+  that the mesh does not divide are left unsharded)."""
+  boxed = abstract_params(Transformer(source.model))
+  abstract = unbox(boxed)
+  shardings = jax.tree.map(lambda s, a: fit_sharding(s, a.shape), params_shardings(boxed, mesh, rules), abstract)
+  return boxed, abstract, shardings
+
+
+def _restore_state_items(state_dir: epath.Path, target: dict[str, Any]) -> dict[str, Any]:
+  """Restores the named subtrees (e.g. params, opt_state) of a saved TrainState into `target`'s shardings."""
+  restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape,
+                                                              dtype=a.dtype), target)
+  with ocp.PyTreeCheckpointer() as ckptr:
+    return ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
+                                                                partial_restore=True))
+
+
+def load_source(source: Source, mesh: jax.sharding.Mesh, rules: ShardingRules,
+                tx: optax.GradientTransformation | None = None) -> tuple[Any, Any]:
+  """(params, optimizer state or None) of `source`, sharded over `mesh` as its model lays them out (vocabulary
+  axes the mesh does not divide unsharded). The optimizer state is read when `tx` is given (a run directory
+  whose optimizer is configured as `tx`)."""
+  _, abstract, shardings = _source_shardings(source, mesh, rules)
+  with_sharding = lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)  # noqa: E731
+  params_target = jax.tree.map(with_sharding, abstract, shardings)
+  if source.params_dir is not None:
+    if tx is not None:
+      raise ValueError(f"InitFromConfig.optimizer_state='imported' needs a training run's directory with "
+                       f"checkpoints; {source.path} is a params-only export")
+    return ocp.StandardCheckpointer().restore(source.params_dir, params_target), None
+  target = {"params": params_target}
+  if tx is not None:
+    abstract_state, state_sh = state_shardings(Transformer(source.model), tx, mesh, rules)
+    target["opt_state"] = jax.tree.map(lambda a, s: with_sharding(a, fit_sharding(s, a.shape)),
+                                       abstract_state.opt_state, state_sh.opt_state)
+  try:
+    restored = _restore_state_items(source.state_dir, target)
+  except (ValueError, KeyError) as e:
+    raise ValueError(f"{source.state_dir}: cannot restore {sorted(target)} with the run's configuration (for "
+                     f"optimizer_state='imported' the optimizer must be configured as in that run): {e}") from e
+  return restored["params"], restored.get("opt_state")
+
+
+def initial_state(cfg: InitFromConfig, model_cfg: TransformerConfig, tx: optax.GradientTransformation,
+                  mesh: jax.sharding.Mesh, rules: ShardingRules, spec: VocabSpec | None, seed: int) -> TrainState:
+  """The first TrainState of a run started from `cfg.path` (see the module docstring)."""
+  source = find_source(cfg.path)
+  check_architecture(source.model, model_cfg, str(source.path))
+  old_spec = _old_spec(source, model_cfg, spec)
+  _, run_shardings = state_shardings(Transformer(model_cfg), tx, mesh, rules)
+  boxed, src_abstract, _ = _source_shardings(source, mesh, rules)
+  params, opt_state = load_source(source, mesh, rules, tx if cfg.optimizer_state == "imported" else None)
+
+  rows = model_cfg.vocab_size
+  param_dtype = jnp.dtype(model_cfg.param_dtype)
+
+  def grow(params):
+    if old_spec is not None or rows != source.model.vocab_size:
+      params = extend_params(params, boxed, old_spec, rows, cfg.vocab_init, jax.random.key(cfg.seed))
+    return jax.tree.map(lambda p: p.astype(param_dtype), params)
+
+  with sharding_context(mesh, rules):
+    params = jax.jit(grow, out_shardings=run_shardings.params)(params)
+    if cfg.optimizer_state == "fresh":
+      opt_state = jax.jit(tx.init, out_shardings=run_shardings.opt_state)(params)
+    else:
+      opt_state = _extend_optimizer_state(opt_state, src_abstract, boxed, old_spec, rows, run_shardings.opt_state)
+  log.info("Initialised from %s%s (%d → %d vocabulary rows, new rows %s, %s optimizer state)", source.path,
+           f" step {source.step}" if source.step is not None else "", source.model.vocab_size, rows, cfg.vocab_init,
+           cfg.optimizer_state)
+
+  def assemble(params, opt_state):  # one jit: every leaf its own buffer (the train step donates them all)
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(step=zero, params=params, opt_state=opt_state,
+                      rng=jax.random.key_data(jax.random.key(seed)), nonfinite_total=zero, nonfinite_consecutive=zero)
+  return jax.jit(assemble, out_shardings=run_shardings, donate_argnums=(0, 1))(params, opt_state)
+
+
+def _extend_optimizer_state(opt_state: Any, src_params: Any, boxed: Any, old_spec: VocabSpec | None, rows: int,
+                            shardings: Any) -> Any:
+  """Imported optimizer state for the extended vocabulary: leaves mirroring a parameter with a vocabulary axis
+  get zero rows for the new tokens (moments of never-seen tokens); everything else is kept."""
+  param_axes = jax.tree.leaves(vocab_axes(boxed), is_leaf=lambda x: x is None)
+  leaves, treedef = jax.tree.flatten(opt_state)
+  mirrors = mirrored_params(opt_state, src_params)
+  keep = old_spec.used if old_spec is not None else rows  # without a spec the vocabulary is unchanged
+
+  def grow(leaves):
+    out = []
+    for leaf, i in zip(leaves, mirrors):
+      axis = None if i is None else param_axes[i]
+      if axis is None or (leaf.shape[axis] == rows and keep == rows):
+        out.append(leaf)
+        continue
+      kept = jax.lax.slice_in_dim(leaf, 0, keep, axis=axis)
+      pad = [(0, 0)] * leaf.ndim
+      pad[axis] = (0, rows - keep)
+      out.append(jnp.pad(kept, pad))
+    return out
+  return jax.tree.unflatten(treedef, jax.jit(grow, out_shardings=jax.tree.leaves(shardings))(leaves))

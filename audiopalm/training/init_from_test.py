@@ -1,0 +1,141 @@
+"""Continued pretraining: starting a run from an export or from another run (params, optimizer state), vocabulary
+extension on the way, refusals, and per-group learning rates (frozen text rows)."""
+
+import dataclasses
+import json
+
+import grain
+import jax
+import numpy as np
+import optax
+import pytest
+
+from audiopalm.data.text_source import TextSourceConfig
+from audiopalm.model import preset
+from audiopalm.sharding.mesh import MeshConfig, make_mesh
+from audiopalm.sharding.rules import ShardingRules
+from audiopalm.training.checkpointing import CheckpointConfig, load_exported_params
+from audiopalm.training.init_from import InitFromConfig, initial_state
+from audiopalm.training.optimizer import OptimizerConfig, make_optimizer
+from audiopalm.training.param_groups import ParamGroupsConfig
+from audiopalm.training.train_step import optimizer_count
+from audiopalm.training.trainer import TrainerConfig, train
+from audiopalm.vocab.combined import load_text_vocab
+from audiopalm.vocab.spec import load_spec, make_spec
+
+TEXT = load_text_vocab("byte").spec
+TEXT_SPEC = make_spec(TEXT)  # 384 rows
+SPEECH_SPEC = make_spec(TEXT, semantic=(256, "sem"))  # 514 → 640 rows
+SMALL = preset("tiny", num_layers=1, d_model=32, d_ff=64, head_dim=8, tie_embeddings=False)
+ADAMW = OptimizerConfig(name="adamw", peak_lr=1e-2, warmup_steps=0, schedule="constant")
+MESH = MeshConfig(ici={"data": 2, "fsdp": 2, "tensor": 2})
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecSource:
+  """Random tokens over [low, high) of a combined vocabulary `vocab_spec` (a minimal speech-text input)."""
+  vocab_spec: object = SPEECH_SPEC
+  low: int = 2
+  high: int = 514
+  global_batch_size: int = 8
+  seq_len: int = 16
+
+  @property
+  def vocab_size(self):
+    return self.vocab_spec.size
+
+  def make_iterator(self, row_start, row_stop):
+    t = self.seq_len
+
+    def row(i):
+      tokens = np.random.default_rng(i).integers(self.low, self.high, t + 1).astype(np.int32)
+      return {"inputs": tokens[:-1], "targets": tokens[1:], "positions": np.arange(t, dtype=np.int32),
+              "segment_ids": np.ones((t,), np.int32), "weights": np.ones((t,), np.float32)}
+    n = row_stop - row_start
+    return iter(grain.MapDataset.range(10_000 * n).map(row).batch(n).to_iter_dataset())
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+  """A 3-step byte-level text run (AdamW): the checkpoint continued pretraining starts from."""
+  root = tmp_path_factory.mktemp("text_run")
+  (root / "t.txt").write_text("a text model learns bytes first.\n\nthen it learns audio.\n" * 20)
+  train(model_dir=str(root / "run"), model=SMALL.replace(vocab_size=384),
+        data=TextSourceConfig(paths=(str(root / "t.txt"),), seq_len=16, global_batch_size=8), optimizer=ADAMW,
+        mesh=MESH, checkpoint=CheckpointConfig(save_interval_steps=100), trainer=TrainerConfig(num_steps=3))
+  return root / "run"
+
+
+def test_text_run_saves_its_byte_vocabulary(text_run):
+  assert load_spec(str(text_run)) == TEXT_SPEC and load_spec(str(text_run / "export")) == TEXT_SPEC
+
+
+@pytest.mark.parametrize("source", ["export", "run"])
+def test_params_extended_from_an_export_or_a_run(text_run, source):
+  path = text_run / "export" if source == "export" else text_run
+  mesh = make_mesh(MESH)
+  tx = make_optimizer(ADAMW)
+  state = initial_state(InitFromConfig(path=str(path)), SMALL.replace(vocab_size=640), tx, mesh, ShardingRules(),
+                        SPEECH_SPEC, seed=0)
+  old = load_exported_params(str(text_run / "export"))
+  table = np.asarray(state.params["embed"]["table"])
+  assert table.shape == (640, 32) and state.params["embed"]["table"].sharding.mesh.shape == mesh.shape
+  np.testing.assert_array_equal(table[:258], np.asarray(old["embed"]["table"])[:258])
+  assert not table[258:].any()
+  np.testing.assert_array_equal(np.asarray(state.params["layers"]["mlp"]["wo"]),
+                                np.asarray(old["layers"]["mlp"]["wo"]))
+  assert int(state.step) == 0 and int(optimizer_count(state.opt_state, None)) == 0
+
+
+def test_imported_optimizer_state_is_extended_and_keeps_its_count(text_run):
+  mesh = make_mesh(MESH)
+  tx = make_optimizer(ADAMW)
+  state = initial_state(InitFromConfig(path=str(text_run), optimizer_state="imported"),
+                        SMALL.replace(vocab_size=640), tx, mesh, ShardingRules(), SPEECH_SPEC, seed=0)
+  is_adam = lambda x: isinstance(x, optax.ScaleByAdamState)  # noqa: E731
+  (adam,) = [x for x in jax.tree.leaves(state.opt_state, is_leaf=is_adam) if is_adam(x)]
+  assert int(adam.count) == 3
+  nu = np.asarray(adam.nu["unembed"])  # [embed, vocab]
+  assert nu.shape == (32, 640) and nu[:, :258].any() and not nu[:, 258:].any()
+  mu_wo = np.asarray(adam.mu["layers"]["mlp"]["wo"])
+  assert mu_wo.any()
+
+
+def test_refusals(text_run, tmp_path):
+  mesh, tx, rules = make_mesh(MESH), make_optimizer(ADAMW), ShardingRules()
+  with pytest.raises(ValueError, match=r"d_model: 32 in the checkpoint, 64 in the run"):
+    initial_state(InitFromConfig(path=str(text_run)), SMALL.replace(vocab_size=640, d_model=64), tx, mesh, rules,
+                  SPEECH_SPEC, 0)
+  with pytest.raises(ValueError, match="needs a training run's directory"):
+    initial_state(InitFromConfig(path=str(text_run / "export"), optimizer_state="imported"),
+                  SMALL.replace(vocab_size=640), tx, mesh, rules, SPEECH_SPEC, 0)
+  other_text = make_spec(dataclasses.replace(TEXT, identity="other"), semantic=(256, "sem"))
+  with pytest.raises(ValueError, match="the text vocabulary differs"):
+    initial_state(InitFromConfig(path=str(text_run)), SMALL.replace(vocab_size=640), tx, mesh, rules, other_text, 0)
+  with pytest.raises(FileNotFoundError, match="no model_config.json"):
+    initial_state(InitFromConfig(path=str(tmp_path)), SMALL, tx, mesh, rules, SPEECH_SPEC, 0)
+  with pytest.raises(ValueError, match="optimizer must be configured as in that run"):
+    initial_state(InitFromConfig(path=str(text_run), optimizer_state="imported"), SMALL.replace(vocab_size=640),
+                  make_optimizer(OptimizerConfig()), mesh, rules, SPEECH_SPEC, 0)
+
+
+def test_continued_run_with_frozen_text_rows(text_run, tmp_path):
+  """Through the trainer: the run starts from the text run, trains audio rows only where asked, writes where it
+  came from, and resuming ignores `init_from`."""
+  groups = ParamGroupsConfig(freeze_text_rows=True, other_lr_scale=0.0)
+  kwargs = dict(model=SMALL.replace(vocab_size=640), data=SpecSource(), optimizer=ADAMW, mesh=MESH,
+                init_from=InitFromConfig(path=str(text_run), optimizer_state="imported"), param_groups=groups,
+                checkpoint=CheckpointConfig(save_interval_steps=100))
+  train(model_dir=str(tmp_path), trainer=TrainerConfig(num_steps=2, log_every=1), **kwargs)
+  assert json.loads((tmp_path / "init_from.json").read_text())["path"] == str(text_run)
+  assert load_spec(str(tmp_path / "export")) == SPEECH_SPEC
+  old, new = load_exported_params(str(text_run / "export")), load_exported_params(str(tmp_path / "export"))
+  np.testing.assert_array_equal(np.asarray(new["unembed"])[:, :258], np.asarray(old["unembed"])[:, :258])
+  np.testing.assert_array_equal(np.asarray(new["layers"]["attn"]["q"]), np.asarray(old["layers"]["attn"]["q"]))
+  assert np.asarray(new["unembed"])[:, 258:514].any()  # audio rows trained (they started at zero)
+  logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert logged[0]["step"] == 1
+  # Resuming: the run's own checkpoint is read; a missing init_from path no longer matters.
+  kwargs["init_from"] = InitFromConfig(path=str(tmp_path / "missing"))
+  result = train(model_dir=str(tmp_path), trainer=TrainerConfig(num_steps=3, log_every=1), **kwargs)
+  assert result["step"] == 3
