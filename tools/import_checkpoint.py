@@ -1,6 +1,12 @@
-r"""Import a Hugging Face causal LM (Llama family, Mistral, Gemma) as the stack's params + config + vocabulary.
+r"""Import a Hugging Face causal LM (Llama family, Mistral, Gemma), or one of the stack's own checkpoints, as the
+stack's params + config + vocabulary.
 
     python -m tools.import_checkpoint --hf_dir=/models/gemma-2b --output=runs/gemma_2b_import [--dtype=bfloat16]
+    python -m tools.import_checkpoint --checkpoint=runs/tiny --output=runs/tiny_import
+
+`--checkpoint` is a training run's model directory (its newest checkpoint's parameters are taken) or an export;
+its model_config.json and vocab_spec.json are carried over. (A continued-pretraining run can also start from a run
+directory directly: InitFromConfig.path; that also offers its optimizer state.)
 
 `--hf_dir` is a transformers `save_pretrained` directory (config.json, *.safetensors, tokenizer.json and
 tokenizer_config.json naming eos/pad); nothing is downloaded. Written to `--output` (what
@@ -22,6 +28,7 @@ import time
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 
 from audiopalm.hf.import_lm import config_from_hf, load_hf_params
 from audiopalm.hf.tensors import read_config
@@ -29,6 +36,7 @@ from audiopalm.model import Transformer, TransformerConfig
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules, params_shardings
 from audiopalm.training.checkpointing import export_params
+from audiopalm.training.init_from import find_source, load_source
 from audiopalm.training.train_state import abstract_params
 from audiopalm.vocab.combined import load_text_vocab
 from audiopalm.vocab.spec import VocabSpec, make_spec
@@ -38,7 +46,9 @@ log = logging.getLogger(__name__)
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m tools.import_checkpoint", description=__doc__.split("\n\n")[0])
-  p.add_argument("--hf_dir", required=True, help="a transformers save_pretrained directory (local or gs://)")
+  source = p.add_mutually_exclusive_group(required=True)
+  source.add_argument("--hf_dir", help="a transformers save_pretrained directory (local or gs://)")
+  source.add_argument("--checkpoint", help="a training run's model directory or an export of this stack")
   p.add_argument("--output", required=True, help="directory to write params/, model_config.json, vocab_spec.json")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                  help="storage dtype of the imported parameters (compute dtype follows it)")
@@ -69,11 +79,30 @@ def import_checkpoint(hf_dir: str, output: str, dtype: str = "float32") -> dict:
   return summary
 
 
+def import_stack_checkpoint(path: str, output: str, dtype: str = "float32") -> dict:
+  """The newest parameters of a run (or an export) → an export at `output`, cast to `dtype`."""
+  start = time.perf_counter()
+  source = find_source(path)
+  mesh = make_mesh(MeshConfig(ici={"data": 1, "fsdp": -1, "tensor": 1}))
+  params, _ = load_source(source, mesh, ShardingRules())
+  params = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(jnp.dtype(dtype)), p))(params)
+  cfg = source.model.replace(param_dtype=dtype, dtype=dtype)
+  export_params(params, cfg, output, source.spec)
+  summary = {"output": output, "source": str(source.path), "step": source.step, "layers": cfg.num_layers,
+             "d_model": cfg.d_model, "vocab_size": cfg.vocab_size, "devices": len(jax.devices()),
+             "seconds": round(time.perf_counter() - start, 1)}
+  log.info("Imported %s → %s", path, summary)
+  return summary
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s] %(message)s",
                       datefmt="%H:%M:%S")
   args = parse_args(argv)
-  summary = import_checkpoint(args.hf_dir, args.output, args.dtype)
+  if args.checkpoint:
+    summary = import_stack_checkpoint(args.checkpoint, args.output, args.dtype)
+  else:
+    summary = import_checkpoint(args.hf_dir, args.output, args.dtype)
   print(summary)
   return summary
 

@@ -3,22 +3,29 @@ vocabulary spec that give transformers' logits."""
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from audiopalm.model import Transformer, TransformerConfig  # noqa: E402
+from audiopalm.data.text_source import TextSourceConfig  # noqa: E402
+from audiopalm.model import Transformer, TransformerConfig, preset  # noqa: E402
+from audiopalm.sharding.mesh import MeshConfig, make_mesh  # noqa: E402
+from audiopalm.sharding.rules import ShardingRules  # noqa: E402
 from audiopalm.training.checkpointing import load_exported_params  # noqa: E402
+from audiopalm.training.init_from import find_source, load_source  # noqa: E402
 from audiopalm.training.train_state import abstract_params, unbox  # noqa: E402
+from audiopalm.training.trainer import TrainerConfig, train  # noqa: E402
 from audiopalm.vocab.spec import load_spec  # noqa: E402
 from tools import import_checkpoint  # noqa: E402
 
 VOCAB = 301
 
 
-def _hf_dir(tmp_path):
+def make_llama_dir(tmp_path):
+  """A random small Llama (GQA, untied, 301 rows) with a word-level tokenizer of 293 ids, saved in `tmp_path`."""
   import tokenizers  # pylint: disable=import-outside-toplevel
   torch.manual_seed(0)
   model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
@@ -34,7 +41,7 @@ def _hf_dir(tmp_path):
 
 
 def test_import_gives_the_reference_logits_and_the_text_vocabulary(tmp_path):
-  reference = _hf_dir(tmp_path / "hf")
+  reference = make_llama_dir(tmp_path / "hf")
   summary = import_checkpoint.main([f"--hf_dir={tmp_path / 'hf'}", f"--output={tmp_path / 'out'}"])
   assert summary["layers"] == 2 and summary["devices"] == 8
   cfg = TransformerConfig(**json.loads((tmp_path / "out" / "model_config.json").read_text()))
@@ -52,9 +59,25 @@ def test_import_gives_the_reference_logits_and_the_text_vocabulary(tmp_path):
 
 
 def test_unsupported_checkpoints_are_refused_before_anything_is_written(tmp_path):
-  _hf_dir(tmp_path / "hf")
+  make_llama_dir(tmp_path / "hf")
   config = json.loads((tmp_path / "hf" / "config.json").read_text())
   (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "attention_bias": True}))
   with pytest.raises(ValueError, match="attention_bias=true"):
     import_checkpoint.main([f"--hf_dir={tmp_path / 'hf'}", f"--output={tmp_path / 'out'}"])
   assert not (tmp_path / "out").exists()
+
+
+def test_stack_checkpoint_import_takes_the_newest_parameters(tmp_path):
+  """A run of the stack (its newest checkpoint) → an export with the same parameters, config and spec."""
+  (tmp_path / "t.txt").write_text("some text to learn from.\n\n" * 20)
+  cfg = preset("tiny", num_layers=1, d_model=32, d_ff=64, head_dim=8, vocab_size=384)
+  train(model_dir=str(tmp_path / "run"), model=cfg, trainer=TrainerConfig(num_steps=2, export_params=False),
+        data=TextSourceConfig(paths=(str(tmp_path / "t.txt"),), seq_len=16, global_batch_size=8))
+  summary = import_checkpoint.main([f"--checkpoint={tmp_path / 'run'}", f"--output={tmp_path / 'out'}"])
+  assert summary["step"] == 2
+  want, _ = load_source(find_source(str(tmp_path / "run")), make_mesh(MeshConfig(ici={"data": -1})), ShardingRules())
+  got = load_exported_params(str(tmp_path / "out"))
+  for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert load_spec(str(tmp_path / "out")) == load_spec(str(tmp_path / "run"))
+  assert TransformerConfig(**json.loads((tmp_path / "out" / "model_config.json").read_text())) == cfg
