@@ -16,6 +16,7 @@ import pytest
 from audiopalm.model import Transformer, TransformerConfig
 from audiopalm.training.checkpointing import load_exported_params
 from audiopalm.training.train_state import abstract_params, unbox
+from audiopalm.vocab.spec import load_spec
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS, SAVE_EVERY = 30, 10
@@ -120,9 +121,11 @@ def test_experiment_trains_and_loss_falls(references, name):
   params = load_exported_params(str(model_dir / "export"), unbox(abstract_params(model)))
   assert jax.tree.structure(params) == jax.tree.structure(unbox(abstract_params(model)))
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
-  # A speech-text run keeps its vocabulary next to the checkpoints and in the export.
-  spec_files = [(model_dir / "vocab_spec.json").exists(), (model_dir / "export" / "vocab_spec.json").exists()]
-  assert spec_files == [name == "speech_text"] * 2
+  # Every run keeps its vocabulary next to the checkpoints and in the export (text runs: the byte vocabulary, so
+  # continued pretraining can extend it; speech-text runs: text + semantic units).
+  spec = load_spec(str(model_dir))
+  assert load_spec(str(model_dir / "export")) == spec
+  assert (spec.semantic is not None) == (name == "speech_text") and spec.text.kind == "byte"
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
