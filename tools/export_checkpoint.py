@@ -33,7 +33,6 @@ import datetime
 import json
 import logging
 import os
-import shutil
 import time
 from typing import Any, Sequence
 
@@ -93,13 +92,34 @@ def _vocab_summary(spec: VocabSpec | None) -> dict[str, Any] | None:
                     for r in spec.audio_ranges]}
 
 
-def export_model(name: str, source: Source, out: epath.Path, dtype: str, hf: bool, text_path: str | None) -> dict:
-  """Writes `out/<name>/` (orbax params, config, spec, and hf/ when representable); returns its manifest entry."""
+def export_orbax(source: Source, directory: str, dtype: str) -> tuple[Any, Any]:
+  """`source`'s parameters cast to `dtype`, sharded over every local device (fsdp), written with `export_params`
+  (params/, model_config.json with param_dtype = dtype, vocab_spec.json). Returns (params, config)."""
   mesh = make_mesh(MeshConfig(ici={"data": 1, "fsdp": -1, "tensor": 1}))
   params, _ = load_source(source, mesh, ShardingRules())
   params = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(jnp.dtype(dtype)), p))(params)
   cfg = source.model.replace(param_dtype=dtype)
-  export_params(params, cfg, str(out / name), source.spec)
+  export_params(params, cfg, directory, source.spec)
+  return params, cfg
+
+
+def check_output(output: str, sources: Sequence[str], overwrite: bool) -> epath.Path:
+  """The output directory, refused when it exists (without `overwrite`) or when it is or holds a source."""
+  final = absolute(output)
+  for source in sources:
+    src = absolute(source)
+    if final == src or str(src).startswith(str(final) + "/") or str(final).startswith(str(src) + "/"):
+      raise ValueError(f"--output {final} overlaps the checkpoint {src}; export somewhere else")
+  if final.exists() and not overwrite:
+    raise FileExistsError(f"{final} exists; pass --overwrite to replace it")
+  return final
+
+
+def export_model(name: str, source: Source, out: epath.Path, dtype: str, hf: bool, text_path: str | None) -> dict:
+  """Writes `out/<name>/` (orbax params, config, spec, and hf/ when representable); returns its manifest entry."""
+  if jax.process_count() > 1:
+    raise ValueError("tools.export_checkpoint runs as one process (the HF files are written from one host)")
+  params, cfg = export_orbax(source, str(out / name), dtype)
   entry: dict[str, Any] = {
       "source": str(source.path), "step": source.step, "orbax": f"{name}/params", "config": f"{name}/model_config.json",
       "vocab_spec": f"{name}/vocab_spec.json" if source.spec else None, "dtype": dtype,
@@ -133,6 +153,28 @@ def export_model(name: str, source: Source, out: epath.Path, dtype: str, hf: boo
   return entry
 
 
+def _tokenizer_dir(path: str, tokens_dir: str) -> epath.Path:
+  """A tokenizer path from a dataset's metadata.json: absolute or a URL as it is; a relative one against the
+  working directory (where the tokenize job ran, e.g. the repository root) or else the dataset's directory."""
+  candidates = [epath.Path(path)] if "://" in path or os.path.isabs(path) else [
+      epath.Path(os.path.abspath(path)), epath.Path(tokens_dir) / path]
+  for candidate in candidates:
+    if candidate.exists():
+      return candidate
+  raise FileNotFoundError(f"the tokenizer {path!r} named by {tokens_dir}/metadata.json is not at "
+                          f"{' or '.join(map(str, candidates))}")
+
+
+def _copy_tree(src: epath.Path, dst: epath.Path) -> None:
+  """Copies a directory (local or gs://) file by file."""
+  dst.mkdir(parents=True, exist_ok=True)
+  for item in src.iterdir():
+    if item.is_dir():
+      _copy_tree(item, dst / item.name)
+    else:
+      item.copy(dst / item.name)
+
+
 def _tokenizers(specs: dict[str, VocabSpec], tokens_dir: str | None, out: epath.Path) -> dict[str, Any]:
   """The tokenizers the models' vocabularies name, by role, copied from the token dataset when given."""
   text = {s.text.identity: {"kind": s.text.kind, "identity": s.text.identity, "size": s.text.size,
@@ -150,11 +192,13 @@ def _tokenizers(specs: dict[str, VocabSpec], tokens_dir: str | None, out: epath.
       raise ValueError(f"the models' vocabularies name different {role} tokenizers: {sorted(identities)}")
     (identity,) = identities
     entry: dict[str, Any] = {"identity": identity, "files": None}
-    if role in info:
+    if tokens_dir is not None:
+      if role not in info:
+        raise ValueError(f"--tokens_dir {tokens_dir}: its metadata.json names no {role} tokenizer")
       if info[role]["identity"] != identity:
         raise ValueError(f"--tokens_dir {tokens_dir}: its {role} tokenizer is {info[role]['identity']!r}, the "
                          f"models were trained with {identity!r}")
-      shutil.copytree(info[role]["path"], out / "tokenizers" / role)
+      _copy_tree(_tokenizer_dir(info[role]["path"], tokens_dir), out / "tokenizers" / role)
       entry.update({k: info[role][k] for k in ("kind", "vocab_size", "num_codebooks", "frame_rate", "sample_rate")},
                    files=f"tokenizers/{role}", load="audiopalm.tokenizers.base.load_tokenizer")
     result[role] = entry
@@ -164,9 +208,7 @@ def _tokenizers(specs: dict[str, VocabSpec], tokens_dir: str | None, out: epath.
 def export_checkpoint(models: dict[str, str], output: str, dtype: str = "float32", hf: bool = True,
                       tokens_dir: str | None = None, text_path: str | None = None, overwrite: bool = False) -> dict:
   start = time.perf_counter()
-  final = absolute(output)
-  if final.exists() and not overwrite:
-    raise FileExistsError(f"{final} exists; pass --overwrite to replace it")
+  final = check_output(output, list(models.values()), overwrite)
   sources = {name: find_source(path) for name, path in models.items()}  # fails before anything is written
   temp = final.parent / f".{final.name}.tmp-{os.getpid()}"
   if temp.exists():

@@ -28,7 +28,6 @@ import time
 from typing import Sequence
 
 import jax
-import jax.numpy as jnp
 
 from audiopalm.hf.import_lm import config_from_hf, load_hf_params
 from audiopalm.hf.tensors import read_config
@@ -36,10 +35,11 @@ from audiopalm.model import Transformer, TransformerConfig
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules, params_shardings
 from audiopalm.training.checkpointing import export_params
-from audiopalm.training.init_from import find_source, load_source
+from audiopalm.training.init_from import find_source
 from audiopalm.training.train_state import abstract_params
 from audiopalm.vocab.combined import load_text_vocab
 from audiopalm.vocab.spec import VocabSpec, make_spec
+from tools.export_checkpoint import check_output, export_orbax
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   source.add_argument("--checkpoint", help="a training run's model directory or an export of this stack")
   p.add_argument("--output", required=True, help="directory to write params/, model_config.json, vocab_spec.json")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
-                 help="storage dtype of the imported parameters (compute dtype follows it)")
+                 help="storage dtype of the imported parameters (with --hf_dir the compute dtype follows it)")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
   return p.parse_args(argv)
 
 
@@ -80,14 +81,10 @@ def import_checkpoint(hf_dir: str, output: str, dtype: str = "float32") -> dict:
 
 
 def import_stack_checkpoint(path: str, output: str, dtype: str = "float32") -> dict:
-  """The newest parameters of a run (or an export) → an export at `output`, cast to `dtype`."""
+  """The newest parameters of a run (or an export) → an export at `output`, stored in `dtype`."""
   start = time.perf_counter()
   source = find_source(path)
-  mesh = make_mesh(MeshConfig(ici={"data": 1, "fsdp": -1, "tensor": 1}))
-  params, _ = load_source(source, mesh, ShardingRules())
-  params = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(jnp.dtype(dtype)), p))(params)
-  cfg = source.model.replace(param_dtype=dtype, dtype=dtype)
-  export_params(params, cfg, output, source.spec)
+  _, cfg = export_orbax(source, output, dtype)
   summary = {"output": output, "source": str(source.path), "step": source.step, "layers": cfg.num_layers,
              "d_model": cfg.d_model, "vocab_size": cfg.vocab_size, "devices": len(jax.devices()),
              "seconds": round(time.perf_counter() - start, 1)}
@@ -99,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s] %(message)s",
                       datefmt="%H:%M:%S")
   args = parse_args(argv)
+  check_output(args.output, [args.checkpoint or args.hf_dir], args.overwrite)
   if args.checkpoint:
     summary = import_stack_checkpoint(args.checkpoint, args.output, args.dtype)
   else:

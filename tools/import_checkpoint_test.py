@@ -12,10 +12,7 @@ transformers = pytest.importorskip("transformers")
 
 from audiopalm.data.text_source import TextSourceConfig  # noqa: E402
 from audiopalm.model import Transformer, TransformerConfig, preset  # noqa: E402
-from audiopalm.sharding.mesh import MeshConfig, make_mesh  # noqa: E402
-from audiopalm.sharding.rules import ShardingRules  # noqa: E402
 from audiopalm.training.checkpointing import load_exported_params  # noqa: E402
-from audiopalm.training.init_from import find_source, load_source  # noqa: E402
 from audiopalm.training.train_state import abstract_params, unbox  # noqa: E402
 from audiopalm.training.trainer import TrainerConfig, train  # noqa: E402
 from audiopalm.vocab.spec import load_spec  # noqa: E402
@@ -71,13 +68,18 @@ def test_stack_checkpoint_import_takes_the_newest_parameters(tmp_path):
   """A run of the stack (its newest checkpoint) → an export with the same parameters, config and spec."""
   (tmp_path / "t.txt").write_text("some text to learn from.\n\n" * 20)
   cfg = preset("tiny", num_layers=1, d_model=32, d_ff=64, head_dim=8, vocab_size=384)
-  train(model_dir=str(tmp_path / "run"), model=cfg, trainer=TrainerConfig(num_steps=2, export_params=False),
+  train(model_dir=str(tmp_path / "run"), model=cfg, trainer=TrainerConfig(num_steps=2),
         data=TextSourceConfig(paths=(str(tmp_path / "t.txt"),), seq_len=16, global_batch_size=8))
   summary = import_checkpoint.main([f"--checkpoint={tmp_path / 'run'}", f"--output={tmp_path / 'out'}"])
   assert summary["step"] == 2
-  want, _ = load_source(find_source(str(tmp_path / "run")), make_mesh(MeshConfig(ici={"data": -1})), ShardingRules())
+  want = load_exported_params(str(tmp_path / "run" / "export"))  # the trainer's own export of step 2
   got = load_exported_params(str(tmp_path / "out"))
   for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert load_spec(str(tmp_path / "out")) == load_spec(str(tmp_path / "run"))
   assert TransformerConfig(**json.loads((tmp_path / "out" / "model_config.json").read_text())) == cfg
+
+  with pytest.raises(FileExistsError, match="--overwrite"):
+    import_checkpoint.main([f"--checkpoint={tmp_path / 'run'}", f"--output={tmp_path / 'out'}"])
+  with pytest.raises(ValueError, match="overlaps the checkpoint"):
+    import_checkpoint.main([f"--checkpoint={tmp_path / 'run'}", f"--output={tmp_path / 'run' / 'imported'}"])

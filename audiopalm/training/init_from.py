@@ -87,18 +87,30 @@ def find_source(path: str) -> Source:
   root = absolute(path)
   config_file = root / "model_config.json"
   if not config_file.exists():
+    hint = (f"; it looks like a Hugging Face directory: import it first (python -m tools.import_checkpoint "
+            f"--hf_dir={root} --output=...)" if (root / "config.json").exists() else "")
     raise FileNotFoundError(f"{root}: no model_config.json; InitFromConfig.path must be an export (params/ + "
-                            "model_config.json) or a training run's model directory")
+                            f"model_config.json) or a training run's model directory{hint}")
   model = TransformerConfig(**json.loads(config_file.read_text()))
   spec = load_spec(str(root)) if (root / SPEC_FILE).exists() else None
   if (root / "params").exists():
     return Source(root, model, spec, root / "params", None, None)
   if (root / "checkpoints").exists():
-    with ocp.CheckpointManager(root / "checkpoints", item_names=("state",)) as manager:
+    # Another run's directory (it may still be running): read only.
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+    with ocp.CheckpointManager(root / "checkpoints", item_names=("state",), options=options) as manager:
       step = manager.latest_step()
     if step is not None:
       return Source(root, model, spec, None, root / "checkpoints" / str(step) / "state", step)
-  raise FileNotFoundError(f"{root}: neither params/ (an export) nor a complete checkpoint under checkpoints/")
+  hint = f"; its export is {root / 'export'}" if (root / "export" / "params").exists() else ""
+  raise FileNotFoundError(f"{root}: neither params/ (an export) nor a complete checkpoint under checkpoints/{hint}")
+
+
+def provenance(cfg: InitFromConfig) -> dict[str, Any]:
+  """What a run started from (written to `<model_dir>/init_from.json`): the config, the resolved path and the
+  checkpoint step read (None for an export)."""
+  source = find_source(cfg.path)
+  return {**dataclasses.asdict(cfg), "resolved_path": str(source.path), "step": source.step}
 
 
 def check_architecture(source: TransformerConfig, run: TransformerConfig, where: str) -> None:
@@ -179,7 +191,7 @@ def initial_state(cfg: InitFromConfig, model_cfg: TransformerConfig, tx: optax.G
   source = find_source(cfg.path)
   check_architecture(source.model, model_cfg, str(source.path))
   old_spec = _old_spec(source, model_cfg, spec)
-  _, run_shardings = state_shardings(Transformer(model_cfg), tx, mesh, rules)
+  run_abstract, run_shardings = state_shardings(Transformer(model_cfg), tx, mesh, rules)
   boxed, src_abstract, _ = _source_shardings(source, mesh, rules)
   params, opt_state = load_source(source, mesh, rules, tx if cfg.optimizer_state == "imported" else None)
 
@@ -187,7 +199,7 @@ def initial_state(cfg: InitFromConfig, model_cfg: TransformerConfig, tx: optax.G
   param_dtype = jnp.dtype(model_cfg.param_dtype)
 
   def grow(params):
-    if old_spec is not None or rows != source.model.vocab_size:
+    if old_spec is not None:  # (without a spec the vocabulary is unchanged: `_old_spec` refused otherwise)
       params = extend_params(params, boxed, old_spec, rows, cfg.vocab_init, jax.random.key(cfg.seed))
     return jax.tree.map(lambda p: p.astype(param_dtype), params)
 
@@ -196,7 +208,8 @@ def initial_state(cfg: InitFromConfig, model_cfg: TransformerConfig, tx: optax.G
     if cfg.optimizer_state == "fresh":
       opt_state = jax.jit(tx.init, out_shardings=run_shardings.opt_state)(params)
     else:
-      opt_state = _extend_optimizer_state(opt_state, src_abstract, boxed, old_spec, rows, run_shardings.opt_state)
+      opt_state = _extend_optimizer_state(opt_state, src_abstract, boxed, old_spec, rows, run_shardings.opt_state,
+                                          run_abstract.opt_state)
   log.info("Initialised from %s%s (%d → %d vocabulary rows, new rows %s, %s optimizer state)", source.path,
            f" step {source.step}" if source.step is not None else "", source.model.vocab_size, rows, cfg.vocab_init,
            cfg.optimizer_state)
@@ -208,25 +221,52 @@ def initial_state(cfg: InitFromConfig, model_cfg: TransformerConfig, tx: optax.G
   return jax.jit(assemble, out_shardings=run_shardings, donate_argnums=(0, 1))(params, opt_state)
 
 
+# Optimizer-state fields holding a second moment (Adam's nu, Adafactor's unfactored v): new rows start at the mean
+# of the text rows' values, not zero. A zero second moment with an imported step count makes Adafactor's first
+# update of a new row ~t^0.4 times a normal one (its beta2 = 1 - t^-0.8 is close to 1 late in a run).
+SECOND_MOMENTS = ("nu", "v")
+
+
+def _field_names(path: tuple) -> set[str]:
+  return {getattr(k, "name", getattr(k, "key", None)) for k in path}
+
+
 def _extend_optimizer_state(opt_state: Any, src_params: Any, boxed: Any, old_spec: VocabSpec | None, rows: int,
-                            shardings: Any) -> Any:
-  """Imported optimizer state for the extended vocabulary: leaves mirroring a parameter with a vocabulary axis
-  get zero rows for the new tokens (moments of never-seen tokens); everything else is kept."""
+                            shardings: Any, run_abstract: Any) -> Any:
+  """Imported optimizer state for the extended vocabulary. Leaves mirroring a parameter with a vocabulary axis
+  keep their old rows; new rows get zero first moments and second moments equal to the mean of the text rows (see
+  SECOND_MOMENTS). Everything else is kept. Leaves that cannot be extended (factored statistics with a vocabulary
+  axis) are refused."""
   param_axes = jax.tree.leaves(vocab_axes(boxed), is_leaf=lambda x: x is None)
-  leaves, treedef = jax.tree.flatten(opt_state)
+  paths, treedef = jax.tree_util.tree_flatten_with_path(opt_state)
   mirrors = mirrored_params(opt_state, src_params)
   keep = old_spec.used if old_spec is not None else rows  # without a spec the vocabulary is unchanged
+  text_rows = old_spec.text.size if old_spec is not None else rows
+  second = [bool(_field_names(path) & set(SECOND_MOMENTS)) for path, _ in paths]
+  wanted = jax.tree.leaves(run_abstract)
+  for (path, leaf), i, target in zip(paths, mirrors, wanted):
+    axis = None if i is None else param_axes[i]
+    shape = list(leaf.shape)
+    if axis is not None:
+      shape[axis] = rows
+    if tuple(shape) != tuple(target.shape):
+      raise ValueError(f"optimizer_state='imported': the optimizer-state leaf {jax.tree_util.keystr(path)} "
+                       f"{tuple(leaf.shape)} cannot be extended to {tuple(target.shape)} (factored statistics "
+                       "with a vocabulary axis); use InitFromConfig.optimizer_state='fresh'")
 
   def grow(leaves):
     out = []
-    for leaf, i in zip(leaves, mirrors):
+    for leaf, i, is_second in zip(leaves, mirrors, second):
       axis = None if i is None else param_axes[i]
       if axis is None or (leaf.shape[axis] == rows and keep == rows):
         out.append(leaf)
         continue
       kept = jax.lax.slice_in_dim(leaf, 0, keep, axis=axis)
-      pad = [(0, 0)] * leaf.ndim
-      pad[axis] = (0, rows - keep)
-      out.append(jnp.pad(kept, pad))
+      shape = list(leaf.shape)
+      shape[axis] = rows - keep
+      fill = (jnp.mean(jax.lax.slice_in_dim(leaf, 0, text_rows, axis=axis), axis=axis, keepdims=True)
+              if is_second else jnp.zeros((), leaf.dtype))
+      out.append(jnp.concatenate([kept, jnp.broadcast_to(fill, shape).astype(leaf.dtype)], axis=axis))
     return out
+  leaves = [leaf for _, leaf in paths]
   return jax.tree.unflatten(treedef, jax.jit(grow, out_shardings=jax.tree.leaves(shardings))(leaves))

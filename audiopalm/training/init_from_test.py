@@ -11,13 +11,14 @@ import optax
 import pytest
 
 from audiopalm.data.text_source import TextSourceConfig
-from audiopalm.model import preset
+from audiopalm.model import Transformer, preset
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules
 from audiopalm.training.checkpointing import CheckpointConfig, load_exported_params
 from audiopalm.training.init_from import InitFromConfig, initial_state
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer
-from audiopalm.training.param_groups import ParamGroupsConfig
+from audiopalm.training.param_groups import ParamGroupsConfig, lr_scales
+from audiopalm.training.train_state import abstract_params
 from audiopalm.training.train_step import optimizer_count
 from audiopalm.training.trainer import TrainerConfig, train
 from audiopalm.vocab.combined import load_text_vocab
@@ -27,7 +28,8 @@ TEXT = load_text_vocab("byte").spec
 TEXT_SPEC = make_spec(TEXT)  # 384 rows
 SPEECH_SPEC = make_spec(TEXT, semantic=(256, "sem"))  # 514 → 640 rows
 SMALL = preset("tiny", num_layers=1, d_model=32, d_ff=64, head_dim=8, tie_embeddings=False)
-ADAMW = OptimizerConfig(name="adamw", peak_lr=1e-2, warmup_steps=0, schedule="constant")
+# Linear warmup over 10 steps: the learning rate tells which optimizer step a run is at.
+ADAMW = OptimizerConfig(name="adamw", peak_lr=1e-2, warmup_steps=10, warmup="linear", schedule="constant")
 MESH = MeshConfig(ici={"data": 2, "fsdp": 2, "tensor": 2})
 
 
@@ -96,9 +98,24 @@ def test_imported_optimizer_state_is_extended_and_keeps_its_count(text_run):
   (adam,) = [x for x in jax.tree.leaves(state.opt_state, is_leaf=is_adam) if is_adam(x)]
   assert int(adam.count) == 3
   nu = np.asarray(adam.nu["unembed"])  # [embed, vocab]
-  assert nu.shape == (32, 640) and nu[:, :258].any() and not nu[:, 258:].any()
-  mu_wo = np.asarray(adam.mu["layers"]["mlp"]["wo"])
-  assert mu_wo.any()
+  assert nu.shape == (32, 640) and nu[:, :258].any()
+  # New tokens: zero first moments, second moments at the text rows' mean (per embedding column).
+  np.testing.assert_allclose(nu[:, 258:], np.broadcast_to(nu[:, :258].mean(1, keepdims=True), (32, 382)), rtol=1e-6)
+  assert not np.asarray(adam.mu["unembed"])[:, 258:].any() and np.asarray(adam.mu["unembed"])[:, :258].any()
+  assert np.asarray(adam.mu["layers"]["mlp"]["wo"]).any()
+
+
+def test_factored_statistics_are_refused(tmp_path):
+  (tmp_path / "t.txt").write_text("factored second moments have no rows to extend.\n\n" * 20)
+  factored = OptimizerConfig(adafactor_factored=True)
+  wide = SMALL.replace(d_model=128)  # optax factors matrices whose dimensions are all >= 128
+  train(model_dir=str(tmp_path / "run"), model=wide.replace(vocab_size=384), optimizer=factored,
+        data=TextSourceConfig(paths=(str(tmp_path / "t.txt"),), seq_len=16, global_batch_size=8),
+        mesh=MESH, trainer=TrainerConfig(num_steps=1, export_params=False))
+  with pytest.raises(ValueError, match=r"cannot be extended .* use InitFromConfig.optimizer_state='fresh'"):
+    initial_state(InitFromConfig(path=str(tmp_path / "run"), optimizer_state="imported"),
+                  wide.replace(vocab_size=640), make_optimizer(factored), make_mesh(MESH), ShardingRules(),
+                  SPEECH_SPEC, 0)
 
 
 def test_refusals(text_run, tmp_path):
@@ -127,15 +144,37 @@ def test_continued_run_with_frozen_text_rows(text_run, tmp_path):
                 init_from=InitFromConfig(path=str(text_run), optimizer_state="imported"), param_groups=groups,
                 checkpoint=CheckpointConfig(save_interval_steps=100))
   train(model_dir=str(tmp_path), trainer=TrainerConfig(num_steps=2, log_every=1), **kwargs)
-  assert json.loads((tmp_path / "init_from.json").read_text())["path"] == str(text_run)
+  assert json.loads((tmp_path / "init_from.json").read_text())["resolved_path"] == str(text_run)
   assert load_spec(str(tmp_path / "export")) == SPEECH_SPEC
   old, new = load_exported_params(str(text_run / "export")), load_exported_params(str(tmp_path / "export"))
   np.testing.assert_array_equal(np.asarray(new["unembed"])[:, :258], np.asarray(old["unembed"])[:, :258])
+  np.testing.assert_array_equal(np.asarray(new["embed"]["table"])[:258], np.asarray(old["embed"]["table"])[:258])
+  assert np.asarray(new["embed"]["table"])[258:514].any()
   np.testing.assert_array_equal(np.asarray(new["layers"]["attn"]["q"]), np.asarray(old["layers"]["attn"]["q"]))
   assert np.asarray(new["unembed"])[:, 258:514].any()  # audio rows trained (they started at zero)
   logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert logged[0]["step"] == 1
+  # The imported optimizer's count (3 steps of the text run) carries the schedule on: lr = 1e-2 * 3 / 10.
+  assert logged[0]["lr"] == pytest.approx(3e-3) and logged[1]["lr"] == pytest.approx(4e-3)
+  assert json.loads((tmp_path / "init_from.json").read_text())["step"] == 3
   # Resuming: the run's own checkpoint is read; a missing init_from path no longer matters.
   kwargs["init_from"] = InitFromConfig(path=str(tmp_path / "missing"))
   result = train(model_dir=str(tmp_path), trainer=TrainerConfig(num_steps=3, log_every=1), **kwargs)
   assert result["step"] == 3
+
+
+def test_lr_scales_per_group():
+  boxed = abstract_params(Transformer(SMALL.replace(vocab_size=640)))
+  scales = lr_scales(ParamGroupsConfig(text_rows_lr_scale=0.1, audio_rows_lr_scale=2.0, other_lr_scale=0.5),
+                     boxed, text_rows=258)
+  np.testing.assert_array_equal(scales["embed"]["table"][:, 0], np.where(np.arange(640) < 258, 0.1, 2.0).astype(np.float32))
+  assert scales["embed"]["table"].shape == (640, 1) and scales["unembed"].shape == (1, 640)
+  assert scales["layers"]["attn"]["q"] == np.float32(0.5)
+  assert lr_scales(ParamGroupsConfig(), boxed, 258) is None
+  # Without a vocabulary spec only the body can be scaled.
+  body_only = lr_scales(ParamGroupsConfig(other_lr_scale=0.5), boxed, text_rows=None)
+  assert body_only["embed"]["table"] == 1.0 and body_only["final_norm"]["scale"] == 0.5
+  with pytest.raises(ValueError, match="need a vocabulary spec"):
+    lr_scales(ParamGroupsConfig(freeze_text_rows=True), boxed, text_rows=None)
+  with pytest.raises(ValueError, match="contradicts"):
+    ParamGroupsConfig(freeze_text_rows=True, text_rows_lr_scale=0.5)

@@ -70,6 +70,8 @@ def lr_scales(cfg: ParamGroupsConfig, boxed_abstract: Any, text_rows: int | None
   def scale(leaf, axis):
     if axis is None:
       return np.float32(cfg.other_lr_scale)
+    if text_rows is None:  # no spec: text and audio scales are both 1 (checked above)
+      return np.float32(1.0)
     shape = [1] * leaf.value.ndim
     shape[axis] = leaf.value.shape[axis]
     rows = np.arange(shape[axis]) < text_rows

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import signal
 import threading
 from typing import Any, Protocol
@@ -24,7 +25,7 @@ from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules, batch_sharding
 from audiopalm.training.checkpointing import CheckpointConfig, Checkpointer, export_params
 from audiopalm.training.hooks import CheckpointHook, Hook, MetricsHook
-from audiopalm.training.init_from import PROVENANCE_FILE, InitFromConfig, initial_state
+from audiopalm.training.init_from import PROVENANCE_FILE, InitFromConfig, initial_state, provenance
 from audiopalm.training.metrics import peak_flops_per_device
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
 from audiopalm.training.param_groups import ParamGroupsConfig, lr_scales
@@ -177,7 +178,9 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
   if state is None and init_from.path is not None:
     state = initial_state(init_from, model, tx, device_mesh, rules, vocab, trainer.seed)
     if jax.process_index() == 0:
-      (model_path / PROVENANCE_FILE).write_text(json.dumps(dataclasses.asdict(init_from), indent=2))
+      temp = model_path / f".{PROVENANCE_FILE}.tmp-{os.getpid()}"
+      temp.write_text(json.dumps(provenance(init_from), indent=2))
+      temp.rename(model_path / PROVENANCE_FILE)
   elif state is None:
     state = init_train_state(net, tx, device_mesh, rules, trainer.seed)
     log.info("Initialised a new model (%s)", model_dir)

@@ -46,8 +46,10 @@ def check_extends(old: VocabSpec, new: VocabSpec) -> None:
                       + " in the new vocabulary")
   if problems:
     raise ValueError("the new vocabulary does not extend the checkpoint's: " + "; ".join(problems)
-                     + ". Build the run's vocabulary from the checkpoint's spec (VocabConfig.spec_path) plus new "
-                     "ranges after it, with the same text vocabulary")
+                     + ". The run's vocabulary must have the checkpoint's text vocabulary (VocabConfig.text_kind / "
+                     "text_path), its special tokens first, and its audio ranges from the same tokenizers; ranges "
+                     "are laid out text, specials, semantic, acoustic, so a checkpoint with audio rows cannot gain "
+                     "special tokens")
 
 
 def vocab_axes(boxed_abstract: Any) -> Any:
