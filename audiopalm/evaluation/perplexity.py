@@ -1,0 +1,90 @@
+"""Held-out perplexity per task and per modality of the predicted token.
+
+    result = perplexity(params, model_cfg, data, num_batches=20, mesh=mesh, rules=rules)
+    result["tasks"]["asr"]["perplexity"], result["modalities"]["semantic"]["perplexity"], result["overall"]
+
+`data` is a `SpeechTextConfig` (its components name the tasks; `emit_task_ids` is switched on here): the scored
+positions are the ones the training loss counts (loss weight > 0, i.e. each task's output). A position's
+modality is that of its target token in the vocabulary spec: 'text' (text ids and specials), 'semantic', or
+'acoustic' (any acoustic level). Per group: tokens, mean negative log-likelihood (nats) and perplexity = exp(nll).
+The forward pass is jit-compiled with the same shardings as training; every process reads its own rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audiopalm.data.iterator import host_row_range, to_global_batch
+from audiopalm.model import Transformer, TransformerConfig
+from audiopalm.sharding.mesh import MeshConfig, make_mesh
+from audiopalm.sharding.rules import ShardingRules, batch_sharding
+from audiopalm.training.train_state import sharding_context
+from audiopalm.vocab.spec import VocabSpec
+
+_KEYS = ("inputs", "targets", "positions", "segment_ids", "weights", "task_ids")
+
+
+def modality_of_ids(spec: VocabSpec) -> tuple[np.ndarray, list[str]]:
+  """[spec.size] int32: each id's modality index, and the modality names."""
+  names = ["text", "semantic", "acoustic"]
+  out = np.zeros(spec.size, np.int32)
+  if spec.semantic is not None:
+    out[spec.semantic.offset:spec.semantic.end] = 1
+  for level in spec.acoustic:
+    out[level.offset:level.end] = 2
+  return out, names
+
+
+def _summary(nll: float, tokens: float) -> dict[str, float]:
+  mean = nll / tokens if tokens else float("nan")
+  return {"tokens": int(tokens), "nll": mean, "perplexity": math.exp(mean) if tokens else float("nan")}
+
+
+def perplexity(params: Any, model_cfg: TransformerConfig, data: Any, num_batches: int,
+               mesh: jax.sharding.Mesh | None = None, rules: ShardingRules = ShardingRules()) -> dict[str, Any]:
+  """Per-task, per-modality and overall perplexity over `num_batches` batches of `data` (see module docstring)."""
+  if num_batches < 1:
+    raise ValueError(f"num_batches must be >= 1, got {num_batches}")
+  data = dataclasses.replace(data, emit_task_ids=True)
+  spec = data.vocab_spec
+  if spec.size > model_cfg.vocab_size:
+    raise ValueError(f"the data's vocabulary ({spec.size} ids) is larger than the model's ({model_cfg.vocab_size})")
+  mesh = mesh if mesh is not None else make_mesh(MeshConfig(ici={"data": -1, "fsdp": 1, "tensor": 1}))
+  sharding = batch_sharding(mesh, rules)
+  modality, modality_names = modality_of_ids(spec)
+  task_names = data.task_names
+  net = Transformer(model_cfg)
+  num_tasks, num_modalities = len(task_names), len(modality_names)
+
+  @jax.jit
+  def sums(params, batch):  # -> nll and token sums per task and per modality
+    logits = net.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"])
+    logp = jax.nn.log_softmax(logits, axis=-1)  # [batch, length, vocab]
+    nll = -jnp.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]  # [batch, length]
+    w = (batch["weights"] > 0).astype(jnp.float32)
+    task = jax.nn.one_hot(batch["task_ids"], num_tasks) * w[..., None]  # [batch, length, tasks] (-1 → zeros)
+    mod = jax.nn.one_hot(jnp.asarray(modality)[batch["targets"]], num_modalities) * w[..., None]
+    return (jnp.einsum("BT,BTK->K", nll, task), jnp.sum(task, axis=(0, 1)),
+            jnp.einsum("BT,BTM->M", nll, mod), jnp.sum(mod, axis=(0, 1)))
+
+  row_start, row_stop = host_row_range(sharding, data.global_batch_size, data.seq_len)
+  iterator = data.make_iterator(row_start, row_stop)
+  totals = [np.zeros(num_tasks), np.zeros(num_tasks), np.zeros(num_modalities), np.zeros(num_modalities)]
+  with sharding_context(mesh, rules):
+    for _ in range(num_batches):
+      local = next(iterator)
+      batch = to_global_batch({k: local[k] for k in _KEYS}, sharding, data.global_batch_size)
+      for total, part in zip(totals, sums(params, batch)):
+        total += np.asarray(jax.device_get(part), np.float64)
+  task_nll, task_tokens, mod_nll, mod_tokens = totals
+  return {"tasks": {name: _summary(task_nll[i], task_tokens[i]) for i, name in enumerate(task_names)},
+          "modalities": {name: _summary(mod_nll[i], mod_tokens[i]) for i, name in enumerate(modality_names)
+                         if mod_tokens[i]},
+          "overall": _summary(float(task_nll.sum()), float(task_tokens.sum())),
+          "batches": num_batches}
