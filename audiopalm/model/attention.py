@@ -2,6 +2,9 @@
 
 Packed sequences: a token attends only to earlier tokens of its own segment
 (same `segment_ids`, nonzero); positions restart at every segment.
+
+Decoding (`Attention.decode`) appends the new tokens' keys/values to a per-layer cache and attends over it with
+the same einsum math (see `audiopalm.model.kv_cache` for the cache's layout and invariant).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from audiopalm.sharding.rules import constrain
 
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
+LayerKV = tuple[jax.Array, jax.Array]  # one layer's (key, value) buffers, each [batch, max_len, kv_heads, head_dim]
+
 
 def attention_mask(segment_ids: jax.Array) -> jax.Array:
   """[batch, length] segment ids (0 = padding) -> [batch, 1, 1, q_len, kv_len] bool."""
@@ -27,46 +32,88 @@ def attention_mask(segment_ids: jax.Array) -> jax.Array:
   return (causal[None] & same & real)[:, None, None]
 
 
+def cache_mask(positions: jax.Array, max_len: int) -> jax.Array:
+  """[batch, length] cache indices of the queries -> [batch, 1, 1, q_len, max_len] bool: index j <= query's."""
+  return (jnp.arange(max_len)[None, None, :] <= positions[:, :, None])[:, None, None]
+
+
+def write_cache(buffer: jax.Array, new: jax.Array, positions: jax.Array) -> jax.Array:
+  """Writes new[b, t] at buffer[b, positions[b, t]] (indices past the end are dropped).
+
+  buffer: [batch, max_len, kv_heads, head_dim]; new: [batch, length, kv_heads, head_dim]; positions: [batch, length].
+  """
+  rows = jnp.arange(buffer.shape[0])[:, None]  # [batch, 1]
+  return buffer.at[rows, positions].set(new.astype(buffer.dtype), mode="drop", unique_indices=True)
+
+
 class Attention(nn.Module):
   """Self-attention with `num_kv_heads` key/value heads shared by groups of query heads."""
 
   cfg: TransformerConfig
 
-  @nn.compact
-  def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
-    """x: [batch, length, embed]; positions, segment_ids: [batch, length] -> [batch, length, embed]."""
+  def setup(self):
     cfg = self.cfg
-    dt, pdt = dtype_of(cfg.dtype), dtype_of(cfg.param_dtype)
+    pdt = dtype_of(cfg.param_dtype)
     n, k, h = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-    g = n // k
-    wq = self.param("q", nn.with_logical_partitioning(kernel_init((0,)), (axes.EMBED, axes.HEADS, axes.HEAD_DIM)),
-                    (cfg.d_model, n, h), pdt)
-    wkv = self.param("kv", nn.with_logical_partitioning(
+    self.wq = self.param("q", nn.with_logical_partitioning(kernel_init((0,)), (axes.EMBED, axes.HEADS, axes.HEAD_DIM)),
+                         (cfg.d_model, n, h), pdt)
+    self.wkv = self.param("kv", nn.with_logical_partitioning(
         kernel_init((0,)), (axes.EMBED, None, axes.KV_HEADS, axes.HEAD_DIM)), (cfg.d_model, 2, k, h), pdt)
-    wo = self.param("o", nn.with_logical_partitioning(
+    self.wo = self.param("o", nn.with_logical_partitioning(
         kernel_init((0, 1)), (axes.HEADS, axes.HEAD_DIM, axes.EMBED)), (n, h, cfg.d_model), pdt)
 
+  def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
+    """x: [batch, length, embed]; positions, segment_ids: [batch, length] -> [batch, length, embed]."""
+    q, key, value = self._qkv(x, positions)
+    mask = attention_mask(segment_ids)  # [batch, 1, 1, length, length]
+    return self._output(self._attend(q, key, value, mask, self.cfg.attention))
+
+  def decode(self, x: jax.Array, positions: jax.Array, kv: LayerKV) -> tuple[jax.Array, LayerKV]:
+    """Attention of new tokens over the cache, after writing their keys/values into it.
+
+    x: [batch, length, embed] new tokens; positions: [batch, length] their cache indices (= RoPE positions);
+    kv: this layer's cache buffers. Returns ([batch, length, embed], updated buffers). Always the einsum path:
+    `jax.nn.dot_product_attention` (attention='xla'/'cudnn') is for training-shaped (square, segment) masks.
+    """
+    q, key, value = self._qkv(x, positions)
+    cache_key, cache_value = write_cache(kv[0], key, positions), write_cache(kv[1], value, positions)
+    dt = dtype_of(self.cfg.dtype)
+    mask = cache_mask(positions, cache_key.shape[1])  # [batch, 1, 1, length, max_len]
+    out = self._attend(q, cache_key.astype(dt), cache_value.astype(dt), mask, "einsum")
+    return self._output(out), (cache_key, cache_value)
+
+  def _qkv(self, x: jax.Array, positions: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Scaled, rotated queries [batch, length, heads, head_dim]; rotated keys and values [batch, length, kv_heads,
+    head_dim]."""
+    cfg = self.cfg
+    dt = dtype_of(cfg.dtype)
     x = x.astype(dt)
-    q = jnp.einsum("BTD,DNH->BTNH", x, wq.astype(dt))  # [batch, length, heads, head_dim]
-    kv = jnp.einsum("BSD,DCKH->BSCKH", x, wkv.astype(dt))  # [batch, length, 2, kv_heads, head_dim]
+    q = jnp.einsum("BTD,DNH->BTNH", x, self.wq.astype(dt))  # [batch, length, heads, head_dim]
+    kv = jnp.einsum("BSD,DCKH->BSCKH", x, self.wkv.astype(dt))  # [batch, length, 2, kv_heads, head_dim]
     key, value = kv[:, :, 0], kv[:, :, 1]
     q = constrain(q, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, None))
     q = apply_rope(q, positions, cfg.rope_max_wavelength, cfg.rope_scaling)
     key = apply_rope(key, positions, cfg.rope_max_wavelength, cfg.rope_scaling)
-    scale = cfg.query_scale if cfg.query_scale is not None else h ** -0.5
-    q = q * jnp.asarray(scale, dt)
+    scale = cfg.query_scale if cfg.query_scale is not None else cfg.head_dim ** -0.5
+    return q * jnp.asarray(scale, dt), key, value
 
-    b, t = x.shape[:2]
-    mask = attention_mask(segment_ids)  # [batch, 1, 1, length, length]
-    if cfg.attention in ("xla", "cudnn"):
-      # [batch, length, heads, head_dim]; kv heads are shared by groups of query heads (GQA/MQA).
-      out = jax.nn.dot_product_attention(q, key, value, mask=mask[:, :, 0], scale=1.0,
-                                         implementation=cfg.attention)
-    else:
-      q = q.reshape(b, t, k, g, h)  # [batch, length, kv_heads, group, head_dim]
-      logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, key, preferred_element_type=jnp.float32)
-      logits = jnp.where(mask, logits, _MASK_VALUE)
-      probs = jax.nn.softmax(logits, axis=-1).astype(dt)  # [batch, kv_heads, group, length, length]
-      out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, value).reshape(b, t, n, h)
+  def _attend(self, q: jax.Array, key: jax.Array, value: jax.Array, mask: jax.Array, implementation: str) -> jax.Array:
+    """q: [batch, length, heads, head_dim]; key, value: [batch, kv_len, kv_heads, head_dim];
+    mask: [batch, 1, 1, length, kv_len] -> [batch, length, heads, head_dim]."""
+    cfg = self.cfg
+    b, t, n, h = q.shape
+    k, g = cfg.num_kv_heads, n // cfg.num_kv_heads
+    if implementation in ("xla", "cudnn"):
+      # Kv heads are shared by groups of query heads (GQA/MQA).
+      return jax.nn.dot_product_attention(q, key, value, mask=mask[:, :, 0], scale=1.0, implementation=implementation)
+    q = q.reshape(b, t, k, g, h)  # [batch, length, kv_heads, group, head_dim]
+    logits = jnp.einsum("BTKGH,BSKH->BKGTS", q, key, preferred_element_type=jnp.float32)
+    logits = jnp.where(mask, logits, _MASK_VALUE)
+    probs = jax.nn.softmax(logits, axis=-1).astype(dtype_of(cfg.dtype))  # [batch, kv_heads, group, length, kv_len]
+    return jnp.einsum("BKGTS,BSKH->BTKGH", probs, value).reshape(b, t, n, h)
+
+  def _output(self, out: jax.Array) -> jax.Array:
+    """[batch, length, heads, head_dim] -> [batch, length, embed]."""
+    dt = dtype_of(self.cfg.dtype)
     out = constrain(out, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, None))
-    return jnp.einsum("BTNH,NHD->BTD", out, wo.astype(dt))
+    return jnp.einsum("BTNH,NHD->BTD", out, self.wo.astype(dt))

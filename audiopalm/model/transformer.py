@@ -1,4 +1,4 @@
-"""The decoder-only Transformer: blocks, layer stacking (scan + remat), logits."""
+"""The decoder-only Transformer: blocks, layer stacking (scan + remat), logits, and cached decoding."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from audiopalm.model.attention import Attention
+from audiopalm.model.attention import Attention, LayerKV
 from audiopalm.model.config import TransformerConfig
+from audiopalm.model.kv_cache import KVCache
 from audiopalm.model.layers import Embedding, GatedMLP, Norm, dtype_of, kernel_init
 from audiopalm.sharding import axes
 from audiopalm.sharding.rules import constrain
@@ -21,17 +22,29 @@ class Block(nn.Module):
   cfg: TransformerConfig
 
   @nn.compact
-  def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array):
-    """x: [batch, length, embed] -> (same, None); the tuple is the `nn.scan` carry/output."""
+  def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array | None,
+               kv: LayerKV | None = None) -> tuple[jax.Array, LayerKV | None]:
+    """x: [batch, length, embed] -> (same, updated `kv`); the tuple is the `nn.scan` carry/output.
+
+    Training: `kv` None, attention masked by `segment_ids`. Decoding: `kv` is this layer's cache, `positions`
+    the new tokens' cache indices, `segment_ids` unused (see `Attention.decode`).
+    """
     cfg = self.cfg
+    attn = Attention(cfg, name="attn")
+
+    def attend(h: jax.Array) -> tuple[jax.Array, LayerKV | None]:
+      return (attn(h, positions, segment_ids), None) if kv is None else attn.decode(h, positions, kv)
+
     x = constrain(x, _ACT)
     if cfg.block == "parallel":
       h = Norm(cfg, name="norm")(x)
-      x = x + Attention(cfg, name="attn")(h, positions, segment_ids) + GatedMLP(cfg, name="mlp")(h)
+      a, new_kv = attend(h)
+      x = x + a + GatedMLP(cfg, name="mlp")(h)
     else:
-      x = x + Attention(cfg, name="attn")(Norm(cfg, name="attn_norm")(x), positions, segment_ids)
+      a, new_kv = attend(Norm(cfg, name="attn_norm")(x))
+      x = x + a
       x = x + GatedMLP(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x))
-    return constrain(x, _ACT), None
+    return constrain(x, _ACT), new_kv
 
 
 def _remat_policy(name: str):
@@ -48,6 +61,8 @@ class Transformer(nn.Module):
   `__call__(tokens, positions, segment_ids) -> logits [batch, length, vocab]` (float32), which is
   `project(hidden(tokens, positions, segment_ids))`; the two halves are separate methods so the
   loss can project chunks of the sequence at a time (`model.apply(..., method=Transformer.project)`).
+  `decode(tokens, cache, num_new) -> (logits, cache)` runs new tokens against a `KVCache` (autoregressive
+  decoding; same parameters, same math).
   """
 
   cfg: TransformerConfig
@@ -60,7 +75,7 @@ class Transformer(nn.Module):
       block = nn.remat(block, policy=_remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
-                      in_axes=(nn.broadcast, nn.broadcast), length=cfg.num_layers,
+                      in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.num_layers,
                       metadata_params={nn.PARTITION_NAME: axes.LAYERS})
       self.layers = stack(cfg)
     else:
@@ -76,13 +91,46 @@ class Transformer(nn.Module):
 
   def hidden(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
     """Final normalised hidden states [batch, length, embed]."""
+    x, _ = self._stack(tokens, positions, segment_ids, None)
+    return x
+
+  def decode(self, tokens: jax.Array, cache: KVCache, num_new: jax.Array | None = None,
+             logits_at: jax.Array | None = None) -> tuple[jax.Array, KVCache]:
+    """Runs new tokens against the cache (see `audiopalm.model.kv_cache` for the layout and invariant).
+
+    Args:
+      tokens: [batch, length] int32, the new tokens of each row, written at cache indices
+        `cache.lengths[b] ..` and rotated with those indices as positions.
+      cache: the KVCache (fixed shapes: one compiled step serves every decode step).
+      num_new: [batch] int32, how many of the new tokens are real (a right-padded prefill); None = all.
+      logits_at: [batch] int32, project only this new token of each row (e.g. a prefill's last real one), so
+        a long prompt never materialises [batch, length, vocab] logits; None = every new token.
+    Returns:
+      (logits [batch, length or 1, vocab] float32, the cache holding these tokens, lengths + num_new).
+    """
+    positions = cache.lengths[:, None] + jnp.arange(tokens.shape[1], dtype=jnp.int32)  # [batch, length]
+    x, (key, value) = self._stack(tokens, positions, None, (cache.key, cache.value))
+    if logits_at is not None:
+      x = jnp.take_along_axis(x, logits_at[:, None, None], axis=1)  # [batch, 1, embed]
+    added = tokens.shape[1] if num_new is None else num_new
+    return self.project(x), KVCache(key=key, value=value, lengths=cache.lengths + added)
+
+  def _stack(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array | None,
+             kv: LayerKV | None) -> tuple[jax.Array, LayerKV | None]:
+    """Embedding, layers, final norm -> ([batch, length, embed], updated `kv`).
+
+    kv: None (training) or every layer's (key, value) buffers, stacked [layers, batch, max_len, kv_heads, head_dim].
+    """
     x = constrain(self.embed(tokens), _ACT)  # [batch, length, embed]
     if self.cfg.scan_layers:
-      x, _ = self.layers(x, positions, segment_ids)
+      x, kv = self.layers(x, positions, segment_ids, kv)
     else:
-      for block in self.blocks:
-        x, _ = block(x, positions, segment_ids)
-    return self.final_norm(x)
+      new = []
+      for i, block in enumerate(self.blocks):
+        x, layer_kv = block(x, positions, segment_ids, None if kv is None else (kv[0][i], kv[1][i]))
+        new.append(layer_kv)
+      kv = None if kv is None else tuple(jnp.stack(buffers) for buffers in zip(*new))
+    return self.final_norm(x), kv
 
   def project(self, x: jax.Array) -> jax.Array:
     """Hidden states [batch, length, embed] -> logits [batch, length, vocab] (float32)."""

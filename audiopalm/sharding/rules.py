@@ -31,7 +31,7 @@ DEFAULT_RULES: tuple[tuple[str, MeshAxes], ...] = (
     (axes.ACT_LENGTH, None),
     (axes.ACT_EMBED, None),
     (axes.ACT_HEADS, "tensor"),
-    (axes.ACT_KV_HEADS, None),
+    (axes.ACT_KV_HEADS, "tensor"),  # the decoding cache's kv heads (left whole where they do not divide, as MQA's 1)
     (axes.ACT_MLP, "tensor"),
     (axes.ACT_VOCAB, "tensor"),
 )
