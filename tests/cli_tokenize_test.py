@@ -1,6 +1,6 @@
 """The tokenization job from the command line: SIGKILL midway then rerun, and a 2-process run.
 
-Both check the exactly-once promise on the bundled demo corpus (400 utterances, all good): every utterance of
+Both check the exactly-once promise on the bundled demo corpus's train split (360 utterances, all good): every utterance of
 the manifest is in the output exactly once, and nothing is rejected.
 """
 
@@ -19,7 +19,8 @@ from data_pipeline import shards
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEMO_GIN = "gin_configs/tokenize/demo.gin"
-PER_SHARD = 50  # 8 shards of the 400 demo utterances
+UTTERANCES, PER_SHARD = 360, 45  # 8 shards of the 360 demo train utterances
+NUM_SHARDS = UTTERANCES // PER_SHARD
 pytestmark = pytest.mark.slow
 
 
@@ -40,7 +41,7 @@ def _check_exactly_once(out: pathlib.Path) -> None:
   wanted = sorted(item["utterance"]["id"] for item in manifest)
   found = [ex["id"] for f in shards.find_shards(str(out)) for ex in shards.read_shard(f.path)]
   assert len(found) == len(set(found)), "an utterance was written twice"
-  assert sorted(found) == wanted and len(wanted) == 400
+  assert sorted(found) == wanted and len(wanted) == UTTERANCES
   assert (out / "rejects.jsonl").read_text() == ""
   assert not [p for p in out.iterdir() if p.name.startswith("incomplete.")]
 
@@ -57,7 +58,7 @@ def test_sigkill_midway_then_rerun_gives_every_utterance_once(tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   done = len(shards.find_shards(str(out)))
-  assert 0 < done < 400 // PER_SHARD, f"killed with {done} complete shards: not midway"
+  assert 0 < done < NUM_SHARDS, f"killed with {done} complete shards: not midway"
   assert not (out / "metadata.json").exists()
   rerun = subprocess.run(_command(out), cwd=REPO, env=_env(1), capture_output=True, text=True, timeout=600)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
@@ -84,5 +85,5 @@ def test_two_processes_split_the_shards(tmp_path):
   assert all(p.returncode == 0 for p in procs), "\n".join(t[-2000:] for t in texts)
   for i, text in enumerate(texts):  # process i wrote exactly the shards k with k mod 2 == i
     written = {int(line.split("Shard ")[1].split("/")[0]) - 1 for line in text.splitlines() if "] Shard " in line}
-    assert written == {k for k in range(400 // PER_SHARD) if k % 2 == i}, (i, written)
+    assert written == {k for k in range(NUM_SHARDS) if k % 2 == i}, (i, written)
   _check_exactly_once(out)
