@@ -95,7 +95,7 @@ def _vocab_summary(spec: VocabSpec | None) -> dict[str, Any] | None:
 def export_orbax(source: Source, directory: str, dtype: str) -> tuple[Any, Any]:
   """`source`'s parameters cast to `dtype`, sharded over every local device (fsdp), written with `export_params`
   (params/, model_config.json with param_dtype = dtype, vocab_spec.json). Returns (params, config)."""
-  mesh = make_mesh(MeshConfig(ici={"data": 1, "fsdp": -1, "tensor": 1}))
+  mesh = make_mesh(MeshConfig())  # fsdp over every local device
   params, _ = load_source(source, mesh, ShardingRules())
   params = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(jnp.dtype(dtype)), p))(params)
   cfg = source.model.replace(param_dtype=dtype)

@@ -69,7 +69,7 @@ def import_checkpoint(hf_dir: str, output: str, dtype: str = "float32") -> dict:
   start = time.perf_counter()
   cfg = config_from_hf(read_config(hf_dir), dtype=dtype, param_dtype=dtype)
   spec = text_spec(hf_dir, cfg)
-  mesh = make_mesh(MeshConfig(ici={"data": 1, "fsdp": -1, "tensor": 1}))
+  mesh = make_mesh(MeshConfig())  # fsdp over every local device
   shardings = params_shardings(abstract_params(Transformer(cfg)), mesh, ShardingRules())
   params = load_hf_params(hf_dir, cfg, shardings)
   export_params(params, cfg, output, spec)

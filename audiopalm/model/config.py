@@ -152,6 +152,11 @@ PRESETS: dict[str, TransformerConfig] = {
 }
 
 
+# TransformerConfig fields a run continuing from a checkpoint may change (`config_from`'s keywords): they do not
+# change what the parameters mean.
+FREE_FIELDS = ("vocab_size", "dtype", "param_dtype", "remat", "attention")
+
+
 def config_from(path: str, *, vocab_size: int | None = None, dtype: DType | None = None,
                 param_dtype: DType | None = None, remat: RematPolicy | None = None,
                 attention: AttentionImpl | None = None) -> TransformerConfig:

@@ -19,6 +19,7 @@ checkpoint's run left off). Only the first start of a run reads `path`; resuming
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from typing import Any, Literal
@@ -30,6 +31,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from audiopalm.model import Transformer, TransformerConfig
+from audiopalm.model.config import FREE_FIELDS
 from audiopalm.sharding.rules import ShardingRules, params_shardings
 from audiopalm.training.checkpointing import absolute
 from audiopalm.training.train_state import (TrainState, abstract_params, fit_sharding, mirrored_params,
@@ -39,8 +41,6 @@ from audiopalm.vocab.spec import SPEC_FILE, VocabSpec, load_spec
 
 log = logging.getLogger(__name__)
 
-# TransformerConfig fields a continued run may change: they do not change what the parameters mean.
-FREE_FIELDS = ("vocab_size", "dtype", "param_dtype", "remat", "attention")
 PROVENANCE_FILE = "init_from.json"
 
 
@@ -141,10 +141,11 @@ def _old_spec(source: Source, run: TransformerConfig, spec: VocabSpec | None) ->
   return source.spec
 
 
-def _source_shardings(source: Source, mesh: jax.sharding.Mesh, rules: ShardingRules) -> tuple[Any, Any, Any]:
+@functools.lru_cache(maxsize=4)  # initial_state and load_source both need it: trace the model once
+def _source_layout(model: TransformerConfig, mesh: jax.sharding.Mesh, rules: ShardingRules) -> tuple[Any, Any, Any]:
   """(boxed abstract params, abstract params, shardings) of the checkpoint's model on `mesh` (vocabulary axes
   that the mesh does not divide are left unsharded)."""
-  boxed = abstract_params(Transformer(source.model))
+  boxed = abstract_params(Transformer(model))
   abstract = unbox(boxed)
   shardings = jax.tree.map(lambda s, a: fit_sharding(s, a.shape), params_shardings(boxed, mesh, rules), abstract)
   return boxed, abstract, shardings
@@ -164,7 +165,7 @@ def load_source(source: Source, mesh: jax.sharding.Mesh, rules: ShardingRules,
   """(params, optimizer state or None) of `source`, sharded over `mesh` as its model lays them out (vocabulary
   axes the mesh does not divide unsharded). The optimizer state is read when `tx` is given (a run directory
   whose optimizer is configured as `tx`)."""
-  _, abstract, shardings = _source_shardings(source, mesh, rules)
+  _, abstract, shardings = _source_layout(source.model, mesh, rules)
   with_sharding = lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)  # noqa: E731
   params_target = jax.tree.map(with_sharding, abstract, shardings)
   if source.params_dir is not None:
@@ -192,7 +193,7 @@ def initial_state(cfg: InitFromConfig, model_cfg: TransformerConfig, tx: optax.G
   check_architecture(source.model, model_cfg, str(source.path))
   old_spec = _old_spec(source, model_cfg, spec)
   run_abstract, run_shardings = state_shardings(Transformer(model_cfg), tx, mesh, rules)
-  boxed, src_abstract, _ = _source_shardings(source, mesh, rules)
+  boxed, src_abstract, _ = _source_layout(source.model, mesh, rules)
   params, opt_state = load_source(source, mesh, rules, tx if cfg.optimizer_state == "imported" else None)
 
   rows = model_cfg.vocab_size

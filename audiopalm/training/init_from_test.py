@@ -167,7 +167,8 @@ def test_lr_scales_per_group():
   boxed = abstract_params(Transformer(SMALL.replace(vocab_size=640)))
   scales = lr_scales(ParamGroupsConfig(text_rows_lr_scale=0.1, audio_rows_lr_scale=2.0, other_lr_scale=0.5),
                      boxed, text_rows=258)
-  np.testing.assert_array_equal(scales["embed"]["table"][:, 0], np.where(np.arange(640) < 258, 0.1, 2.0).astype(np.float32))
+  want = np.where(np.arange(640) < 258, 0.1, 2.0).astype(np.float32)
+  np.testing.assert_array_equal(scales["embed"]["table"][:, 0], want)
   assert scales["embed"]["table"].shape == (640, 1) and scales["unembed"].shape == (1, 640)
   assert scales["layers"]["attn"]["q"] == np.float32(0.5)
   assert lr_scales(ParamGroupsConfig(), boxed, 258) is None

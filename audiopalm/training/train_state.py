@@ -105,16 +105,8 @@ def _fits(sharding: NamedSharding, leaf: jax.ShapeDtypeStruct) -> bool:
   """Whether `sharding` can lay out `leaf` (rank and divisibility)."""
   if len(sharding.spec) > leaf.ndim:
     return False
-  for dim, axes_ in zip(leaf.shape, sharding.spec):
-    if axes_ is None:
-      continue
-    names = (axes_,) if isinstance(axes_, str) else axes_
-    size = 1
-    for n in names:
-      size *= sharding.mesh.shape[n]
-    if dim % size:
-      return False
-  return True
+  whole = tuple(sharding.spec) + (None,) * (leaf.ndim - len(sharding.spec))
+  return tuple(fit_sharding(sharding, leaf.shape).spec) == whole
 
 
 def fit_sharding(sharding: NamedSharding, shape: tuple[int, ...]) -> NamedSharding:
