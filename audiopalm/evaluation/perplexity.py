@@ -46,11 +46,14 @@ def _summary(nll: float, tokens: float) -> dict[str, float]:
   return {"tokens": int(tokens), "nll": mean, "perplexity": math.exp(mean) if tokens else float("nan")}
 
 
-def perplexity(params: Any, model_cfg: TransformerConfig, data: Any, num_batches: int,
+def perplexity(params: Any, model_cfg: TransformerConfig, data: Any, num_batches: int | None,
                mesh: jax.sharding.Mesh | None = None, rules: ShardingRules = ShardingRules()) -> dict[str, Any]:
-  """Per-task, per-modality and overall perplexity over `num_batches` batches of `data` (see module docstring)."""
-  if num_batches < 1:
-    raise ValueError(f"num_batches must be >= 1, got {num_batches}")
+  """Per-task, per-modality and overall perplexity over `num_batches` batches of `data` (see module docstring);
+  None: until the input ends (a `data` with `num_epochs` set, read by one process)."""
+  if num_batches is not None and num_batches < 1:
+    raise ValueError(f"num_batches must be >= 1 or None, got {num_batches}")
+  if num_batches is None and (data.num_epochs is None or jax.process_count() > 1):
+    raise ValueError("num_batches=None reads until the input ends: give data with num_epochs, in one process")
   data = dataclasses.replace(data, emit_task_ids=True)
   spec = data.vocab_spec
   if spec.size > model_cfg.vocab_size:
@@ -76,9 +79,16 @@ def perplexity(params: Any, model_cfg: TransformerConfig, data: Any, num_batches
   row_start, row_stop = host_row_range(sharding, data.global_batch_size, data.seq_len)
   iterator = data.make_iterator(row_start, row_stop)
   totals = [np.zeros(num_tasks), np.zeros(num_tasks), np.zeros(num_modalities), np.zeros(num_modalities)]
+  batches = 0
   with sharding_context(mesh, rules):
-    for _ in range(num_batches):
-      local = next(iterator)
+    while num_batches is None or batches < num_batches:
+      try:
+        local = next(iterator)
+      except StopIteration:
+        if num_batches is not None:
+          raise ValueError(f"the input ended after {batches} of {num_batches} batches") from None
+        break
+      batches += 1
       batch = to_global_batch({k: local[k] for k in _KEYS}, sharding, data.global_batch_size)
       for total, part in zip(totals, sums(params, batch)):
         total += np.asarray(jax.device_get(part), np.float64)
@@ -87,4 +97,4 @@ def perplexity(params: Any, model_cfg: TransformerConfig, data: Any, num_batches
           "modalities": {name: _summary(mod_nll[i], mod_tokens[i]) for i, name in enumerate(modality_names)
                          if mod_tokens[i]},
           "overall": _summary(float(task_nll.sum()), float(task_tokens.sum())),
-          "batches": num_batches}
+          "batches": batches}

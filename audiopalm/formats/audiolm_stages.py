@@ -254,8 +254,8 @@ def _max_frames(seconds: float, rate: fractions.Fraction) -> int:
   return int(math.floor(seconds * float(rate) + 1e-6))
 
 
-def _block(semantic_rate: fractions.Fraction,
-           acoustic_rate: fractions.Fraction) -> tuple[int, int, fractions.Fraction]:
+def aligned_block(semantic_rate: fractions.Fraction,
+                  acoustic_rate: fractions.Fraction) -> tuple[int, int, fractions.Fraction]:
   """(n_s, n_a, g): the two frame grids coincide every 1/g s = n_s semantic frames = n_a acoustic frames."""
   a, b = semantic_rate, acoustic_rate
   g = fractions.Fraction(math.gcd(a.numerator * b.denominator, b.numerator * a.denominator),
@@ -293,7 +293,8 @@ def coarse_acoustic(example: Mapping[str, Any], vocab: Any, rng: np.random.Gener
   pad_id = _delay_pad_id(vocab, config.layout, name)
   semantic = _check_semantic(example, vocab, name)
   acoustic = _check_acoustic(example, vocab, config.coarse_levels, name, f"coarse_levels={config.coarse_levels}")
-  n_s, n_a, g = _block(_rate(example, "semantic_frame_rate", name), _rate(example, "acoustic_frame_rate", name))
+  n_s, n_a, g = aligned_block(_rate(example, "semantic_frame_rate", name),
+                              _rate(example, "acoustic_frame_rate", name))
   limit = _max_frames(config.crop_seconds, g)  # whole blocks in a window
   if limit < 1:
     raise ValueError(f"{name}: crop_seconds {config.crop_seconds} is shorter than one aligned block of {n_s} "

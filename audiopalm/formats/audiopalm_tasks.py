@@ -285,6 +285,35 @@ def _emit(parts: list[tuple[np.ndarray, float]], task: str, max_length: int | No
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Prompts: the unweighted part of a sequence, which is all that inference has (`audiopalm.inference.speech`).
+
+
+def asr_prompt(vocab: CombinedVocabulary, semantic: Any, language: str | None,
+               config: AsrConfig = AsrConfig()) -> np.ndarray | None:
+  """`[ASR <lang>] ` audio: the ids [P] before the transcript (None when there is no audio); semantic: codes [T]."""
+  audio, _ = _audio(vocab, semantic, config.dedupe_semantic)
+  if not audio.size:
+    return None
+  return np.concatenate([_tag(vocab, config.tag, language=language or ""), audio]).astype(np.int32)
+
+
+def tts_prompt(vocab: CombinedVocabulary, text: str, language: str | None,
+               config: TtsConfig = TtsConfig()) -> np.ndarray:
+  """`[TTS <lang>] ` transcript: the ids [P] before the audio."""
+  return np.concatenate([_tag(vocab, config.tag, language=language or ""),
+                         vocab.encode_text(text)]).astype(np.int32)
+
+
+def continuation_prompt(vocab: CombinedVocabulary, semantic: Any, language: str | None = None,
+                        config: ContinuationConfig = ContinuationConfig()) -> np.ndarray | None:
+  """(tag ␣) audio: every given semantic code [T] is the prefix to continue (None when there is none)."""
+  audio, _ = _audio(vocab, semantic, config.dedupe_semantic)
+  if not audio.size:
+    return None
+  return np.concatenate([_tag(vocab, config.tag, language=language or ""), audio]).astype(np.int32)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Monolingual tasks.
 
 
@@ -295,11 +324,10 @@ def asr(example: Mapping[str, Any], vocab: CombinedVocabulary, rng: np.random.Ge
   language, transcript = _language(example, config), example.get("transcript")
   if transcript is None or (language is None and _needs_language(config.tag)):
     return
-  audio, _ = _audio(vocab, example["semantic"], config.dedupe_semantic)
-  if not audio.size:
+  prompt = asr_prompt(vocab, example["semantic"], language, config)
+  if prompt is None:
     return
-  yield from _emit([(_tag(vocab, config.tag, language=language), config.prompt_weight),
-                    (audio, config.prompt_weight), (vocab.encode_text(transcript), config.output_weight),
+  yield from _emit([(prompt, config.prompt_weight), (vocab.encode_text(transcript), config.output_weight),
                     (_eos(vocab), config.output_weight)], "asr", config.max_length)
 
 
@@ -313,9 +341,8 @@ def tts(example: Mapping[str, Any], vocab: CombinedVocabulary, rng: np.random.Ge
   audio, _ = _audio(vocab, example["semantic"], config.dedupe_semantic)
   if not audio.size:
     return
-  yield from _emit([(_tag(vocab, config.tag, language=language), config.prompt_weight),
-                    (vocab.encode_text(transcript), config.prompt_weight), (audio, config.output_weight),
-                    (_eos(vocab), config.output_weight)], "tts", config.max_length)
+  yield from _emit([(tts_prompt(vocab, transcript, language, config), config.prompt_weight),
+                    (audio, config.output_weight), (_eos(vocab), config.output_weight)], "tts", config.max_length)
 
 
 def text_lm(example: Mapping[str, Any], vocab: CombinedVocabulary, rng: np.random.Generator,

@@ -4,7 +4,12 @@ Prompts of different lengths are right-padded into one [batch, prompt_len] prefi
 the padding invisible (`audiopalm.model.kv_cache`); every row then decodes in lockstep, one token per step, and
 the loop exits as soon as every row has produced a stop token (or after `max_new_tokens`). Shapes are fixed:
 one compilation serves every call with the same batch, longest prompt, `max_new_tokens`, sampling config,
-number of stop tokens and mask-or-not (prompts, keys, stop ids and the mask itself are arguments).
+number of stop tokens and mask shape (prompts, keys, stop ids and the mask itself are arguments).
+
+Constrained decoding takes one mask for every step, or a periodic one: `allowed_mask` [period, vocab] with
+`mask_phase` [batch], so that row b's k-th new token (k = 0, 1, ...) may only be a token of mask row
+(mask_phase[b] + k) % period. A flattened multi-level acoustic stream (level 0, 1, .., L-1 of each frame)
+decodes with one mask row per level, each allowing only its level's range.
 
 With a mesh, parameters, prompts and the cache are laid out by the training rules (`sharding_context`): batch
 over data/fsdp, kv heads over tensor where they divide, weights as in training. The batch is padded with
@@ -43,11 +48,13 @@ def _constrain(tree: Any, shardings: Any) -> Any:
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "sampling", "cache_sharding", "logical_rules"))
 def _generate(params: Any, tokens: jax.Array, prompt_lengths: jax.Array, done: jax.Array, rng: jax.Array,
-              stops: jax.Array, allowed: jax.Array | None, *, cfg: TransformerConfig, max_new_tokens: int,
+              stops: jax.Array, allowed: jax.Array | None, phase: jax.Array, *, cfg: TransformerConfig,
+              max_new_tokens: int,
               sampling: SamplingConfig, cache_sharding: KVCache | None,
               logical_rules: Any) -> tuple[jax.Array, jax.Array]:
   """tokens: [batch, prompt_len] right-padded; prompt_lengths: [batch]; done: [batch] rows not to wait for;
-  stops: [num_stop_tokens] int32; allowed: [vocab] bool or None.
+  stops: [num_stop_tokens] int32; allowed: [period, vocab] bool or None; phase: [batch] int32, the mask row of
+  each row's first new token.
 
   Returns (new tokens [batch, max_new_tokens] int32, valid in the first `steps` columns; steps).
   `logical_rules` only keys the compilation cache (the rules in effect while tracing shape the program).
@@ -57,15 +64,16 @@ def _generate(params: Any, tokens: jax.Array, prompt_lengths: jax.Array, done: j
   variables = {"params": params}
   batch, prompt_len = tokens.shape
 
-  def pick(logits: jax.Array, rng: jax.Array, done: jax.Array) -> tuple[jax.Array, jax.Array]:
-    token = sample(logits, rng, sampling, allowed)  # [batch]
+  def pick(logits: jax.Array, rng: jax.Array, done: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:
+    mask = None if allowed is None else allowed[(phase + step) % allowed.shape[0]]  # [batch, vocab]
+    token = sample(logits, rng, sampling, mask)  # [batch]
     return token, done | jnp.isin(token, stops)
 
   cache = _constrain(init_cache(cfg, batch, prompt_len + max_new_tokens), cache_sharding)
   logits, cache = model.apply(variables, tokens, cache, prompt_lengths, prompt_lengths - 1,
                               method=Transformer.decode)  # [batch, 1, vocab]
   rng, step_rng = jax.random.split(rng)
-  token, done = pick(logits[:, 0], step_rng, done)
+  token, done = pick(logits[:, 0], step_rng, done, jnp.int32(0))
   out = jnp.zeros((batch, max_new_tokens), jnp.int32).at[:, 0].set(token)
 
   def cond(state):
@@ -76,7 +84,7 @@ def _generate(params: Any, tokens: jax.Array, prompt_lengths: jax.Array, done: j
     step, token, cache, out, done, rng = state
     logits, cache = model.apply(variables, token[:, None], cache, method=Transformer.decode)  # [batch, 1, vocab]
     rng, step_rng = jax.random.split(rng)
-    token, done = pick(logits[:, 0], step_rng, done)
+    token, done = pick(logits[:, 0], step_rng, done, step)
     return step + 1, token, _constrain(cache, cache_sharding), out.at[:, step].set(token), done, rng
 
   steps, _, _, out, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), token, cache, out, done, rng))
@@ -99,7 +107,8 @@ def _cut(row: np.ndarray, stop_tokens: tuple[int, ...]) -> np.ndarray:
 def generate(params: Any, cfg: TransformerConfig, prompts: Sequence[np.ndarray | Sequence[int]], max_new_tokens: int,
              *, sampling: SamplingConfig = SamplingConfig(), rng: jax.Array | None = None,
              stop_tokens: Sequence[int] = (), allowed_mask: np.ndarray | jax.Array | None = None,
-             mesh: Mesh | None = None, rules: ShardingRules | None = None) -> list[np.ndarray]:
+             mask_phase: int | Sequence[int] = 0, pad_prompts_to: int = 1, mesh: Mesh | None = None,
+             rules: ShardingRules | None = None) -> list[np.ndarray]:
   """Continues each prompt with up to `max_new_tokens` tokens.
 
   Args:
@@ -111,7 +120,11 @@ def generate(params: Any, cfg: TransformerConfig, prompts: Sequence[np.ndarray |
     rng: a `jax.random.key`, for sampling (default key 0).
     stop_tokens: ids that end a row (e.g. the text EOS).
     allowed_mask: [vocab] bool, the only tokens that may be generated (constrained decoding, e.g.
-      `sampling.allowed_mask(spec, 'semantic', stop_tokens=...)`); None = any.
+      `sampling.allowed_mask(spec, 'semantic', stop_tokens=...)`), or [period, vocab]: a periodic constraint
+      (see the module docstring); None = any.
+    mask_phase: with a periodic mask, the mask row of each row's first new token (one int for every row).
+    pad_prompts_to: the prefill length is the longest prompt rounded up to a multiple of this, so that calls
+      with prompts of similar lengths share one compilation (the padding is invisible to the result).
     mesh, rules: lay parameters, prompts and cache out on `mesh` by `rules` (default `ShardingRules()`).
   Returns:
     per prompt, the new tokens only (int32): cut after the first stop token, which is included (so a row
@@ -133,9 +146,10 @@ def generate(params: Any, cfg: TransformerConfig, prompts: Sequence[np.ndarray |
   allowed = None
   if allowed_mask is not None:
     allowed = jnp.asarray(allowed_mask, jnp.bool_)
-    if allowed.shape != (cfg.vocab_size,) or not bool(allowed.any()):
-      raise ValueError(f"generate: allowed_mask must be a nonempty [{cfg.vocab_size}] bool mask, "
-                       f"got shape {allowed.shape}")
+    allowed = allowed[None] if allowed.ndim == 1 else allowed  # [period, vocab]
+    if allowed.ndim != 2 or allowed.shape[1] != cfg.vocab_size or not bool(allowed.any(axis=1).all()):
+      raise ValueError(f"generate: allowed_mask must be a [{cfg.vocab_size}] or [period, {cfg.vocab_size}] bool "
+                       f"mask allowing some token in every row, got shape {allowed.shape}")
   if rules is not None and mesh is None:
     raise ValueError("generate: sharding `rules` need a `mesh`")
   rng = jax.random.key(0) if rng is None else rng
@@ -146,18 +160,22 @@ def generate(params: Any, cfg: TransformerConfig, prompts: Sequence[np.ndarray |
     rules.validate(mesh.axis_names)
     shards = _batch_shards(mesh, rules)
   batch = -(-len(rows) // shards) * shards  # dummy rows (one token, already done) fill the last shard
-  prompt_len = max(row.size for row in rows)
+  if pad_prompts_to < 1:
+    raise ValueError(f"generate: pad_prompts_to must be >= 1, got {pad_prompts_to}")
+  prompt_len = -(-max(row.size for row in rows) // pad_prompts_to) * pad_prompts_to
   tokens = np.zeros((batch, prompt_len), np.int32)
   lengths = np.ones((batch,), np.int32)
   for i, row in enumerate(rows):
     tokens[i, :row.size] = row
     lengths[i] = row.size
   done = np.arange(batch) >= len(rows)
+  phase = np.zeros((batch,), np.int32)
+  phase[:len(rows)] = np.broadcast_to(np.asarray(mask_phase, np.int32), (len(rows),))
   static = dict(cfg=cfg, max_new_tokens=max_new_tokens, sampling=sampling)
   stop_ids = jnp.asarray(stops, jnp.int32).reshape(-1)
 
   if mesh is None:
-    out, steps = _generate(params, tokens, lengths, done, rng, stop_ids, allowed, cache_sharding=None,
+    out, steps = _generate(params, tokens, lengths, done, rng, stop_ids, allowed, phase, cache_sharding=None,
                            logical_rules=None, **static)
   else:
     with sharding_context(mesh, rules):
@@ -165,8 +183,8 @@ def generate(params: Any, cfg: TransformerConfig, prompts: Sequence[np.ndarray |
       params = jax.device_put(params, jax.tree.map(lambda s, p: fit_sharding(s, p.shape), param_shardings, params))
       rows_sharding = NamedSharding(mesh, logical_to_mesh_spec((axes.ACT_BATCH, axes.ACT_LENGTH), rules))
       tokens = jax.device_put(tokens, fit_sharding(rows_sharding, tokens.shape))
-      lengths, done = (jax.device_put(x, fit_sharding(rows_sharding, x.shape)) for x in (lengths, done))
-      out, steps = _generate(params, tokens, lengths, done, rng, stop_ids, allowed,
+      lengths, done, phase = (jax.device_put(x, fit_sharding(rows_sharding, x.shape)) for x in (lengths, done, phase))
+      out, steps = _generate(params, tokens, lengths, done, rng, stop_ids, allowed, phase,
                              cache_sharding=cache_shardings(cfg, batch, prompt_len + max_new_tokens, mesh, rules),
                              logical_rules=rules.as_flax(), **static)
   out, steps = np.asarray(out), int(steps)

@@ -76,7 +76,8 @@ def test_stop_token_cuts_its_row_and_ends_the_loop_early():
   np.testing.assert_array_equal(got[1], free[1])
   stop = int(first[1])  # alone, the row stops at its second token (or first): the loop runs no further
   out, steps = _generate(params, jnp.asarray(PROMPTS[0][None], jnp.int32), jnp.asarray([3], jnp.int32),
-                         jnp.asarray([False]), jax.random.key(0), jnp.asarray([stop], jnp.int32), None, cfg=cfg,
+                         jnp.asarray([False]), jax.random.key(0), jnp.asarray([stop], jnp.int32), None,
+                         jnp.zeros((1,), jnp.int32), cfg=cfg,
                          max_new_tokens=NEW, sampling=SamplingConfig(), cache_sharding=None, logical_rules=None)
   assert int(steps) == (1 if first[0] == stop else 2)
   np.testing.assert_array_equal(np.asarray(out)[0, :int(steps)], first[:int(steps)])
@@ -113,3 +114,22 @@ def test_constrained_sampling_stays_in_the_modality():
     assert len(np.unique(tokens)) > 20  # really sampling, not stuck on one token
     unconstrained = sampled(np.ones(cfg.vocab_size, bool))
     assert not mask[unconstrained].all()  # the random model does leave the modality when allowed to
+
+
+def test_periodic_mask_constrains_each_step_by_its_phase():
+  """A [period, vocab] mask: row b's k-th new token comes from mask row (phase[b] + k) % period."""
+  text_vocab = TextVocab(kind="byte", size=258, identity="byte", pad_id=0, eos_id=1)
+  spec = make_spec(text_vocab, acoustic=[(64, "codec-test")] * 3)
+  cfg = TINY.replace(vocab_size=spec.size)
+  params = _params(cfg, seed=2)
+  levels = np.stack([allowed_mask(spec, f"acoustic_{q}") for q in range(3)])  # [3, vocab]
+  phases = [0, 2, 1, 0]
+  prompts = [np.array([5, 6, 7]), np.array([9]), np.array([spec.acoustic[0].offset, 3]), np.array([1, 2])]
+  out = generate(params, cfg, prompts, 10, sampling=SamplingConfig(temperature=1.0), rng=jax.random.key(1),
+                 allowed_mask=levels, mask_phase=phases)
+  for row, phase in zip(out, phases):
+    assert row.shape == (10,)
+    for k, token in enumerate(row):
+      assert spec.acoustic[(phase + k) % 3].offset <= token < spec.acoustic[(phase + k) % 3].end
+  with pytest.raises(ValueError, match="allowing some token in every row"):
+    generate(params, cfg, prompts, 2, allowed_mask=np.concatenate([levels, np.zeros_like(levels[:1])]))

@@ -76,10 +76,11 @@ def top_p_filter(logits: jax.Array, p: float) -> jax.Array:
 
 
 def sample(logits: jax.Array, rng: jax.Array, cfg: SamplingConfig, allowed: jax.Array | None = None) -> jax.Array:
-  """logits [batch, vocab] -> tokens [batch] int32; `allowed`: [vocab] bool, the only tokens that may be chosen."""
+  """logits [batch, vocab] -> tokens [batch] int32; `allowed`: [vocab] or per row [batch, vocab] bool, the only
+  tokens that may be chosen."""
   logits = logits.astype(jnp.float32)
   if allowed is not None:
-    logits = jnp.where(allowed[None, :], logits, -jnp.inf)
+    logits = jnp.where(allowed if allowed.ndim == 2 else allowed[None, :], logits, -jnp.inf)
   if cfg.greedy:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
   logits = logits / cfg.temperature

@@ -1,0 +1,175 @@
+"""What the models can do with speech, measured on held-out token-shard examples.
+
+    examples = read_examples("runs/tokens_demo_test", "test")          # parsed token-shard examples
+    asr(speech, examples)              # WER / CER of transcripts decoded from the examples' semantic tokens
+    tts(speech, examples, ...)         # round-trip WER: synthesize the transcripts, transcribe them back
+    codec_resynthesis(codec, examples) # mel distance / SI-SNR of the examples' acoustic codes, decoded
+    semantic_resynthesis(...)          # WER of audio made from the examples' real semantic tokens
+
+Every function returns a flat dict of numbers (plus a few `samples` for reading), so the results go to JSON
+and TensorBoard as they are. Text is normalised before scoring (`evaluation.wer.normalize`).
+
+`chance_wer` / `chance_cer` (in `asr`): the error rates of answering each utterance with another utterance's
+transcript (the references rotated by one). For a corpus of templated sentences this is the floor a model that
+learned the template but not the audio would reach; "far better than chance" means well below it.
+
+Round trips (`tts`, `semantic_resynthesis`): with the acoustic stages and the semantic tokenizer, the audio is
+really synthesized and tokenized again (`*_wer` from waveforms); `tts` also reports the shortcut that
+transcribes the generated semantic tokens directly (`semantic_roundtrip_*`), which needs no acoustic models.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from audiopalm.audio.io import AudioDecodeError, load_audio
+from audiopalm.codec import spectral
+from audiopalm.codec.model import PAD_CODE, Codec
+from audiopalm.data.token_source import TokenShardSource
+from audiopalm.evaluation.wer import error_rates
+from audiopalm.inference.acoustic import AcousticStages
+from audiopalm.inference.audio_tokens import tokenize
+from audiopalm.inference.speech import SpeechTasks
+from audiopalm.tokenizers.base import AudioTokenizer
+
+SAMPLES = 5  # (reference, hypothesis) pairs kept per metric for reading
+
+_mel = jax.jit(spectral.mel_distance, static_argnames=("sample_rate",))
+_si_snr = jax.jit(spectral.si_snr)
+
+
+def read_examples(tokens_dir: str, split: str, max_examples: int | None = None,
+                  transcribed: bool = True) -> list[dict[str, Any]]:
+  """The split's examples in dataset order (only those with a non-empty transcript if `transcribed`)."""
+  source = TokenShardSource(tokens_dir, split=split)
+  out = []
+  for i in range(len(source)):
+    example = source[i]
+    if transcribed and not example.get("transcript"):
+      continue
+    out.append(example)
+    if max_examples is not None and len(out) >= max_examples:
+      break
+  if not out:
+    raise ValueError(f"{tokens_dir} split {split!r}: no{' transcribed' if transcribed else ''} examples")
+  return out
+
+
+def _rates(prefix: str, refs: Sequence[str], hyps: Sequence[str]) -> dict[str, float]:
+  rates = error_rates(refs, hyps)
+  return {f"{prefix}wer": rates.wer, f"{prefix}cer": rates.cer}
+
+
+def _samples(refs: Sequence[str], hyps: Sequence[str]) -> list[dict[str, str]]:
+  return [{"reference": r, "hypothesis": h} for r, h in list(zip(refs, hyps))[:SAMPLES]]
+
+
+def asr(speech: SpeechTasks, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+  """Transcribes every example's semantic tokens: WER, CER and the chance baseline (module docstring)."""
+  refs = [e["transcript"] for e in examples]
+  hyps = speech.transcribe([e["semantic"] for e in examples], [e.get("language") for e in examples])
+  result: dict[str, Any] = {"utterances": len(refs), **_rates("", refs, hyps)}
+  if len(refs) > 1:
+    result.update(_rates("chance_", refs, refs[1:] + refs[:1]))
+  result["samples"] = _samples(refs, hyps)
+  return result
+
+
+def _transcribe_waves(speech: SpeechTasks, semantic_tokenizer: AudioTokenizer, waves: Sequence[np.ndarray],
+                      languages: Sequence[str | None]) -> list[str]:
+  codes = [c[:, 0] for c in tokenize(semantic_tokenizer, waves)]
+  return speech.transcribe(codes, list(languages))
+
+
+def tts(speech: SpeechTasks, examples: Sequence[dict[str, Any]], stages: AcousticStages | None = None,
+        semantic_tokenizer: AudioTokenizer | None = None) -> dict[str, Any]:
+  """Synthesizes every transcript and transcribes the result with the same model (module docstring)."""
+  refs = [e["transcript"] for e in examples]
+  languages = [e.get("language") for e in examples]
+  codes = speech.synthesize(refs, languages)
+  back = speech.transcribe(codes, languages)
+  lengths = np.array([c.size for c in codes], np.float64)
+  truth = np.array([np.size(e["semantic"]) for e in examples], np.float64)
+  result: dict[str, Any] = {"utterances": len(refs), **_rates("semantic_roundtrip_", refs, back),
+                            "empty_outputs": int((lengths == 0).sum()),
+                            "length_ratio": float(lengths.sum() / truth.sum())}
+  if stages is not None and semantic_tokenizer is not None:
+    if semantic_tokenizer.sample_rate != stages.codec.sample_rate:
+      raise ValueError(f"the semantic tokenizer reads {semantic_tokenizer.sample_rate} Hz audio, the codec makes "
+                       f"{stages.codec.sample_rate} Hz")
+    heard = _transcribe_waves(speech, semantic_tokenizer, stages.synthesize(codes), languages)
+    result.update(_rates("", refs, heard))
+    result["samples"] = _samples(refs, heard)
+  else:
+    result["samples"] = _samples(refs, back)
+  return result
+
+
+def _original_audio(example: dict[str, Any], sample_rate: int) -> np.ndarray | None:
+  """The example's segment of its source recording, or None when it cannot be read here."""
+  try:
+    start = float(example.get("start") or 0.0)
+    return load_audio(example["source"], sample_rate, start=start, end=start + float(example["duration"]))
+  except (AudioDecodeError, ValueError, OSError, KeyError):
+    return None
+
+
+def codec_resynthesis(codec: Codec, examples: Sequence[dict[str, Any]], num_levels: int | None = None
+                      ) -> dict[str, Any]:
+  """Decodes each example's acoustic codes (first `num_levels`) and compares with its source audio: mean mel
+  distance (lower is better) and SI-SNR in dB (higher is better), weighted by duration."""
+  mel, snr, seconds, missing = 0.0, 0.0, 0.0, 0
+  hop, rate = codec.config.hop_length, codec.sample_rate
+  bucket = max(1, round(codec.frame_rate))  # codes padded to whole seconds: one compilation per length in seconds
+  for example in examples:
+    ref = _original_audio(example, rate)
+    codes = np.asarray(example["acoustic"])[:, :num_levels]
+    if ref is None or not codes.size:
+      missing += 1
+      continue
+    frames = codes.shape[0]
+    width = -(-frames // bucket) * bucket
+    audio, _ = codec.decode(np.pad(codes, ((0, width - frames), (0, 0)), constant_values=PAD_CODE)[None],
+                            np.array([frames], np.int32))
+    n = min(ref.size, frames * hop)
+    est = np.asarray(audio)[:, :width * hop]  # [1, width · hop], zero past n
+    ref = np.pad(ref[:n], (0, width * hop - n))[None]
+    lengths = np.array([n], np.int32)
+    mel += n / rate * float(_mel(ref, est, sample_rate=rate, lengths=lengths)[0])
+    snr += n / rate * float(_si_snr(ref, est, lengths)[0])
+    seconds += n / rate
+  if not seconds:
+    raise ValueError(f"codec resynthesis: none of the {len(examples)} examples' source audio could be read")
+  return {"utterances": len(examples) - missing, "missing_audio": missing, "seconds": seconds,
+          "mel_distance": mel / seconds, "si_snr_db": snr / seconds}
+
+
+def semantic_resynthesis(speech: SpeechTasks, stages: AcousticStages, semantic_tokenizer: AudioTokenizer,
+                         examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+  """Audio from the examples' real semantic tokens (coarse → fine → codec), tokenized and transcribed again:
+  the intelligibility of the acoustic stages (AudioLM's resynthesis WER), and the same ASR on the original
+  tokens for comparison (`reference_wer`)."""
+  refs = [e["transcript"] for e in examples]
+  languages = [e.get("language") for e in examples]
+  waves = stages.synthesize([np.asarray(e["semantic"]) for e in examples])
+  heard = _transcribe_waves(speech, semantic_tokenizer, waves, languages)
+  original = speech.transcribe([e["semantic"] for e in examples], languages)
+  result = {"utterances": len(refs), **_rates("", refs, heard), **_rates("reference_", refs, original),
+            "samples": _samples(refs, heard)}
+  return result
+
+
+def flatten(results: dict[str, Any], prefix: str = "") -> dict[str, float]:
+  """Nested results → {"asr/wer": 0.3, ...}: the finite numbers only (for TensorBoard)."""
+  out: dict[str, float] = {}
+  for key, value in results.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, dict):
+      out.update(flatten(value, name + "/"))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+      out[name] = float(value)
+  return out

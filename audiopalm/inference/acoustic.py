@@ -1,0 +1,216 @@
+"""Semantic tokens → waveform: AudioLM's coarse (stage 2) and fine (stage 3) acoustic models, then the codec.
+
+    stages = AcousticStages(load_model(coarse_dir), load_model(fine_dir), load_codec(codec_dir),
+                            semantic_frame_rate=25.0)
+    prompt = stages.voice_prompt(semantic_codes, acoustic_codes)     # a 3 s recording of the target voice
+    waves = stages.synthesize([codes_1, codes_2], prompt)            # float32 [S] each, at the codec's rate
+
+Each stage is prompted exactly as its training format (`formats.audiolm_stages`) lays a sequence out:
+
+    coarse   sem(voice prompt ⧺ window) A(levels 0..Q'-1 of the voice prompt) | levels 0..Q'-1 of the window
+    fine     F(levels 0..Q'-1 of a chunk)                                     | levels Q'..Q-1 of the chunk
+
+The coarse stage is time-aligned with the semantic tokens (`aligned_block`: n_s semantic frames cover the time
+of n_a acoustic frames), so the number of frames to generate is known: exactly blocks × n_a frames × Q' tokens
+are decoded per window, each token constrained to its level's range (a periodic mask, level 0..Q'-1 per frame),
+with no EOS. Utterances longer than one training window (`CoarseAcousticConfig.crop_seconds`, voice prompt
+included) are cut into consecutive windows, each prompted with the same voice prompt and decoded independently
+(AudioLM slides a window over its own output; independent windows keep the voice but may click at a seam).
+The fine stage decodes the non-overlapping `chunk_seconds` chunks it was trained on, all in one batch. The codec
+decodes the codes [T, Q] to T · hop samples: the waveform of N semantic frames lasts N / semantic rate seconds
+(rounded to whole blocks).
+
+Only the 'flatten' layout is generated; models trained with the delay pattern are refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fractions
+import math
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from audiopalm.codec.model import PAD_CODE, Codec
+from audiopalm.formats.audiolm_stages import (CoarseAcousticConfig, FineAcousticConfig, aligned_block,
+                                              dedupe_consecutive)
+from audiopalm.inference.models import LoadedModel
+from audiopalm.inference.sampling import SamplingConfig, allowed_mask
+from audiopalm.tokenizers.codec_tokenizer import CodecTokenizer
+
+
+@dataclasses.dataclass(frozen=True)
+class AcousticConfig:
+  """How the acoustic stages are prompted and decoded.
+
+  Attributes:
+    coarse, fine: the stage models' training format configs (levels, window / chunk length, dedupe).
+    coarse_sampling, fine_sampling: AudioLM's temperatures (0.8, 0.6) by default.
+    voice_prompt_seconds: the longest voice prompt used (AudioLM prompts with 3 s); longer ones are cut.
+    batch_size: windows / chunks decoded at once.
+    decode_bucket_seconds: codes are padded to a multiple of this before the codec decodes them (few
+      compilations; the padding is silence and cut off).
+    seed: sampling seed.
+  """
+
+  coarse: CoarseAcousticConfig = CoarseAcousticConfig()
+  fine: FineAcousticConfig = FineAcousticConfig()
+  coarse_sampling: SamplingConfig = SamplingConfig(temperature=0.8)
+  fine_sampling: SamplingConfig = SamplingConfig(temperature=0.6)
+  voice_prompt_seconds: float = 3.0
+  batch_size: int = 16
+  decode_bucket_seconds: float = 1.0
+  seed: int = 0
+
+  def __post_init__(self):
+    if "delay" in (self.coarse.layout, self.fine.layout):
+      raise ValueError("AcousticConfig: generation supports the 'flatten' layout only (the stage models were "
+                       "trained with layout='delay')")
+    if self.coarse.coarse_levels != self.fine.coarse_levels:
+      raise ValueError(f"AcousticConfig: the coarse stage generates {self.coarse.coarse_levels} levels, the fine "
+                       f"stage is conditioned on {self.fine.coarse_levels}")
+    if self.voice_prompt_seconds < 0 or self.batch_size < 1 or self.decode_bucket_seconds <= 0:
+      raise ValueError("AcousticConfig: need voice_prompt_seconds >= 0, batch_size >= 1, decode_bucket_seconds > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class VoicePrompt:
+  """A recording of the voice to speak with: its semantic codes [T_s] and acoustic codes [T_a, >= Q'] (whole
+  aligned blocks, see `AcousticStages.voice_prompt`)."""
+
+  semantic: np.ndarray
+  acoustic: np.ndarray
+
+
+def _level_masks(model: LoadedModel, levels: Sequence[int]) -> np.ndarray:
+  """[len(levels), vocab] bool: row i allows only acoustic level levels[i] (no EOS)."""
+  return np.stack([allowed_mask(model.spec, f"acoustic_{q}", vocab_size=model.cfg.vocab_size) for q in levels])
+
+
+def _check_stage(model: LoadedModel, levels: int, what: str, semantic: bool) -> None:
+  present = {int(r.name.rsplit("_", 1)[1]) for r in model.spec.acoustic}
+  missing = sorted(set(range(levels)) - present)
+  if missing:
+    raise ValueError(f"{model.path}: the {what} model's vocabulary has no range for acoustic levels {missing}")
+  if semantic and model.spec.semantic is None:
+    raise ValueError(f"{model.path}: the {what} model's vocabulary has no semantic range")
+
+
+class AcousticStages:
+  """Coarse model + fine model + codec (see the module docstring)."""
+
+  def __init__(self, coarse: LoadedModel, fine: LoadedModel, codec: Codec, semantic_frame_rate: float,
+               config: AcousticConfig = AcousticConfig()):
+    self.coarse_model, self.fine_model, self.codec, self.config = coarse, fine, codec, config
+    q_coarse = config.coarse.coarse_levels
+    self.num_levels = config.fine.num_levels or len(fine.spec.acoustic)
+    if self.num_levels <= q_coarse:
+      raise ValueError(f"{fine.path}: {self.num_levels} acoustic levels leave no fine levels above {q_coarse}")
+    _check_stage(coarse, q_coarse, "coarse", semantic=True)
+    _check_stage(fine, self.num_levels, "fine", semantic=False)
+    identity = CodecTokenizer(codec, self.num_levels).identity
+    for model, levels in ((coarse, q_coarse), (fine, self.num_levels)):
+      trained = {r.tokenizer for r in model.spec.acoustic if int(r.name.rsplit("_", 1)[1]) < levels}
+      if trained != {identity}:
+        raise ValueError(f"{model.path} was trained on acoustic tokens of {sorted(trained)}; this codec's first "
+                         f"{self.num_levels} levels are {identity!r}")
+    self.semantic_frame_rate = semantic_frame_rate
+    rate = lambda r: fractions.Fraction(float(r)).limit_denominator(1000)  # noqa: E731
+    self.n_s, self.n_a, self.block_rate = aligned_block(rate(semantic_frame_rate), rate(codec.frame_rate))
+    self.window_blocks = int(math.floor(config.coarse.crop_seconds * float(self.block_rate) + 1e-6))
+    self.chunk_frames = int(math.floor(config.fine.chunk_seconds * codec.frame_rate + 1e-6))
+    if self.window_blocks < 2 or self.chunk_frames < 1:
+      raise ValueError("AcousticConfig: the coarse window must hold at least two aligned blocks and the fine chunk "
+                       "one frame")
+
+  @property
+  def coarse_levels(self) -> int:
+    return self.config.coarse.coarse_levels
+
+  def voice_prompt(self, semantic: np.ndarray, acoustic: np.ndarray) -> VoicePrompt:
+    """A voice prompt from a recording's codes: its first whole aligned blocks, at most `voice_prompt_seconds`
+    and leaving at least one block of each coarse window for the target."""
+    acoustic = np.asarray(acoustic)
+    if acoustic.ndim != 2 or acoustic.shape[1] < self.coarse_levels:
+      raise ValueError(f"voice prompt: acoustic codes must be [T, >= {self.coarse_levels}], got {acoustic.shape}")
+    limit = int(math.floor(self.config.voice_prompt_seconds * float(self.block_rate) + 1e-6))
+    blocks = min(np.size(semantic) // self.n_s, acoustic.shape[0] // self.n_a, limit, self.window_blocks - 1)
+    return VoicePrompt(np.asarray(semantic).reshape(-1)[:blocks * self.n_s].astype(np.int32),
+                       acoustic[:blocks * self.n_a, :self.coarse_levels].astype(np.int32))
+
+  def coarse_prompt(self, window: np.ndarray, prompt: VoicePrompt | None) -> np.ndarray:
+    """sem(voice prompt ⧺ window) A(levels 0..Q'-1 of the voice prompt): ids [P] (window: semantic codes)."""
+    vocab, q = self.coarse_model.vocab, self.coarse_levels
+    sem = vocab.semantic(window if prompt is None else np.concatenate([prompt.semantic, window]))
+    sem = dedupe_consecutive(sem) if self.config.coarse.dedupe else sem
+    acoustic = np.zeros(0, np.int32) if prompt is None else vocab.acoustic(prompt.acoustic[:, :q], range(q))
+    return np.concatenate([sem, acoustic.reshape(-1)]).astype(np.int32)
+
+  def fine_prompt(self, coarse: np.ndarray) -> np.ndarray:
+    """F(levels 0..Q'-1 of a chunk): ids [T · Q'] (coarse: codes [T, Q'])."""
+    return self.fine_model.vocab.acoustic(coarse, range(self.coarse_levels)).reshape(-1).astype(np.int32)
+
+  def coarse(self, semantic: Sequence[np.ndarray], prompt: VoicePrompt | None = None) -> list[np.ndarray]:
+    """Semantic codes [T_s] per utterance → coarse codes [ceil(T_s / n_s) · n_a, Q'] (see the module docstring)."""
+    model, q = self.coarse_model, self.coarse_levels
+    prompt_blocks = 0 if prompt is None else prompt.semantic.size // self.n_s
+    per_window = self.window_blocks - prompt_blocks
+    windows, owners = [], []  # (semantic codes of the window, its blocks), utterance index
+    for i, codes in enumerate(semantic):
+      codes = np.asarray(codes, np.int32).reshape(-1)
+      blocks = -(-codes.size // self.n_s)
+      codes = np.pad(codes, (0, blocks * self.n_s - codes.size), mode="edge") if codes.size else codes
+      for start in range(0, blocks, per_window):
+        count = min(per_window, blocks - start)
+        windows.append((codes[start * self.n_s:(start + count) * self.n_s], count))
+        owners.append(i)
+    prompts = [self.coarse_prompt(codes, prompt) for codes, _ in windows]
+    frames = [count * self.n_a for _, count in windows]
+    out = model.generate(prompts, max(frames, default=1) * q, sampling=self.config.coarse_sampling,
+                         rng=jax.random.key(self.config.seed), allowed_mask=_level_masks(model, range(q)),
+                         batch_size=self.config.batch_size) if windows else []
+    offsets = np.array([r.offset for r in sorted(model.spec.acoustic, key=lambda r: int(r.name.rsplit("_", 1)[1]))])
+    pieces: list[list[np.ndarray]] = [[] for _ in semantic]
+    for owner, n, ids in zip(owners, frames, out):
+      pieces[owner].append(ids[:n * q].reshape(n, q) - offsets[:q])
+    return [np.concatenate(p).astype(np.int32) if p else np.zeros((0, q), np.int32) for p in pieces]
+
+  def fine(self, coarse: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Coarse codes [T, Q'] per utterance → all levels [T, Q], the fine ones decoded chunk by chunk."""
+    model, q, levels = self.fine_model, self.coarse_levels, self.num_levels
+    chunks, owners = [], []
+    for i, codes in enumerate(coarse):
+      codes = np.asarray(codes, np.int32)
+      for start in range(0, codes.shape[0], self.chunk_frames):
+        chunks.append(codes[start:start + self.chunk_frames])
+        owners.append(i)
+    prompts = [self.fine_prompt(c) for c in chunks]
+    fine_levels = list(range(q, levels))
+    out = model.generate(prompts, max((c.shape[0] for c in chunks), default=1) * len(fine_levels),
+                         sampling=self.config.fine_sampling, rng=jax.random.key(self.config.seed + 1),
+                         allowed_mask=_level_masks(model, fine_levels),
+                         batch_size=self.config.batch_size) if chunks else []
+    by_level = {int(r.name.rsplit("_", 1)[1]): r.offset for r in model.spec.acoustic}
+    offsets = np.array([by_level[level] for level in fine_levels])
+    pieces: list[list[np.ndarray]] = [[] for _ in coarse]
+    for owner, chunk, ids in zip(owners, chunks, out):
+      n = chunk.shape[0]
+      pieces[owner].append(np.concatenate([chunk, ids[:n * len(fine_levels)].reshape(n, -1) - offsets], axis=1))
+    return [np.concatenate(p).astype(np.int32) if p else np.zeros((0, levels), np.int32) for p in pieces]
+
+  def decode(self, codes: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Codes [T, Q] per utterance → waveform float32 [T · hop] at the codec's sample rate."""
+    bucket = max(1, round(self.config.decode_bucket_seconds * self.codec.frame_rate))
+    waves = []
+    for c in codes:
+      frames = c.shape[0]
+      padded = np.pad(c, ((0, -(-max(frames, 1) // bucket) * bucket - frames), (0, 0)), constant_values=PAD_CODE)
+      audio, _ = self.codec.decode(padded[None], np.array([frames], np.int32))
+      waves.append(np.asarray(audio[0, :frames * self.codec.config.hop_length], np.float32))
+    return waves
+
+  def synthesize(self, semantic: Sequence[np.ndarray], prompt: VoicePrompt | None = None) -> list[np.ndarray]:
+    """Semantic codes [T_s] per utterance → waveform [ceil(T_s / n_s) · n_a · hop] at the codec's rate."""
+    return self.decode(self.fine(self.coarse(semantic, prompt)))

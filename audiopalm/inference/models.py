@@ -1,0 +1,103 @@
+"""A trained decoder ready to generate: parameters on a mesh, its config and its combined vocabulary.
+
+    model = load_model("runs/speech_text_from_text")         # a run directory (newest checkpoint) or an export
+    tokens = model.generate(prompts, 64, stop_tokens=[model.eos_id], allowed_mask=model.mask("text"))
+
+`path` is anything `InitFromConfig.path` accepts: an export (`params/` + `model_config.json` + `vocab_spec.json`,
+e.g. a run's `export/`, `tools.export_checkpoint`'s `<name>/`) or a run's model directory. Generation needs the
+vocabulary spec (which ids are text, semantic or which acoustic level), so a checkpoint without one is refused.
+The text vocabulary is loaded from the path its spec records (the byte vocabulary needs none); `text_vocab_path`
+points elsewhere (e.g. an export's `tokenizers/text` on another machine), and its identity must match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+
+from audiopalm.inference.decode import generate
+from audiopalm.inference.sampling import SamplingConfig, allowed_mask
+from audiopalm.model import TransformerConfig
+from audiopalm.sharding.mesh import MeshConfig, make_mesh
+from audiopalm.sharding.rules import ShardingRules
+from audiopalm.training.init_from import find_source, load_source
+from audiopalm.vocab.combined import CombinedVocabulary, load_text_vocab
+from audiopalm.vocab.spec import SPEC_FILE, VocabSpec
+
+PROMPT_BUCKET = 64  # prefill lengths are rounded up to a multiple of this: few compilations for many prompts
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LoadedModel:
+  """A decoder's parameters (laid out on `mesh` by `rules`), config and vocabulary."""
+
+  path: str
+  cfg: TransformerConfig
+  params: Any
+  vocab: CombinedVocabulary
+  step: int | None
+  mesh: jax.sharding.Mesh
+  rules: ShardingRules
+
+  @property
+  def spec(self) -> VocabSpec:
+    return self.vocab.spec
+
+  @property
+  def eos_id(self) -> int:
+    return self.spec.text.eos_id
+
+  def mask(self, modality: str, *, stop: bool = True) -> np.ndarray:
+    """[vocab_size] bool: the ids of one modality ('text', 'semantic', 'acoustic_<q>'), plus EOS if `stop`."""
+    return allowed_mask(self.spec, modality, stop_tokens=[self.eos_id] if stop else [],
+                        vocab_size=self.cfg.vocab_size)
+
+  def generate(self, prompts: Sequence[np.ndarray], max_new_tokens: int, *,
+               sampling: SamplingConfig = SamplingConfig(), rng: jax.Array | None = None,
+               stop_tokens: Sequence[int] = (), allowed_mask: np.ndarray | None = None,
+               mask_phase: int | Sequence[int] = 0, batch_size: int | None = None) -> list[np.ndarray]:
+    """`inference.generate` on this model's mesh, `batch_size` prompts at a time (a short last batch is filled
+    with copies of its first prompt, so every batch has one shape); new tokens per prompt, stop token included."""
+    rows = [np.asarray(p, np.int32).reshape(-1) for p in prompts]
+    size = batch_size or len(rows)
+    rng = jax.random.key(0) if rng is None else rng
+    phases = np.broadcast_to(np.asarray(mask_phase, np.int32), (len(rows),))
+    out: list[np.ndarray] = []
+    for start in range(0, len(rows), size):
+      batch, phase = rows[start:start + size], list(phases[start:start + size])
+      real = len(batch)
+      batch, phase = batch + [batch[0]] * (size - real), phase + [phase[0]] * (size - real)
+      rng, key = jax.random.split(rng)
+      out += generate(self.params, self.cfg, batch, max_new_tokens, sampling=sampling, rng=key,
+                      stop_tokens=stop_tokens, allowed_mask=allowed_mask, mask_phase=phase,
+                      pad_prompts_to=PROMPT_BUCKET, mesh=self.mesh, rules=self.rules)[:real]
+    return out
+
+
+def load_model(path: str, *, mesh: jax.sharding.Mesh | None = None, rules: ShardingRules = ShardingRules(),
+               text_vocab_path: str | None = None) -> LoadedModel:
+  """The decoder at `path` (see the module docstring) on `mesh` (default: fsdp over every device)."""
+  source = find_source(path)
+  if source.spec is None:
+    raise ValueError(f"{source.path}: no {SPEC_FILE}; generation needs the combined vocabulary the model was "
+                     "trained with (runs on speech-text data save it)")
+  mesh = mesh if mesh is not None else make_mesh(MeshConfig())
+  params, _ = load_source(source, mesh, rules)
+  text = load_text_vocab(source.spec.text.kind, text_vocab_path or source.spec.text.path)
+  return LoadedModel(str(source.path), source.model, params, CombinedVocabulary(source.spec, text), source.step,
+                     mesh, rules)
+
+
+def audio_codes(model: LoadedModel, ids: np.ndarray, modality: str) -> np.ndarray:
+  """Generated ids [T] of one audio range (EOS and anything after it dropped) → codes [T'] of that range."""
+  ids = np.asarray(ids).reshape(-1)
+  stop = np.flatnonzero(ids == model.eos_id)
+  ids = ids[:stop[0]] if stop.size else ids
+  ranges = {r.name: r for r in model.spec.audio_ranges}
+  r = ranges[modality]
+  if ids.size and (ids.min() < r.offset or ids.max() >= r.end):
+    raise ValueError(f"{model.path}: generated ids outside the {modality} range [{r.offset}, {r.end})")
+  return (ids - r.offset).astype(np.int32)

@@ -1,0 +1,54 @@
+"""Tiny randomly initialised speech models for tests: real decoders with the bundled tokenizers' vocabulary.
+
+    main, coarse, fine = (export_tiny(tmp / n, stage) for n, stage in
+                          (("main", "speech_text"), ("coarse", "acoustic"), ("fine", "acoustic")))
+
+'speech_text' models have the AudioPaLM vocabulary (bytes + the bundled semantic tokenizer's units), 'acoustic'
+models the AudioLM stages' (bytes + semantic + every level of the bundled codec), laid out as `VocabConfig`
+lays out a run's vocabulary for the demo tokens, so exports of them load like trained runs' exports.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from audiopalm.codec.checkpoint import load_codec
+from audiopalm.inference.audio_tokens import BUNDLED
+from audiopalm.model import Transformer, preset
+from audiopalm.semantic.tokenizer import load_semantic_tokenizer
+from audiopalm.tokenizers.codec_tokenizer import CodecTokenizer
+from audiopalm.training.checkpointing import export_params
+from audiopalm.vocab.combined import load_text_vocab
+from audiopalm.vocab.spec import VocabSpec, make_spec
+
+
+@functools.cache
+def bundled_identities() -> tuple[str, str, int]:
+  """(semantic identity, codec identity of all its levels, codec levels) of the bundled tokenizers."""
+  codec = load_codec(str(BUNDLED["acoustic"]))
+  levels = codec.config.num_quantizers
+  return load_semantic_tokenizer(str(BUNDLED["semantic"])).identity, CodecTokenizer(codec, levels).identity, levels
+
+
+def tiny_spec(kind: str) -> VocabSpec:
+  semantic, acoustic, levels = bundled_identities()
+  text = load_text_vocab("byte").spec
+  if kind == "speech_text":
+    return make_spec(text, semantic=(256, semantic))
+  if kind == "acoustic":
+    return make_spec(text, semantic=(256, semantic), acoustic=[(256, acoustic)] * levels)
+  raise ValueError(f"unknown tiny model kind {kind!r}")
+
+
+def export_tiny(directory: str, kind: str, seed: int = 0) -> str:
+  """Writes a random tiny model of `kind` as an export (params/, model_config.json, vocab_spec.json)."""
+  spec = tiny_spec(kind)
+  cfg = preset("tiny", vocab_size=spec.size)
+  tokens = jnp.zeros((1, 8), jnp.int32)
+  params = nn.unbox(Transformer(cfg).init(jax.random.key(seed), tokens, tokens, tokens))["params"]
+  export_params(params, cfg, str(directory), spec)
+  return str(directory)

@@ -1,0 +1,64 @@
+"""tools.evaluate end to end on the demo tokens with tiny random models: every metric reported, in JSON and
+TensorBoard; the ASR WER computed from the model's own transcripts; bad metric choices refused."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from audiopalm.evaluation import speech_metrics
+from audiopalm.evaluation.wer import error_rates
+from audiopalm.inference.models import load_model
+from audiopalm.inference.speech import SpeechConfig, SpeechTasks
+from audiopalm.inference.tiny_models import export_tiny
+from tools import evaluate
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+  root = tmp_path_factory.mktemp("evaluate_models")
+  return {"main": export_tiny(root / "main", "speech_text", seed=7),
+          "coarse": export_tiny(root / "coarse", "acoustic", seed=8),
+          "fine": export_tiny(root / "fine", "acoustic", seed=9)}
+
+
+@pytest.mark.slow
+def test_every_metric_to_json_and_tensorboard(models, demo_tokens, tmp_path, capsys):
+  out, tb = tmp_path / "eval.json", tmp_path / "tb"
+  status = evaluate.main([f"--model={models['main']}", f"--coarse_model={models['coarse']}",
+                          f"--fine_model={models['fine']}", f"--tokens_dir={demo_tokens}", "--split=train",
+                          "--max_examples=3", f"--output={out}", f"--tensorboard_dir={tb}"])
+  assert status == 0
+  report = json.loads(out.read_text())
+  results = report["results"]
+  assert set(results) == set(evaluate.METRICS) and report["examples"] == 3
+  assert set(results["perplexity"]["tasks"]) == {"asr", "tts", "continuation", "text_lm"}
+  for task in results["perplexity"]["tasks"].values():
+    assert task["tokens"] > 0 and task["perplexity"] > 1
+  for name, keys in {"asr": ("wer", "cer", "chance_wer"), "tts": ("semantic_roundtrip_wer", "wer", "length_ratio"),
+                     "codec": ("mel_distance", "si_snr_db"), "resynthesis": ("wer", "reference_wer")}.items():
+    for key in keys:
+      assert np.isfinite(results[name][key]), (name, key)
+  assert results["codec"]["utterances"] == 3 and results["codec"]["missing_audio"] == 0
+
+  # The reported ASR error rates are those of the model's transcripts.
+  examples = speech_metrics.read_examples(str(demo_tokens), "train", 3)
+  hyps = SpeechTasks(load_model(models["main"]), SpeechConfig()).transcribe([e["semantic"] for e in examples])
+  assert results["asr"]["wer"] == pytest.approx(error_rates([e["transcript"] for e in examples], hyps).wer)
+
+  tags = {value.tag for path in tb.glob("events.out.tfevents.*")
+          for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value}
+  assert {"asr/wer", "tts/wer", "codec/si_snr_db", "resynthesis/wer", "perplexity/overall/perplexity",
+          "perplexity/tasks/asr/perplexity"} <= tags
+  assert "asr wer" in capsys.readouterr().out
+
+
+def test_bad_metric_choices_are_refused(models, capsys):
+  base = [f"--model={models['main']}", "--tokens_dir=unused"]
+  assert evaluate.main(base + ["--metrics=asr,bleu"]) == 2
+  assert "unknown ['bleu']" in capsys.readouterr().err
+  assert evaluate.main(base + ["--metrics=resynthesis"]) == 2
+  assert "needs --coarse_model and --fine_model" in capsys.readouterr().err
+  assert evaluate.main(base + [f"--coarse_model={models['coarse']}"]) == 2
+  assert "give both" in capsys.readouterr().err

@@ -1,0 +1,234 @@
+"""Generate with trained models: ASR (audio → text), TTS (text → WAV) and speech continuation (audio → WAV).
+
+    python -m tools.generate asr --model=runs/speech_text_from_text --audio=a.flac [--audio=DIR ...] \
+        [--language=English] [--output=transcripts.jsonl]
+    python -m tools.generate tts --model=runs/speech_text_from_text --coarse_model=runs/audiolm_coarse_demo \
+        --fine_model=runs/audiolm_fine_demo --text="turn left twice" [--text_file=lines.txt] \
+        [--voice_prompt=speaker.flac] --output=DIR
+    python -m tools.generate continue --model=runs/speech_text_from_text --coarse_model=... --fine_model=... \
+        --audio=a.flac [--prompt_seconds=3] [--seconds=5] --output=DIR
+
+`--model` is the speech-text decoder (a run directory or an export, `audiopalm.inference.models`); `continue`
+also works with the AudioLM semantic stage (`--dedupe_semantic`, as that stage was trained). TTS and
+continuation turn semantic tokens into audio with the coarse and fine stage models and the codec
+(`audiopalm.inference.acoustic`): `--voice_prompt` is a recording of the voice to use (its first
+`--voice_prompt_seconds`); without one the stages choose a voice. Continuation prompts the stages with the
+input's own first seconds, and writes the input's prompt followed by the generated continuation.
+
+The semantic tokenizer and codec default to the ones the models' vocabularies name, found in an export's
+`tokenizers/` or the bundled assets (`--semantic_tokenizer`, `--codec` to point elsewhere; identities are
+checked). Audio inputs are files or directories (searched recursively). A file that cannot be decoded is
+reported and skipped; the exit status is 1 if any input failed, 2 for bad arguments.
+
+Outputs: `asr` prints `path<TAB>transcript` and writes JSON lines {"audio", "transcript"} to `--output`;
+`tts` and `continue` write `<output>/<name>.wav` at the codec's rate and `<output>/generated.jsonl` (one line
+per output: its text or input, WAV, seconds, semantic tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+
+from audiopalm.audio.io import AudioDecodeError, load_audio, write_audio
+from audiopalm.cli.logging_setup import setup_logging
+from audiopalm.formats.audiolm_stages import CoarseAcousticConfig, FineAcousticConfig
+from audiopalm.formats.audiopalm_tasks import ContinuationConfig
+from audiopalm.inference.acoustic import AcousticConfig, AcousticStages
+from audiopalm.inference.audio_tokens import tokenize, tokenizer_for
+from audiopalm.inference.models import load_model
+from audiopalm.inference.sampling import SamplingConfig
+from audiopalm.inference.speech import SpeechConfig, SpeechTasks
+from tools.resynthesize import collect_inputs
+
+log = logging.getLogger("tools.generate")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog="python -m tools.generate", description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="task", required=True)
+  common = argparse.ArgumentParser(add_help=False)
+  common.add_argument("--model", required=True, help="the speech-text decoder: run directory or export")
+  common.add_argument("--semantic_tokenizer", default=None, help="default: the one the model's vocabulary names")
+  common.add_argument("--language", default="English", help="the language in the task tags")
+  common.add_argument("--batch_size", type=int, default=16)
+  common.add_argument("--seed", type=int, default=0)
+  audio_out = argparse.ArgumentParser(add_help=False)
+  audio_out.add_argument("--coarse_model", required=True, help="AudioLM stage 2 (run directory or export)")
+  audio_out.add_argument("--fine_model", required=True, help="AudioLM stage 3 (run directory or export)")
+  audio_out.add_argument("--codec", default=None, help="default: the one the stage models' vocabularies name")
+  audio_out.add_argument("--coarse_levels", type=int, default=4, help="as the stage models were trained")
+  audio_out.add_argument("--coarse_window_seconds", type=float, default=10.0, help="stage 2's crop_seconds")
+  audio_out.add_argument("--fine_chunk_seconds", type=float, default=3.0, help="stage 3's chunk_seconds")
+  audio_out.add_argument("--speech_temperature", type=float, default=0.6, help="semantic tokens (0 = greedy)")
+  audio_out.add_argument("--coarse_temperature", type=float, default=0.8)
+  audio_out.add_argument("--fine_temperature", type=float, default=0.6)
+  audio_out.add_argument("--max_seconds", type=float, default=20.0, help="the longest speech generated")
+  audio_out.add_argument("--output", required=True, help="directory for the WAV files")
+
+  asr = sub.add_parser("asr", parents=[common], help="audio → text")
+  asr.add_argument("--audio", action="append", required=True, help="audio file or directory (repeatable)")
+  asr.add_argument("--output", default=None, help="JSON lines file of the transcripts")
+  asr.add_argument("--max_text_tokens", type=int, default=256)
+
+  tts = sub.add_parser("tts", parents=[common, audio_out], help="text → WAV")
+  tts.add_argument("--text", action="append", default=[], help="a sentence to speak (repeatable)")
+  tts.add_argument("--text_file", default=None, help="one sentence per line")
+  tts.add_argument("--voice_prompt", default=None, help="a recording of the voice to speak with")
+  tts.add_argument("--voice_prompt_seconds", type=float, default=3.0)
+
+  cont = sub.add_parser("continue", parents=[common, audio_out], help="audio prompt → its continuation as WAV")
+  cont.add_argument("--audio", action="append", required=True, help="audio file or directory (repeatable)")
+  cont.add_argument("--prompt_seconds", type=float, default=3.0, help="the first seconds of each input prompt")
+  cont.add_argument("--seconds", type=float, default=None, help="the longest continuation (default --max_seconds)")
+  cont.add_argument("--dedupe_semantic", action="store_true",
+                    help="remove repeated semantic tokens from the prompt (an AudioLM semantic-stage model)")
+  return parser.parse_args(argv)
+
+
+def _sampling(temperature: float) -> SamplingConfig:
+  return SamplingConfig(temperature=temperature)
+
+
+def _load_inputs(items: Sequence[str], sample_rate: int, seconds: float | None = None
+                 ) -> tuple[list[tuple[str, str, np.ndarray]], list[tuple[str, str]]]:
+  """(path, name, waveform) of every decodable input (its first `seconds`), and (path, reason) of the others."""
+  good, bad = [], []
+  for path, rel in collect_inputs(items):
+    try:
+      good.append((path, os.path.splitext(rel)[0], load_audio(path, sample_rate, end=seconds)))
+    except (AudioDecodeError, ValueError, OSError) as e:
+      print(f"FAILED: {path}: {e}", file=sys.stderr, flush=True)
+      bad.append((path, str(e)))
+  return good, bad
+
+
+def _stages(args: argparse.Namespace, semantic_rate: float) -> AcousticStages:
+  coarse, fine = load_model(args.coarse_model), load_model(args.fine_model)
+  codec_tok = tokenizer_for(fine.spec, "acoustic", args.codec, search=[fine.path, coarse.path])
+  config = AcousticConfig(
+      coarse=CoarseAcousticConfig(crop_seconds=args.coarse_window_seconds, coarse_levels=args.coarse_levels),
+      fine=FineAcousticConfig(chunk_seconds=args.fine_chunk_seconds, coarse_levels=args.coarse_levels),
+      coarse_sampling=_sampling(args.coarse_temperature), fine_sampling=_sampling(args.fine_temperature),
+      voice_prompt_seconds=getattr(args, "voice_prompt_seconds", 3.0), batch_size=args.batch_size, seed=args.seed)
+  return AcousticStages(coarse, fine, codec_tok.codec, semantic_rate, config)
+
+
+def _write(out_dir: str, name: str, wave: np.ndarray, rate: int, record: dict) -> dict:
+  path = os.path.join(out_dir, name + ".wav")
+  write_audio(path, wave, rate)
+  return {**record, "wav": path, "seconds": round(wave.size / rate, 3)}
+
+
+def run_asr(args: argparse.Namespace) -> int:
+  model = load_model(args.model)
+  semantic = tokenizer_for(model.spec, "semantic", args.semantic_tokenizer, search=[model.path])
+  inputs, bad = _load_inputs(args.audio, semantic.sample_rate)
+  codes = [c[:, 0] for c in tokenize(semantic, [w for _, _, w in inputs])]
+  speech = SpeechTasks(model, SpeechConfig(max_text_tokens=args.max_text_tokens, batch_size=args.batch_size,
+                                           semantic_frame_rate=semantic.frame_rate, seed=args.seed))
+  start = time.perf_counter()
+  texts = speech.transcribe(codes, args.language)
+  log.info("transcribed %d inputs in %.1f s", len(texts), time.perf_counter() - start)
+  records = [{"audio": path, "transcript": text} for (path, _, _), text in zip(inputs, texts)]
+  for r in records:
+    print(f"{r['audio']}\t{r['transcript']}", flush=True)
+  if args.output:
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w", encoding="utf-8") as f:
+      f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+  return 1 if bad else 0
+
+
+def _speech_config(args: argparse.Namespace, rate: float, **kwargs) -> SpeechConfig:
+  return SpeechConfig(speech_sampling=_sampling(args.speech_temperature), max_speech_seconds=args.max_seconds,
+                      semantic_frame_rate=rate, batch_size=args.batch_size, seed=args.seed, **kwargs)
+
+
+def run_tts(args: argparse.Namespace) -> int:
+  texts = list(args.text)
+  if args.text_file:
+    with open(args.text_file, encoding="utf-8") as f:
+      texts += [line.strip() for line in f if line.strip()]
+  if not texts:
+    print("error: give --text or --text_file", file=sys.stderr)
+    return 2
+  model = load_model(args.model)
+  semantic = tokenizer_for(model.spec, "semantic", args.semantic_tokenizer, search=[model.path])
+  stages = _stages(args, semantic.frame_rate)
+  prompt = None
+  if args.voice_prompt:
+    inputs, bad = _load_inputs([args.voice_prompt], semantic.sample_rate, args.voice_prompt_seconds)
+    if bad:
+      return 1
+    wave = inputs[0][2]
+    codec_tok = tokenizer_for(stages.fine_model.spec, "acoustic", args.codec, search=[stages.fine_model.path])
+    prompt = stages.voice_prompt(tokenize(semantic, [wave])[0][:, 0], tokenize(codec_tok, [wave])[0])
+  start = time.perf_counter()
+  codes = SpeechTasks(model, _speech_config(args, semantic.frame_rate)).synthesize(texts, args.language)
+  log.info("semantic tokens for %d texts in %.1f s", len(texts), time.perf_counter() - start)
+  waves = stages.synthesize(codes, prompt)
+  log.info("waveforms in %.1f s", time.perf_counter() - start)
+  records = [_write(args.output, f"{i:04d}", wave, stages.codec.sample_rate,
+                    {"text": text, "semantic_tokens": int(c.size)})
+             for i, (text, c, wave) in enumerate(zip(texts, codes, waves))]
+  _manifest(args.output, records)
+  return 0
+
+
+def run_continue(args: argparse.Namespace) -> int:
+  model = load_model(args.model)
+  semantic = tokenizer_for(model.spec, "semantic", args.semantic_tokenizer, search=[model.path])
+  stages = _stages(args, semantic.frame_rate)
+  codec_tok = tokenizer_for(stages.fine_model.spec, "acoustic", args.codec, search=[stages.fine_model.path])
+  inputs, bad = _load_inputs(args.audio, semantic.sample_rate, args.prompt_seconds)
+  waves = [w for _, _, w in inputs]
+  sem, acoustic = [c[:, 0] for c in tokenize(semantic, waves)], tokenize(codec_tok, waves)
+  config = _speech_config(args, semantic.frame_rate,
+                          continuation=ContinuationConfig(dedupe_semantic=args.dedupe_semantic))
+  new = SpeechTasks(model, config).continue_speech(sem, args.seconds or args.max_seconds)
+  records = []
+  for (path, name, wave), s, a, n in zip(inputs, sem, acoustic, new):
+    # The continuation, voiced like its own prompt; the prompt's audio is kept as it was recorded.
+    generated = stages.synthesize([n], stages.voice_prompt(s, a))[0]
+    rate = stages.codec.sample_rate
+    prompt_audio = wave if semantic.sample_rate == rate else load_audio(path, rate, end=args.prompt_seconds)
+    records.append(_write(args.output, name, np.concatenate([prompt_audio, generated]), rate,
+                          {"audio": path, "prompt_seconds": round(prompt_audio.size / rate, 3),
+                           "semantic_tokens": int(n.size)}))
+  _manifest(args.output, records)
+  return 1 if bad else 0
+
+
+def _manifest(out_dir: str, records: list[dict]) -> None:
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, "generated.jsonl"), "w", encoding="utf-8") as f:
+    f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+  for r in records:
+    print(f"wrote {r['wav']} ({r['seconds']} s)", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  setup_logging()
+  args = parse_args(argv)
+  if args.batch_size < 1:
+    print("error: --batch_size must be >= 1", file=sys.stderr)
+    return 2
+  run = {"asr": run_asr, "tts": run_tts, "continue": run_continue}[args.task]
+  try:
+    return run(args)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())
