@@ -17,7 +17,7 @@ from audiopalm.semantic import fit as semantic_fit
 from audiopalm.semantic import kmeans
 from audiopalm.sharding import mesh, rules
 from audiopalm.tokenizers import base as tokenizers
-from audiopalm.training import checkpointing, init_from, optimizer, param_groups, train_step, trainer
+from audiopalm.training import checkpointing, eval_hook, init_from, optimizer, param_groups, train_step, trainer
 from audiopalm.vocab import build as vocab_build
 
 # Public constructors.
@@ -30,6 +30,7 @@ OptimizerConfig = gin.external_configurable(optimizer.OptimizerConfig, "Optimize
 TrainStepConfig = gin.external_configurable(train_step.TrainStepConfig, "TrainStepConfig")
 CheckpointConfig = gin.external_configurable(checkpointing.CheckpointConfig, "CheckpointConfig")
 TrainerConfig = gin.external_configurable(trainer.TrainerConfig, "TrainerConfig")
+EvalConfig = gin.external_configurable(eval_hook.EvalConfig, "EvalConfig")
 InitFromConfig = gin.external_configurable(init_from.InitFromConfig, "InitFromConfig")
 ParamGroupsConfig = gin.external_configurable(param_groups.ParamGroupsConfig, "ParamGroupsConfig")
 TextSourceConfig = gin.external_configurable(text_source.TextSourceConfig, "TextSourceConfig")

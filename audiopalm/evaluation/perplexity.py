@@ -13,6 +13,7 @@ The forward pass is jit-compiled with the same shardings as training; every proc
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -46,6 +47,20 @@ def _summary(nll: float, tokens: float) -> dict[str, float]:
   return {"tokens": int(tokens), "nll": mean, "perplexity": math.exp(mean) if tokens else float("nan")}
 
 
+@functools.partial(jax.jit, static_argnames=("cfg", "num_tasks", "num_modalities"))
+def _sums(params: Any, batch: dict[str, jax.Array], modality: jax.Array, *, cfg: TransformerConfig, num_tasks: int,
+          num_modalities: int) -> tuple[jax.Array, ...]:
+  """nll and token sums per task [tasks] and per modality [modalities] of one batch (compiled once per model)."""
+  logits = Transformer(cfg).apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"])
+  logp = jax.nn.log_softmax(logits, axis=-1)  # [batch, length, vocab]
+  nll = -jnp.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]  # [batch, length]
+  w = (batch["weights"] > 0).astype(jnp.float32)
+  task = jax.nn.one_hot(batch["task_ids"], num_tasks) * w[..., None]  # [batch, length, tasks] (-1 → zeros)
+  mod = jax.nn.one_hot(modality[batch["targets"]], num_modalities) * w[..., None]
+  return (jnp.einsum("BT,BTK->K", nll, task), jnp.sum(task, axis=(0, 1)),
+          jnp.einsum("BT,BTM->M", nll, mod), jnp.sum(mod, axis=(0, 1)))
+
+
 def perplexity(params: Any, model_cfg: TransformerConfig, data: Any, num_batches: int | None,
                mesh: jax.sharding.Mesh | None = None, rules: ShardingRules = ShardingRules()) -> dict[str, Any]:
   """Per-task, per-modality and overall perplexity over `num_batches` batches of `data` (see module docstring);
@@ -62,19 +77,7 @@ def perplexity(params: Any, model_cfg: TransformerConfig, data: Any, num_batches
   sharding = batch_sharding(mesh, rules)
   modality, modality_names = modality_of_ids(spec)
   task_names = data.task_names
-  net = Transformer(model_cfg)
   num_tasks, num_modalities = len(task_names), len(modality_names)
-
-  @jax.jit
-  def sums(params, batch):  # -> nll and token sums per task and per modality
-    logits = net.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"])
-    logp = jax.nn.log_softmax(logits, axis=-1)  # [batch, length, vocab]
-    nll = -jnp.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]  # [batch, length]
-    w = (batch["weights"] > 0).astype(jnp.float32)
-    task = jax.nn.one_hot(batch["task_ids"], num_tasks) * w[..., None]  # [batch, length, tasks] (-1 → zeros)
-    mod = jax.nn.one_hot(jnp.asarray(modality)[batch["targets"]], num_modalities) * w[..., None]
-    return (jnp.einsum("BT,BTK->K", nll, task), jnp.sum(task, axis=(0, 1)),
-            jnp.einsum("BT,BTM->M", nll, mod), jnp.sum(mod, axis=(0, 1)))
 
   row_start, row_stop = host_row_range(sharding, data.global_batch_size, data.seq_len)
   iterator = data.make_iterator(row_start, row_stop)
@@ -90,7 +93,9 @@ def perplexity(params: Any, model_cfg: TransformerConfig, data: Any, num_batches
         break
       batches += 1
       batch = to_global_batch({k: local[k] for k in _KEYS}, sharding, data.global_batch_size)
-      for total, part in zip(totals, sums(params, batch)):
+      parts = _sums(params, batch, jnp.asarray(modality), cfg=model_cfg, num_tasks=num_tasks,
+                    num_modalities=num_modalities)
+      for total, part in zip(totals, parts):
         total += np.asarray(jax.device_get(part), np.float64)
   task_nll, task_tokens, mod_nll, mod_tokens = totals
   return {"tasks": {name: _summary(task_nll[i], task_tokens[i]) for i, name in enumerate(task_names)},

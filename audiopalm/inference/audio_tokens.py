@@ -4,8 +4,8 @@
     codes = tokenize(semantic, [wave_1, wave_2])                                     # [T, 1] each
 
 A model's vocabulary spec names its tokenizers by identity only. `tokenizer_for` loads the given path, or else
-the first of the usual places that holds the right one: `<dir>/tokenizers/<role>` of each search directory (an
-export made with `--tokens_dir`) and the bundled demo tokenizers. A tokenizer whose identity differs from the
+the first of the usual places that holds the right one: `tokenizers/<role>` in each search directory or its
+parent (`tools.export_checkpoint --tokens_dir` puts them beside the models) and the bundled demo tokenizers. A tokenizer whose identity differs from the
 spec's is refused: its tokens would mean something else to the model.
 """
 
@@ -46,7 +46,7 @@ def tokenizer_for(spec: VocabSpec, role: str, path: str | None = None, search: S
   identity = wanted_identity(spec, role)
   options = {} if role == "semantic" else {"num_levels": num_levels or len(spec.acoustic)}
   candidates = [epath.Path(path)] if path else (
-      [epath.Path(d) / "tokenizers" / role for d in search] + [BUNDLED[role]])
+      [p / "tokenizers" / role for d in search for p in (epath.Path(d), epath.Path(d).parent)] + [BUNDLED[role]])
   seen = []
   for candidate in candidates:
     if not candidate.exists():

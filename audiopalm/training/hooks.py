@@ -1,4 +1,5 @@
-"""Periodic work that hangs off the training loop: metrics logging and checkpointing.
+"""Periodic work that hangs off the training loop: metrics logging and checkpointing (held-out evaluation:
+`eval_hook.py`).
 
 A hook is called after every step with the step number (steps taken so far),
 the state and that step's metrics (device arrays, not yet fetched); it decides

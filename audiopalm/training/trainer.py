@@ -24,6 +24,7 @@ from audiopalm.model import Transformer, TransformerConfig, flops_per_token
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules, batch_sharding
 from audiopalm.training.checkpointing import CheckpointConfig, Checkpointer, export_params
+from audiopalm.training.eval_hook import EvalConfig, EvalHook, check_eval_data
 from audiopalm.training.hooks import CheckpointHook, Hook, MetricsHook
 from audiopalm.training.init_from import PROVENANCE_FILE, InitFromConfig, initial_state, provenance
 from audiopalm.training.metrics import peak_flops_per_device
@@ -137,12 +138,14 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
           step: TrainStepConfig = TrainStepConfig(), mesh: MeshConfig = MeshConfig(),
           rules: ShardingRules = ShardingRules(), checkpoint: CheckpointConfig = CheckpointConfig(),
           trainer: TrainerConfig = TrainerConfig(), init_from: InitFromConfig = InitFromConfig(),
-          param_groups: ParamGroupsConfig = ParamGroupsConfig()) -> dict[str, Any]:
+          param_groups: ParamGroupsConfig = ParamGroupsConfig(), evaluation: EvalConfig = EvalConfig(),
+          eval_data: InputSpec | None = None) -> dict[str, Any]:
   """Trains (or resumes training of) `model` on `data` up to `trainer.num_steps`.
 
   A new run starts from random parameters, or from the checkpoint `init_from.path` (continued pretraining, with
   the vocabulary extended to the input's); `param_groups` sets learning-rate multipliers for text rows, audio
-  rows and the rest.
+  rows and the rest. With `evaluation.every` > 0, the held-out perplexity on `eval_data` (a `SpeechTextConfig`
+  with the training data's vocabulary) is written every that many steps and at the last step (`EvalHook`).
 
   Returns {"step": steps taken in total, "finished": whether num_steps was reached (False after a
   preemption or an exhausted input), "model_dir": model_dir}.
@@ -154,6 +157,7 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
   rules.validate(device_mesh.axis_names)
   input_sharding = batch_sharding(device_mesh, rules)
   validate_inputs(data, model, input_sharding, step)
+  check_eval_data(evaluation, eval_data, data, input_sharding)
   model_path = epath.Path(model_dir)
   model_path.mkdir(parents=True, exist_ok=True)
   if jax.process_index() == 0:
@@ -189,11 +193,13 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
   metrics_hook = MetricsHook(model_dir, trainer.log_every, data.global_batch_size * data.seq_len,
                              flops_per_token(model, data.seq_len), device_mesh.size,
                              peak_flops_per_device(override=trainer.peak_flops_per_device))
-  hooks: list[Hook] = [metrics_hook, CheckpointHook(checkpointer, data_iter)]
+  eval_hook = EvalHook(model, eval_data, evaluation, device_mesh, rules, model_dir, writer=metrics_hook.writer,
+                       on_done=metrics_hook.start)
+  hooks: list[Hook] = [metrics_hook, CheckpointHook(checkpointer, data_iter), eval_hook]
   preemption = Preemption(checkpointer)
 
   # 4. The loop.
-  previous_metrics = None
+  previous_metrics, preempted = None, False
   try:
     with sharding_context(device_mesh, rules):
       while current < trainer.num_steps:
@@ -215,6 +221,7 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
           hook(current, state, metrics)
         if preemption.reached(current):
           log.warning("Preemption notice: saving step %d and exiting", current)
+          preempted = True
           break
       if previous_metrics is not None:
         _check_finite(previous_metrics, trainer.max_consecutive_nonfinite, current)
@@ -223,6 +230,8 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
     exported = (model_path / "export" / "model_config.json").exists()
     if trainer.export_params and current >= trainer.num_steps and (current > start or not exported):
       export_params(state.params, model, str(model_path / "export"), vocab)
+    if current > start and not preempted:
+      eval_hook.finish(current, state)  # the final parameters, unless that step was just evaluated
   finally:
     preemption.restore()
     metrics_hook.close()
