@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -41,13 +42,15 @@ from audiopalm.data.mixture import MixtureComponent
 from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.evaluation import speech_metrics
 from audiopalm.evaluation.perplexity import perplexity
-from audiopalm.formats.audiolm_stages import CoarseAcousticConfig, FineAcousticConfig
-from audiopalm.formats.audiopalm_tasks import ContinuationConfig
-from audiopalm.inference.acoustic import AcousticConfig, AcousticStages
+from audiopalm.formats.audiopalm_tasks import AsrConfig, ContinuationConfig, TextLmConfig, TtsConfig
+from audiopalm.cli.inference_flags import UsageError, add_stage_flags, load_stages
+from audiopalm.inference.acoustic import AcousticStages
 from audiopalm.inference.audio_tokens import tokenizer_for
 from audiopalm.inference.models import LoadedModel, load_model
 from audiopalm.inference.sampling import SamplingConfig
 from audiopalm.inference.speech import SpeechConfig, SpeechTasks
+from audiopalm.tokenizers.base import load_tokenizer
+from audiopalm.tokenizers.codec_tokenizer import CodecTokenizer
 from audiopalm.training.metrics import MetricsWriter
 from audiopalm.vocab.build import VocabConfig
 
@@ -55,9 +58,13 @@ log = logging.getLogger("tools.evaluate")
 
 METRICS = ("perplexity", "asr", "tts", "codec", "resynthesis")
 NEEDS_STAGES = ("resynthesis",)
-# The AudioPaLM mixture's components (gin_configs/mixtures/audiopalm.gin), each scored on its own.
-PERPLEXITY_TASKS = {"asr": None, "tts": None, "continuation": ContinuationConfig(prefix_fraction=(0.3, 0.7)),
-                    "text_lm": None}
+
+
+def task_configs(dedupe_semantic: bool) -> dict[str, Any]:
+  """The AudioPaLM mixture's format configs (gin_configs/mixtures/audiopalm.gin), by task."""
+  return {"asr": AsrConfig(dedupe_semantic=dedupe_semantic), "tts": TtsConfig(dedupe_semantic=dedupe_semantic),
+          "continuation": ContinuationConfig(prefix_fraction=(0.3, 0.7), dedupe_semantic=dedupe_semantic),
+          "text_lm": TextLmConfig()}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -66,16 +73,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--model", required=True, help="the speech-text decoder: run directory or export")
   parser.add_argument("--tokens_dir", required=True, help="a token dataset (data_pipeline.tokenize output)")
   parser.add_argument("--split", default="test")
-  parser.add_argument("--coarse_model", default=None, help="AudioLM stage 2 (run directory or export)")
-  parser.add_argument("--fine_model", default=None, help="AudioLM stage 3 (run directory or export)")
+  add_stage_flags(parser, required=False)
   parser.add_argument("--semantic_tokenizer", default=None, help="default: the one the model's vocabulary names")
-  parser.add_argument("--codec", default=None, help="default: the one the stage models' / dataset's tokens name")
   parser.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(METRICS)}")
   parser.add_argument("--max_examples", type=int, default=None, help="the first N transcribed examples")
   parser.add_argument("--seq_len", type=int, default=256, help="perplexity: packed row length")
   parser.add_argument("--batch_size", type=int, default=16, help="rows / prompts at a time")
-  parser.add_argument("--coarse_levels", type=int, default=4, help="as the stage models were trained")
   parser.add_argument("--speech_temperature", type=float, default=0.6)
+  parser.add_argument("--dedupe_semantic", action="store_true",
+                      help="the model was trained with AsrConfig / TtsConfig / ContinuationConfig.dedupe_semantic")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--output", default=None, help="JSON results (default <model>/eval/<split>.json)")
   parser.add_argument("--tensorboard_dir", default=None)
@@ -85,83 +91,117 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def _metrics(args: argparse.Namespace) -> list[str]:
   stages = args.coarse_model is not None and args.fine_model is not None
   if (args.coarse_model is None) != (args.fine_model is None):
-    raise ValueError("give both --coarse_model and --fine_model, or neither")
+    raise UsageError("give both --coarse_model and --fine_model, or neither")
+  if stages and args.dedupe_semantic:
+    raise UsageError("--dedupe_semantic: the stages need one semantic token per frame (drop the stage models)")
   if args.metrics is None:
     return [m for m in METRICS if stages or m not in NEEDS_STAGES]
   chosen = [m.strip() for m in args.metrics.split(",") if m.strip()]
   unknown = sorted(set(chosen) - set(METRICS))
   if unknown:
-    raise ValueError(f"--metrics: unknown {unknown}; choose from {list(METRICS)}")
+    raise UsageError(f"--metrics: unknown {unknown}; choose from {list(METRICS)}")
   if not stages and any(m in NEEDS_STAGES for m in chosen):
-    raise ValueError(f"--metrics {','.join(m for m in chosen if m in NEEDS_STAGES)} needs --coarse_model and "
+    raise UsageError(f"--metrics {','.join(m for m in chosen if m in NEEDS_STAGES)} needs --coarse_model and "
                      "--fine_model")
   return chosen
 
 
-def held_out_perplexity(model: LoadedModel, tokens_dir: str, split: str, seq_len: int, batch_size: int
-                        ) -> dict[str, Any]:
-  """One pass over the split as the AudioPaLM mixture, with the model's own vocabulary."""
-  components = tuple(MixtureComponent(format=name, dataset=tokens_dir, split=split, config=config)
-                     for name, config in PERPLEXITY_TASKS.items())
+def held_out_perplexity(model: LoadedModel, tokens_dir: str, split: str, seq_len: int, batch_size: int,
+                        configs: dict[str, Any]) -> dict[str, Any]:
+  """Each AudioPaLM task (`configs`: format config by task) over one pass of the split, with the model's own
+  vocabulary; the modalities and the overall figure sum over the tasks. A pass ends with the last whole batch."""
   vocab = VocabConfig(text_kind=model.spec.text.kind, text_path=model.spec.text.path, spec_path=model.path)
-  data = SpeechTextConfig(components=components, vocab_config=vocab, seq_len=seq_len, global_batch_size=batch_size,
-                          shuffle=False, num_epochs=1, log_every=0)
-  return perplexity(model.params, model.cfg, data, None, mesh=model.mesh, rules=model.rules)
+  tasks, modalities, batches = {}, {}, 0
+  for name, config in configs.items():
+    data = SpeechTextConfig(components=(MixtureComponent(format=name, dataset=tokens_dir, split=split, config=config),),
+                            vocab_config=vocab, seq_len=seq_len, global_batch_size=batch_size, shuffle=False,
+                            num_epochs=1, log_every=0)
+    result = perplexity(model.params, model.cfg, data, None, mesh=model.mesh, rules=model.rules)
+    tasks[name], batches = result["tasks"][name], batches + result["batches"]
+    for modality, value in result["modalities"].items():
+      total = modalities.setdefault(modality, [0.0, 0])
+      total[0] += value["nll"] * value["tokens"]
+      total[1] += value["tokens"]
+  overall = [sum(t["nll"] * t["tokens"] for t in tasks.values()), sum(t["tokens"] for t in tasks.values())]
+  return {"tasks": tasks, "modalities": {m: _summary(*v) for m, v in modalities.items()}, "overall": _summary(*overall),
+          "batches": batches}
 
 
-def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+def _summary(nll_sum: float, tokens: int) -> dict[str, float]:
+  mean = nll_sum / tokens
+  return {"tokens": int(tokens), "nll": mean, "perplexity": math.exp(mean)}
+
+
+def _check_dataset(tokens_dir: str, model: LoadedModel, codec_identity: str | None) -> None:
+  """Refuses a dataset whose tokens come from other tokenizers than the models read."""
+  info = json.loads((epath.Path(tokens_dir) / "metadata.json").read_text())["tokenizers"]
+  wanted = {"semantic": model.spec.semantic.tokenizer, "acoustic": codec_identity}
+  for role, identity in wanted.items():
+    have = info.get(role, {}).get("identity")
+    if identity is not None and have != identity:
+      raise UsageError(f"{tokens_dir}: its {role} tokens are {have!r}, the models read {identity!r}")
+
+
+def _setup(args: argparse.Namespace, metrics: list[str]):
+  """Models, tokenizers, codec and examples; UsageError when they do not load or do not fit together."""
+  try:
+    model = load_model(args.model)
+    semantic = tokenizer_for(model.spec, "semantic", args.semantic_tokenizer, search=[model.path])
+    stages = load_stages(args, model.spec.semantic.tokenizer, semantic.frame_rate)
+    codec = codec_identity = None
+    if stages is not None:
+      codec, codec_identity = stages.codec, CodecTokenizer(stages.codec, len(stages.fine_model.spec.acoustic)).identity
+    elif "codec" in metrics:
+      codec, codec_identity = _dataset_codec(args)
+    _check_dataset(args.tokens_dir, model, codec_identity)
+    examples = speech_metrics.read_examples(args.tokens_dir, args.split, args.max_examples)
+  except (ValueError, FileNotFoundError, KeyError) as e:
+    raise UsageError(str(e)) from e
+  return model, semantic, stages, codec, examples
+
+
+def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
   metrics = _metrics(args)
-  model = load_model(args.model)
-  semantic = tokenizer_for(model.spec, "semantic", args.semantic_tokenizer, search=[model.path])
-  speech = SpeechTasks(model, SpeechConfig(speech_sampling=SamplingConfig(temperature=args.speech_temperature),
+  model, semantic, stages, codec, examples = _setup(args, metrics)
+  configs = task_configs(args.dedupe_semantic)
+  speech = SpeechTasks(model, SpeechConfig(asr=configs["asr"], tts=configs["tts"],
+                                           continuation=configs["continuation"],
+                                           speech_sampling=SamplingConfig(temperature=args.speech_temperature),
                                            semantic_frame_rate=semantic.frame_rate, batch_size=args.batch_size,
                                            seed=args.seed))
-  stages = codec = None
-  if args.coarse_model is not None:
-    coarse, fine = load_model(args.coarse_model), load_model(args.fine_model)
-    codec = tokenizer_for(fine.spec, "acoustic", args.codec, search=[fine.path, coarse.path]).codec
-    config = AcousticConfig(coarse=CoarseAcousticConfig(coarse_levels=args.coarse_levels),
-                            fine=FineAcousticConfig(coarse_levels=args.coarse_levels), batch_size=args.batch_size,
-                            seed=args.seed)
-    stages = AcousticStages(coarse, fine, codec, semantic.frame_rate, config)
-  elif "codec" in metrics:
-    codec = _dataset_codec(args)
-  examples = speech_metrics.read_examples(args.tokens_dir, args.split, args.max_examples)
   log.info("%d examples of %s split %r; metrics: %s", len(examples), args.tokens_dir, args.split, ", ".join(metrics))
   results: dict[str, Any] = {}
   for name in metrics:
     start = time.perf_counter()
     if name == "perplexity":
-      results[name] = held_out_perplexity(model, args.tokens_dir, args.split, args.seq_len, args.batch_size)
+      results[name] = held_out_perplexity(model, args.tokens_dir, args.split, args.seq_len, args.batch_size, configs)
     elif name == "asr":
       results[name] = speech_metrics.asr(speech, examples)
     elif name == "tts":
       results[name] = speech_metrics.tts(speech, examples, stages, semantic if stages else None)
     elif name == "codec":
-      results[name] = speech_metrics.codec_resynthesis(codec, examples, _levels(stages, args))
+      results[name] = speech_metrics.codec_resynthesis(codec, examples, _levels(stages))
     elif name == "resynthesis":
       results[name] = speech_metrics.semantic_resynthesis(speech, stages, semantic, examples)
     results[name]["seconds_taken"] = round(time.perf_counter() - start, 2)
     log.info("%s done in %.1f s", name, results[name]["seconds_taken"])
   return {"model": model.path, "step": model.step, "coarse_model": args.coarse_model, "fine_model": args.fine_model,
           "tokens_dir": args.tokens_dir, "split": args.split, "examples": len(examples),
-          "command": "python -m tools.evaluate " + " ".join(sys.argv[1:]), "results": results}
+          "command": "python -m tools.evaluate " + " ".join(argv), "results": results}
 
 
-def _levels(stages: AcousticStages | None, args: argparse.Namespace) -> int | None:
+def _levels(stages: AcousticStages | None) -> int | None:
   return stages.num_levels if stages is not None else None
 
 
-def _dataset_codec(args: argparse.Namespace):
-  """Without stage models: the codec named by the dataset's metadata (or --codec)."""
-  from audiopalm.tokenizers.base import load_tokenizer  # pylint: disable=import-outside-toplevel
-  if args.codec:
-    return load_tokenizer("codec", args.codec).codec
+def _dataset_codec(args: argparse.Namespace) -> tuple[Any, str]:
+  """Without stage models: the codec of --codec or of the dataset's metadata, and the identity of its tokens."""
   meta = json.loads((epath.Path(args.tokens_dir) / "metadata.json").read_text())
   info = meta["tokenizers"].get("acoustic")
   if info is None:
-    raise ValueError(f"{args.tokens_dir} has no acoustic tokens: drop 'codec' from --metrics")
-  return load_tokenizer("codec", info["path"]).codec
+    raise UsageError(f"{args.tokens_dir} has no acoustic tokens: drop 'codec' from --metrics")
+  tokenizer = load_tokenizer("codec", args.codec or info["path"], num_levels=info["num_codebooks"])
+  return tokenizer.codec, tokenizer.identity
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -184,10 +224,11 @@ def summary(report: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
   setup_logging()
+  argv = sys.argv[1:] if argv is None else list(argv)
   args = parse_args(argv)
   try:
-    report = evaluate(args)
-  except (FileNotFoundError, ValueError) as e:
+    report = evaluate(args, argv)
+  except UsageError as e:  # anything else is a failure, with its traceback
     print(f"error: {e}", file=sys.stderr)
     return 2
   model_dir = epath.Path(report["model"])

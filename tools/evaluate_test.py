@@ -62,3 +62,11 @@ def test_bad_metric_choices_are_refused(models, capsys):
   assert "needs --coarse_model and --fine_model" in capsys.readouterr().err
   assert evaluate.main(base + [f"--coarse_model={models['coarse']}"]) == 2
   assert "give both" in capsys.readouterr().err
+
+
+def test_tokens_of_other_tokenizers_are_refused(models, tmp_path, capsys):
+  """A dataset whose semantic tokens come from another tokenizer than the model read is refused up front."""
+  meta = {"tokenizers": {"semantic": {"identity": "semantic-other"}}}
+  (tmp_path / "metadata.json").write_text(json.dumps(meta))
+  assert evaluate.main([f"--model={models['main']}", f"--tokens_dir={tmp_path}", "--metrics=asr"]) == 2
+  assert "its semantic tokens are 'semantic-other'" in capsys.readouterr().err

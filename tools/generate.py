@@ -8,17 +8,20 @@
     python -m tools.generate continue --model=runs/speech_text_from_text --coarse_model=... --fine_model=... \
         --audio=a.flac [--prompt_seconds=3] [--seconds=5] --output=DIR
 
-`--model` is the speech-text decoder (a run directory or an export, `audiopalm.inference.models`); `continue`
-also works with the AudioLM semantic stage (`--dedupe_semantic`, as that stage was trained). TTS and
+`--model` is the speech-text decoder (a run directory or an export, `audiopalm.inference.models`). TTS and
 continuation turn semantic tokens into audio with the coarse and fine stage models and the codec
 (`audiopalm.inference.acoustic`): `--voice_prompt` is a recording of the voice to use (its first
 `--voice_prompt_seconds`); without one the stages choose a voice. Continuation prompts the stages with the
-input's own first seconds, and writes the input's prompt followed by the generated continuation.
+input's own first seconds, and writes the input's prompt followed by the generated continuation. The stage
+flags (`--coarse_levels`, `--coarse_window_seconds`, `--fine_chunk_seconds`, `--num_levels`) must say how the
+stage models were trained (the defaults are the demo's). The stages need one semantic token per frame: models
+trained with `dedupe_semantic` (the AudioLM semantic stage) cannot drive them.
 
 The semantic tokenizer and codec default to the ones the models' vocabularies name, found in an export's
 `tokenizers/` or the bundled assets (`--semantic_tokenizer`, `--codec` to point elsewhere; identities are
 checked). Audio inputs are files or directories (searched recursively). A file that cannot be decoded is
-reported and skipped; the exit status is 1 if any input failed, 2 for bad arguments.
+reported and skipped; the exit status is 1 if any input failed, 2 for bad arguments or models, tokenizers and
+inputs that do not fit together.
 
 Outputs: `asr` prints `path<TAB>transcript` and writes JSON lines {"audio", "transcript"} to `--output`;
 `tts` and `continue` write `<output>/<name>.wav` at the codec's rate and `<output>/generated.jsonl` (one line
@@ -39,13 +42,14 @@ import numpy as np
 
 from audiopalm.audio.io import AudioDecodeError, load_audio, write_audio
 from audiopalm.cli.logging_setup import setup_logging
-from audiopalm.formats.audiolm_stages import CoarseAcousticConfig, FineAcousticConfig
-from audiopalm.formats.audiopalm_tasks import ContinuationConfig
-from audiopalm.inference.acoustic import AcousticConfig, AcousticStages
+from audiopalm.cli.inference_flags import UsageError, add_stage_flags, load_stages
+from audiopalm.inference.acoustic import AcousticStages
 from audiopalm.inference.audio_tokens import tokenize, tokenizer_for
-from audiopalm.inference.models import load_model
+from audiopalm.inference.models import LoadedModel, load_model
 from audiopalm.inference.sampling import SamplingConfig
 from audiopalm.inference.speech import SpeechConfig, SpeechTasks
+from audiopalm.tokenizers.base import AudioTokenizer
+from audiopalm.tokenizers.codec_tokenizer import CodecTokenizer
 from tools.resynthesize import collect_inputs
 
 log = logging.getLogger("tools.generate")
@@ -62,15 +66,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   common.add_argument("--batch_size", type=int, default=16)
   common.add_argument("--seed", type=int, default=0)
   audio_out = argparse.ArgumentParser(add_help=False)
-  audio_out.add_argument("--coarse_model", required=True, help="AudioLM stage 2 (run directory or export)")
-  audio_out.add_argument("--fine_model", required=True, help="AudioLM stage 3 (run directory or export)")
-  audio_out.add_argument("--codec", default=None, help="default: the one the stage models' vocabularies name")
-  audio_out.add_argument("--coarse_levels", type=int, default=4, help="as the stage models were trained")
-  audio_out.add_argument("--coarse_window_seconds", type=float, default=10.0, help="stage 2's crop_seconds")
-  audio_out.add_argument("--fine_chunk_seconds", type=float, default=3.0, help="stage 3's chunk_seconds")
+  add_stage_flags(audio_out, required=True)
   audio_out.add_argument("--speech_temperature", type=float, default=0.6, help="semantic tokens (0 = greedy)")
-  audio_out.add_argument("--coarse_temperature", type=float, default=0.8)
-  audio_out.add_argument("--fine_temperature", type=float, default=0.6)
   audio_out.add_argument("--max_seconds", type=float, default=20.0, help="the longest speech generated")
   audio_out.add_argument("--output", required=True, help="directory for the WAV files")
 
@@ -89,8 +86,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   cont.add_argument("--audio", action="append", required=True, help="audio file or directory (repeatable)")
   cont.add_argument("--prompt_seconds", type=float, default=3.0, help="the first seconds of each input prompt")
   cont.add_argument("--seconds", type=float, default=None, help="the longest continuation (default --max_seconds)")
-  cont.add_argument("--dedupe_semantic", action="store_true",
-                    help="remove repeated semantic tokens from the prompt (an AudioLM semantic-stage model)")
   return parser.parse_args(argv)
 
 
@@ -111,15 +106,25 @@ def _load_inputs(items: Sequence[str], sample_rate: int, seconds: float | None =
   return good, bad
 
 
-def _stages(args: argparse.Namespace, semantic_rate: float) -> AcousticStages:
-  coarse, fine = load_model(args.coarse_model), load_model(args.fine_model)
-  codec_tok = tokenizer_for(fine.spec, "acoustic", args.codec, search=[fine.path, coarse.path])
-  config = AcousticConfig(
-      coarse=CoarseAcousticConfig(crop_seconds=args.coarse_window_seconds, coarse_levels=args.coarse_levels),
-      fine=FineAcousticConfig(chunk_seconds=args.fine_chunk_seconds, coarse_levels=args.coarse_levels),
-      coarse_sampling=_sampling(args.coarse_temperature), fine_sampling=_sampling(args.fine_temperature),
-      voice_prompt_seconds=getattr(args, "voice_prompt_seconds", 3.0), batch_size=args.batch_size, seed=args.seed)
-  return AcousticStages(coarse, fine, codec_tok.codec, semantic_rate, config)
+def _setup(args: argparse.Namespace) -> tuple[LoadedModel, AudioTokenizer, AcousticStages | None]:
+  """The speech-text model, its semantic tokenizer and (for audio output) the stages; UsageError if they do not
+  load or do not fit together."""
+  try:
+    model = load_model(args.model)
+    semantic = tokenizer_for(model.spec, "semantic", args.semantic_tokenizer, search=[model.path])
+  except (ValueError, FileNotFoundError) as e:
+    raise UsageError(str(e)) from e
+  stages = None
+  if args.task != "asr":
+    stages = load_stages(args, model.spec.semantic.tokenizer, semantic.frame_rate,
+                         getattr(args, "voice_prompt_seconds", 3.0))
+  return model, semantic, stages
+
+
+def _codec_tokens(stages: AcousticStages, paths: Sequence[str], seconds: float | None) -> list[np.ndarray]:
+  """The codec's tokens [T, Q] of each file's first `seconds`, read at the codec's rate."""
+  codec_tok = CodecTokenizer(stages.codec, len(stages.fine_model.spec.acoustic))
+  return tokenize(codec_tok, [load_audio(p, codec_tok.sample_rate, end=seconds) for p in paths])
 
 
 def _write(out_dir: str, name: str, wave: np.ndarray, rate: int, record: dict) -> dict:
@@ -129,8 +134,7 @@ def _write(out_dir: str, name: str, wave: np.ndarray, rate: int, record: dict) -
 
 
 def run_asr(args: argparse.Namespace) -> int:
-  model = load_model(args.model)
-  semantic = tokenizer_for(model.spec, "semantic", args.semantic_tokenizer, search=[model.path])
+  model, semantic, _ = _setup(args)
   inputs, bad = _load_inputs(args.audio, semantic.sample_rate)
   codes = [c[:, 0] for c in tokenize(semantic, [w for _, _, w in inputs])]
   speech = SpeechTasks(model, SpeechConfig(max_text_tokens=args.max_text_tokens, batch_size=args.batch_size,
@@ -159,19 +163,15 @@ def run_tts(args: argparse.Namespace) -> int:
     with open(args.text_file, encoding="utf-8") as f:
       texts += [line.strip() for line in f if line.strip()]
   if not texts:
-    print("error: give --text or --text_file", file=sys.stderr)
-    return 2
-  model = load_model(args.model)
-  semantic = tokenizer_for(model.spec, "semantic", args.semantic_tokenizer, search=[model.path])
-  stages = _stages(args, semantic.frame_rate)
+    raise UsageError("give --text or --text_file")
+  model, semantic, stages = _setup(args)
   prompt = None
   if args.voice_prompt:
     inputs, bad = _load_inputs([args.voice_prompt], semantic.sample_rate, args.voice_prompt_seconds)
     if bad:
-      return 1
-    wave = inputs[0][2]
-    codec_tok = tokenizer_for(stages.fine_model.spec, "acoustic", args.codec, search=[stages.fine_model.path])
-    prompt = stages.voice_prompt(tokenize(semantic, [wave])[0][:, 0], tokenize(codec_tok, [wave])[0])
+      raise UsageError(f"--voice_prompt {args.voice_prompt}: {bad[0][1]}")
+    acoustic = _codec_tokens(stages, [args.voice_prompt], args.voice_prompt_seconds)[0]
+    prompt = stages.voice_prompt(tokenize(semantic, [inputs[0][2]])[0][:, 0], acoustic)
   start = time.perf_counter()
   codes = SpeechTasks(model, _speech_config(args, semantic.frame_rate)).synthesize(texts, args.language)
   log.info("semantic tokens for %d texts in %.1f s", len(texts), time.perf_counter() - start)
@@ -185,22 +185,18 @@ def run_tts(args: argparse.Namespace) -> int:
 
 
 def run_continue(args: argparse.Namespace) -> int:
-  model = load_model(args.model)
-  semantic = tokenizer_for(model.spec, "semantic", args.semantic_tokenizer, search=[model.path])
-  stages = _stages(args, semantic.frame_rate)
-  codec_tok = tokenizer_for(stages.fine_model.spec, "acoustic", args.codec, search=[stages.fine_model.path])
+  model, semantic, stages = _setup(args)
   inputs, bad = _load_inputs(args.audio, semantic.sample_rate, args.prompt_seconds)
-  waves = [w for _, _, w in inputs]
-  sem, acoustic = [c[:, 0] for c in tokenize(semantic, waves)], tokenize(codec_tok, waves)
-  config = _speech_config(args, semantic.frame_rate,
-                          continuation=ContinuationConfig(dedupe_semantic=args.dedupe_semantic))
-  new = SpeechTasks(model, config).continue_speech(sem, args.seconds or args.max_seconds)
+  sem = [c[:, 0] for c in tokenize(semantic, [w for _, _, w in inputs])]
+  acoustic = _codec_tokens(stages, [path for path, _, _ in inputs], args.prompt_seconds)
+  new = SpeechTasks(model, _speech_config(args, semantic.frame_rate)).continue_speech(sem, args.seconds or
+                                                                                     args.max_seconds)
   records = []
-  for (path, name, wave), s, a, n in zip(inputs, sem, acoustic, new):
+  for (path, name, _), s, a, n in zip(inputs, sem, acoustic, new):
     # The continuation, voiced like its own prompt; the prompt's audio is kept as it was recorded.
     generated = stages.synthesize([n], stages.voice_prompt(s, a))[0]
     rate = stages.codec.sample_rate
-    prompt_audio = wave if semantic.sample_rate == rate else load_audio(path, rate, end=args.prompt_seconds)
+    prompt_audio = load_audio(path, rate, end=args.prompt_seconds)
     records.append(_write(args.output, name, np.concatenate([prompt_audio, generated]), rate,
                           {"audio": path, "prompt_seconds": round(prompt_audio.size / rate, 3),
                            "semantic_tokens": int(n.size)}))
@@ -225,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   run = {"asr": run_asr, "tts": run_tts, "continue": run_continue}[args.task]
   try:
     return run(args)
-  except (FileNotFoundError, ValueError) as e:
+  except UsageError as e:  # anything else is a failure, with its traceback
     print(f"error: {e}", file=sys.stderr)
     return 2
 

@@ -232,8 +232,20 @@ class SpeechTextConfig:
                           seed=mixture.component_seed(self.seed, _PACKING_SEED), keys=keys)
     packing_stats = packing.PackingStats(length=self.seq_len)
     report = _Report(packing_stats, stats, self.log_every, shard_index)
-    return packed.batch(rows, drop_remainder=True).map(
-        lambda b: report(packing.to_batch(b, bos_id=bos_id, pad_id=pad_id)))
+    # An endless input drops nothing; a finite one ends with a partial batch, filled with weight-0 padding rows.
+    finite = self.num_epochs is not None
+    return packed.batch(rows, drop_remainder=not finite).map(
+        lambda b: report(_fill_rows(packing.to_batch(b, bos_id=bos_id, pad_id=pad_id), rows, pad_id)))
+
+
+def _fill_rows(batch: dict[str, np.ndarray], rows: int, pad_id: int) -> dict[str, np.ndarray]:
+  """A batch of fewer than `rows` rows (a finite input's last) padded to `rows` with empty rows: pad tokens,
+  segment 0, weight 0, task id -1."""
+  short = rows - next(iter(batch.values())).shape[0]
+  if short <= 0:
+    return batch
+  fill = {"inputs": pad_id, "targets": pad_id, "task_ids": -1}
+  return {k: np.concatenate([v, np.full((short,) + v.shape[1:], fill.get(k, 0), v.dtype)]) for k, v in batch.items()}
 
 
 class _CheckedState(grain.IterDataset):

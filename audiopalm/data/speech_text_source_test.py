@@ -204,3 +204,14 @@ def test_stage_mixtures_get_acoustic_levels_and_the_delay_token(small):
   batch = next(stage.make_iterator(0, 4))
   kinds = {stage.vocab.kind_of(int(t)) for t in batch["targets"][batch["segment_ids"] > 0]}
   assert kinds == {"text", "special", "semantic", "acoustic_0", "acoustic_1"}  # EOS, delay pad, conditioning, Q'=2
+
+
+def test_a_finite_input_ends_with_a_padded_batch_holding_the_rest(small):
+  cfg = _config(small, ("text_lm", 1.0, None), global_batch_size=7, num_epochs=1)
+  batches = list(cfg.dataset(0, 1, 7))
+  assert all(b["inputs"].shape[0] == 7 for b in batches)
+  seen = [s for b in batches for s in _segments(b, cfg.vocab)]
+  assert len(seen) == 60 and len(set(seen)) == 60  # every example once, none dropped with the last batch
+  last = batches[-1]
+  empty = last["segment_ids"].max(axis=1) == 0
+  assert empty.any() and not last["weights"][empty].any()

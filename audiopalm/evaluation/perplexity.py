@@ -64,7 +64,8 @@ def _sums(params: Any, batch: dict[str, jax.Array], modality: jax.Array, *, cfg:
 def perplexity(params: Any, model_cfg: TransformerConfig, data: Any, num_batches: int | None,
                mesh: jax.sharding.Mesh | None = None, rules: ShardingRules = ShardingRules()) -> dict[str, Any]:
   """Per-task, per-modality and overall perplexity over `num_batches` batches of `data` (see module docstring);
-  None: until the input ends (a `data` with `num_epochs` set, read by one process)."""
+  None: until the input ends (a `data` with `num_epochs` set, read by one process; its last batch is padded, so
+  every example counts; a mixture ends when its first component does)."""
   if num_batches is not None and num_batches < 1:
     raise ValueError(f"num_batches must be >= 1 or None, got {num_batches}")
   if num_batches is None and (data.num_epochs is None or jax.process_count() > 1):
@@ -97,6 +98,8 @@ def perplexity(params: Any, model_cfg: TransformerConfig, data: Any, num_batches
                     num_modalities=num_modalities)
       for total, part in zip(totals, parts):
         total += np.asarray(jax.device_get(part), np.float64)
+  if not batches:
+    raise ValueError(f"the input holds no whole batch of {data.global_batch_size} rows of {data.seq_len} tokens")
   task_nll, task_tokens, mod_nll, mod_tokens = totals
   return {"tasks": {name: _summary(task_nll[i], task_tokens[i]) for i, name in enumerate(task_names)},
           "modalities": {name: _summary(mod_nll[i], mod_tokens[i]) for i, name in enumerate(modality_names)

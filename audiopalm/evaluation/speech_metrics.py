@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from audiopalm.audio.io import AudioDecodeError, load_audio
+from audiopalm.audio.io import AudioDecodeError, load_audio, resample
 from audiopalm.codec import spectral
 from audiopalm.codec.model import PAD_CODE, Codec
 from audiopalm.data.token_source import TokenShardSource
@@ -80,7 +80,9 @@ def asr(speech: SpeechTasks, examples: Sequence[dict[str, Any]]) -> dict[str, An
 
 
 def _transcribe_waves(speech: SpeechTasks, semantic_tokenizer: AudioTokenizer, waves: Sequence[np.ndarray],
-                      languages: Sequence[str | None]) -> list[str]:
+                      rate: int, languages: Sequence[str | None]) -> list[str]:
+  """Waveforms at `rate` (the codec's) → resampled to the semantic tokenizer's rate, tokenized, transcribed."""
+  waves = [resample(w, rate, semantic_tokenizer.sample_rate) for w in waves]
   codes = [c[:, 0] for c in tokenize(semantic_tokenizer, waves)]
   return speech.transcribe(codes, list(languages))
 
@@ -98,10 +100,8 @@ def tts(speech: SpeechTasks, examples: Sequence[dict[str, Any]], stages: Acousti
                             "empty_outputs": int((lengths == 0).sum()),
                             "length_ratio": float(lengths.sum() / truth.sum())}
   if stages is not None and semantic_tokenizer is not None:
-    if semantic_tokenizer.sample_rate != stages.codec.sample_rate:
-      raise ValueError(f"the semantic tokenizer reads {semantic_tokenizer.sample_rate} Hz audio, the codec makes "
-                       f"{stages.codec.sample_rate} Hz")
-    heard = _transcribe_waves(speech, semantic_tokenizer, stages.synthesize(codes), languages)
+    heard = _transcribe_waves(speech, semantic_tokenizer, stages.synthesize(codes), stages.codec.sample_rate,
+                              languages)
     result.update(_rates("", refs, heard))
     result["samples"] = _samples(refs, heard)
   else:
@@ -156,7 +156,7 @@ def semantic_resynthesis(speech: SpeechTasks, stages: AcousticStages, semantic_t
   refs = [e["transcript"] for e in examples]
   languages = [e.get("language") for e in examples]
   waves = stages.synthesize([np.asarray(e["semantic"]) for e in examples])
-  heard = _transcribe_waves(speech, semantic_tokenizer, waves, languages)
+  heard = _transcribe_waves(speech, semantic_tokenizer, waves, stages.codec.sample_rate, languages)
   original = speech.transcribe([e["semantic"] for e in examples], languages)
   result = {"utterances": len(refs), **_rates("", refs, heard), **_rates("reference_", refs, original),
             "samples": _samples(refs, heard)}

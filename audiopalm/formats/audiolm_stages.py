@@ -222,7 +222,7 @@ def _acoustic_codes(example: Mapping[str, Any], name: str) -> np.ndarray:
 def _check_acoustic(example: Mapping[str, Any], vocab: Any, levels: int, name: str, what: str) -> np.ndarray:
   """The example's acoustic codes [T_a, levels] (its first `levels` levels), after checking it has them and the
   vocabulary has a range for each."""
-  ranges = {int(r.name.rsplit("_", 1)[1]): r for r in vocab.spec.acoustic}
+  ranges = {r.level: r for r in vocab.spec.acoustic}
   missing = [q for q in range(levels) if q not in ranges]
   if missing:
     raise ValueError(f"{name}: {what} needs acoustic levels 0..{levels - 1}; the vocabulary has no range for "

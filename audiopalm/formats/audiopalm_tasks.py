@@ -288,29 +288,38 @@ def _emit(parts: list[tuple[np.ndarray, float]], task: str, max_length: int | No
 # Prompts: the unweighted part of a sequence, which is all that inference has (`audiopalm.inference.speech`).
 
 
-def asr_prompt(vocab: CombinedVocabulary, semantic: Any, language: str | None,
-               config: AsrConfig = AsrConfig()) -> np.ndarray | None:
-  """`[ASR <lang>] ` audio: the ids [P] before the transcript (None when there is no audio); semantic: codes [T]."""
+def _prompt_language(language: str | None, config: _AudioTask, tag: str) -> str:
+  language = language or config.default_language
+  if language is None and _needs_language(tag):
+    raise ValueError(f"the tag {tag!r} needs a language: give one (or set the config's default_language)")
+  return language or ""
+
+
+def _audio_prompt(vocab: CombinedVocabulary, semantic: Any, language: str | None, config: _AudioTask,
+                  tag: str) -> np.ndarray | None:
   audio, _ = _audio(vocab, semantic, config.dedupe_semantic)
   if not audio.size:
     return None
-  return np.concatenate([_tag(vocab, config.tag, language=language or ""), audio]).astype(np.int32)
+  return np.concatenate([_tag(vocab, tag, language=_prompt_language(language, config, tag)), audio]).astype(np.int32)
+
+
+def asr_prompt(vocab: CombinedVocabulary, semantic: Any, language: str | None,
+               config: AsrConfig = AsrConfig()) -> np.ndarray | None:
+  """`[ASR <lang>] ` audio: the ids [P] before the transcript (None when there is no audio); semantic: codes [T]."""
+  return _audio_prompt(vocab, semantic, language, config, config.tag)
 
 
 def tts_prompt(vocab: CombinedVocabulary, text: str, language: str | None,
                config: TtsConfig = TtsConfig()) -> np.ndarray:
   """`[TTS <lang>] ` transcript: the ids [P] before the audio."""
-  return np.concatenate([_tag(vocab, config.tag, language=language or ""),
-                         vocab.encode_text(text)]).astype(np.int32)
+  language = _prompt_language(language, config, config.tag)
+  return np.concatenate([_tag(vocab, config.tag, language=language), vocab.encode_text(text)]).astype(np.int32)
 
 
 def continuation_prompt(vocab: CombinedVocabulary, semantic: Any, language: str | None = None,
                         config: ContinuationConfig = ContinuationConfig()) -> np.ndarray | None:
   """(tag ␣) audio: every given semantic code [T] is the prefix to continue (None when there is none)."""
-  audio, _ = _audio(vocab, semantic, config.dedupe_semantic)
-  if not audio.size:
-    return None
-  return np.concatenate([_tag(vocab, config.tag, language=language or ""), audio]).astype(np.int32)
+  return _audio_prompt(vocab, semantic, language, config, config.tag)
 
 
 # ---------------------------------------------------------------------------------------------------------------

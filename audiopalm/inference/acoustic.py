@@ -84,18 +84,34 @@ class VoicePrompt:
   acoustic: np.ndarray
 
 
+def _fraction(rate: float) -> fractions.Fraction:
+  return fractions.Fraction(float(rate)).limit_denominator(1000)
+
+
 def _level_masks(model: LoadedModel, levels: Sequence[int]) -> np.ndarray:
   """[len(levels), vocab] bool: row i allows only acoustic level levels[i] (no EOS)."""
   return np.stack([allowed_mask(model.spec, f"acoustic_{q}", vocab_size=model.cfg.vocab_size) for q in levels])
 
 
-def _check_stage(model: LoadedModel, levels: int, what: str, semantic: bool) -> None:
-  present = {int(r.name.rsplit("_", 1)[1]) for r in model.spec.acoustic}
+def _offsets(model: LoadedModel, levels: Sequence[int]) -> np.ndarray:
+  """[len(levels)]: the first id of each acoustic level's range."""
+  by_level = {r.level: r.offset for r in model.spec.acoustic}
+  return np.array([by_level[q] for q in levels], np.int32)
+
+
+def _check_stage(model: LoadedModel, levels: int, what: str, semantic: bool) -> str:
+  """Checks the stage model's vocabulary has levels 0..levels-1 (and semantic tokens); returns the identity of
+  the acoustic tokenizer it was trained on."""
+  present = {r.level for r in model.spec.acoustic}
   missing = sorted(set(range(levels)) - present)
   if missing:
     raise ValueError(f"{model.path}: the {what} model's vocabulary has no range for acoustic levels {missing}")
   if semantic and model.spec.semantic is None:
     raise ValueError(f"{model.path}: the {what} model's vocabulary has no semantic range")
+  identities = {r.tokenizer for r in model.spec.acoustic}
+  if len(identities) != 1:
+    raise ValueError(f"{model.path}: the {what} model's acoustic ranges name several tokenizers: {sorted(identities)}")
+  return identities.pop()
 
 
 class AcousticStages:
@@ -108,22 +124,26 @@ class AcousticStages:
     self.num_levels = config.fine.num_levels or len(fine.spec.acoustic)
     if self.num_levels <= q_coarse:
       raise ValueError(f"{fine.path}: {self.num_levels} acoustic levels leave no fine levels above {q_coarse}")
-    _check_stage(coarse, q_coarse, "coarse", semantic=True)
-    _check_stage(fine, self.num_levels, "fine", semantic=False)
-    identity = CodecTokenizer(codec, self.num_levels).identity
-    for model, levels in ((coarse, q_coarse), (fine, self.num_levels)):
-      trained = {r.tokenizer for r in model.spec.acoustic if int(r.name.rsplit("_", 1)[1]) < levels}
-      if trained != {identity}:
-        raise ValueError(f"{model.path} was trained on acoustic tokens of {sorted(trained)}; this codec's first "
-                         f"{self.num_levels} levels are {identity!r}")
+    identities = {_check_stage(coarse, q_coarse, "coarse", semantic=True),
+                  _check_stage(fine, self.num_levels, "fine", semantic=False)}
+    # The spec names the dataset's tokenizer: the codec at all the levels the dataset holds.
+    expected = CodecTokenizer(codec, len(fine.spec.acoustic)).identity
+    if identities != {expected}:
+      raise ValueError(f"the stage models were trained on acoustic tokens of {sorted(identities)}; this codec's "
+                       f"first {len(fine.spec.acoustic)} levels are {expected!r}")
     self.semantic_frame_rate = semantic_frame_rate
-    rate = lambda r: fractions.Fraction(float(r)).limit_denominator(1000)  # noqa: E731
-    self.n_s, self.n_a, self.block_rate = aligned_block(rate(semantic_frame_rate), rate(codec.frame_rate))
+    self.n_s, self.n_a, self.block_rate = aligned_block(_fraction(semantic_frame_rate), _fraction(codec.frame_rate))
     self.window_blocks = int(math.floor(config.coarse.crop_seconds * float(self.block_rate) + 1e-6))
     self.chunk_frames = int(math.floor(config.fine.chunk_seconds * codec.frame_rate + 1e-6))
     if self.window_blocks < 2 or self.chunk_frames < 1:
       raise ValueError("AcousticConfig: the coarse window must hold at least two aligned blocks and the fine chunk "
                        "one frame")
+
+  def check_semantic(self, identity: str) -> None:
+    """Refuses semantic tokens of another tokenizer than the coarse stage was trained on."""
+    trained = self.coarse_model.spec.semantic.tokenizer
+    if identity != trained:
+      raise ValueError(f"{self.coarse_model.path} was trained on semantic tokens of {trained!r}, not {identity!r}")
 
   @property
   def coarse_levels(self) -> int:
@@ -156,6 +176,12 @@ class AcousticStages:
     """Semantic codes [T_s] per utterance → coarse codes [ceil(T_s / n_s) · n_a, Q'] (see the module docstring)."""
     model, q = self.coarse_model, self.coarse_levels
     prompt_blocks = 0 if prompt is None else prompt.semantic.size // self.n_s
+    if prompt is not None and not (prompt.semantic.size == prompt_blocks * self.n_s < self.window_blocks * self.n_s
+                                   and prompt.acoustic.shape[0] == prompt_blocks * self.n_a
+                                   and prompt.acoustic.shape[1] >= q):
+      raise ValueError(f"voice prompt of {prompt.semantic.size} semantic and {prompt.acoustic.shape} acoustic codes: "
+                       f"need whole aligned blocks ({self.n_s} : {self.n_a} frames), fewer than the window's "
+                       f"{self.window_blocks}, and >= {q} levels (make it with AcousticStages.voice_prompt)")
     per_window = self.window_blocks - prompt_blocks
     windows, owners = [], []  # (semantic codes of the window, its blocks), utterance index
     for i, codes in enumerate(semantic):
@@ -171,10 +197,10 @@ class AcousticStages:
     out = model.generate(prompts, max(frames, default=1) * q, sampling=self.config.coarse_sampling,
                          rng=jax.random.key(self.config.seed), allowed_mask=_level_masks(model, range(q)),
                          batch_size=self.config.batch_size) if windows else []
-    offsets = np.array([r.offset for r in sorted(model.spec.acoustic, key=lambda r: int(r.name.rsplit("_", 1)[1]))])
+    offsets = _offsets(model, range(q))
     pieces: list[list[np.ndarray]] = [[] for _ in semantic]
     for owner, n, ids in zip(owners, frames, out):
-      pieces[owner].append(ids[:n * q].reshape(n, q) - offsets[:q])
+      pieces[owner].append(ids[:n * q].reshape(n, q) - offsets)
     return [np.concatenate(p).astype(np.int32) if p else np.zeros((0, q), np.int32) for p in pieces]
 
   def fine(self, coarse: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -192,8 +218,7 @@ class AcousticStages:
                          sampling=self.config.fine_sampling, rng=jax.random.key(self.config.seed + 1),
                          allowed_mask=_level_masks(model, fine_levels),
                          batch_size=self.config.batch_size) if chunks else []
-    by_level = {int(r.name.rsplit("_", 1)[1]): r.offset for r in model.spec.acoustic}
-    offsets = np.array([by_level[level] for level in fine_levels])
+    offsets = _offsets(model, fine_levels)
     pieces: list[list[np.ndarray]] = [[] for _ in coarse]
     for owner, chunk, ids in zip(owners, chunks, out):
       n = chunk.shape[0]

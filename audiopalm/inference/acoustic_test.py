@@ -6,7 +6,7 @@ import pytest
 
 from audiopalm.codec.checkpoint import load_codec
 from audiopalm.formats.audiolm_stages import CoarseAcousticConfig, FineAcousticConfig, coarse_acoustic, fine_acoustic
-from audiopalm.inference.acoustic import AcousticConfig, AcousticStages
+from audiopalm.inference.acoustic import AcousticConfig, AcousticStages, VoicePrompt
 from audiopalm.inference.audio_tokens import BUNDLED
 from audiopalm.inference.models import load_model
 from audiopalm.inference.tiny_models import export_tiny
@@ -81,3 +81,17 @@ def test_refusals(models):
   other.variables["codebooks"]["embed"] = other.variables["codebooks"]["embed"] + 1.0
   with pytest.raises(ValueError, match="trained on acoustic tokens of"):
     AcousticStages(coarse, fine, other, 25.0)
+
+
+def test_semantic_tokens_and_voice_prompts_that_do_not_fit_are_refused(models):
+  stages = _stages(models, window=1.0)
+  stages.check_semantic(stages.coarse_model.spec.semantic.tokenizer)
+  with pytest.raises(ValueError, match="was trained on semantic tokens of"):
+    stages.check_semantic("semantic-other")
+  rng = np.random.default_rng(2)
+  too_long = VoicePrompt(rng.integers(0, 256, 25), rng.integers(0, 256, (50, 4)))  # the whole 1 s window
+  with pytest.raises(ValueError, match="fewer than the window's 25"):
+    stages.coarse([rng.integers(0, 256, 5)], too_long)
+  uneven = VoicePrompt(rng.integers(0, 256, 5), rng.integers(0, 256, (9, 4)))
+  with pytest.raises(ValueError, match="whole aligned blocks"):
+    stages.coarse([rng.integers(0, 256, 5)], uneven)

@@ -60,8 +60,11 @@ class LoadedModel:
                stop_tokens: Sequence[int] = (), allowed_mask: np.ndarray | None = None,
                mask_phase: int | Sequence[int] = 0, batch_size: int | None = None) -> list[np.ndarray]:
     """`inference.generate` on this model's mesh, `batch_size` prompts at a time (a short last batch is filled
-    with copies of its first prompt, so every batch has one shape); new tokens per prompt, stop token included."""
+    with copies of its first prompt, so every batch has one shape); new tokens per prompt, stop token included.
+    Each batch samples with its own key split from `rng`: sampled outputs depend on `batch_size`."""
     rows = [np.asarray(p, np.int32).reshape(-1) for p in prompts]
+    if not rows:
+      return []
     size = batch_size or len(rows)
     rng = jax.random.key(0) if rng is None else rng
     phases = np.broadcast_to(np.asarray(mask_phase, np.int32), (len(rows),))

@@ -69,6 +69,11 @@ class SpeechConfig:
     return max(1, math.ceil(self.max_speech_seconds * self.semantic_frame_rate))
 
 
+def _per_item(language: str | Sequence[str | None] | None, count: int) -> list[str | None]:
+  """One language for every item, or a list of them (one per item)."""
+  return [language] * count if language is None or isinstance(language, str) else list(language)
+
+
 class SpeechTasks:
   """ASR, TTS and continuation with one speech-text decoder (see the module docstring)."""
 
@@ -85,8 +90,8 @@ class SpeechTasks:
   def transcribe(self, semantic: Sequence[np.ndarray], language: str | Sequence[str] | None = "English",
                  ) -> list[str]:
     """Semantic codes [T] per utterance → its transcript ("" for an utterance without tokens)."""
-    languages = [language] * len(semantic) if language is None or isinstance(language, str) else list(language)
-    prompts = [asr_prompt(self.model.vocab, codes, lang, self.config.asr) for codes, lang in zip(semantic, languages)]
+    prompts = [asr_prompt(self.model.vocab, codes, lang, self.config.asr)
+               for codes, lang in zip(semantic, _per_item(language, len(semantic)), strict=True)]
     todo = [i for i, p in enumerate(prompts) if p is not None]
     texts = [""] * len(prompts)
     out = self.model.generate([prompts[i] for i in todo], self.config.max_text_tokens,
@@ -106,8 +111,8 @@ class SpeechTasks:
 
   def synthesize(self, texts: Sequence[str], language: str | Sequence[str] | None = "English") -> list[np.ndarray]:
     """Text per utterance → semantic codes [T] (until EOS, at most `max_speech_seconds`)."""
-    languages = [language] * len(texts) if language is None or isinstance(language, str) else list(language)
-    prompts = [tts_prompt(self.model.vocab, text, lang, self.config.tts) for text, lang in zip(texts, languages)]
+    prompts = [tts_prompt(self.model.vocab, text, lang, self.config.tts)
+               for text, lang in zip(texts, _per_item(language, len(texts)), strict=True)]
     return self._speech(prompts, None, 1)
 
   def continue_speech(self, semantic: Sequence[np.ndarray], max_seconds: float | None = None,

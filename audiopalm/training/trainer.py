@@ -217,12 +217,12 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
           jax.block_until_ready(state.step)
           metrics_hook.start(current)
         previous_metrics = metrics
-        for hook in hooks:
-          hook(current, state, metrics)
-        if preemption.reached(current):
+        if preemption.reached(current):  # before the hooks: an evaluation would delay the save
           log.warning("Preemption notice: saving step %d and exiting", current)
           preempted = True
           break
+        for hook in hooks:
+          hook(current, state, metrics)
       if previous_metrics is not None:
         _check_finite(previous_metrics, trainer.max_consecutive_nonfinite, current)
     checkpointer.save(current, state, data_iter, force=True)

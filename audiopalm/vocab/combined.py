@@ -100,7 +100,7 @@ class CombinedVocabulary:
       raise ValueError(f"the text vocabulary {text.spec.kind}:{text.spec.identity} is not the spec's "
                        f"{spec.text.kind}:{spec.text.identity}")
     self.spec, self.text = spec, text
-    self._levels = {int(r.name.rsplit("_", 1)[1]): r for r in spec.acoustic}
+    self._levels = {r.level: r for r in spec.acoustic}
 
   def encode_text(self, text: str) -> np.ndarray:
     return self.text.encode(text)

@@ -73,6 +73,11 @@ class AudioRange:
   def end(self) -> int:
     return self.offset + self.size
 
+  @property
+  def level(self) -> int | None:
+    """The RVQ level of an 'acoustic_<level>' range; None for 'semantic'."""
+    return int(self.name.rsplit("_", 1)[1]) if self.name.startswith("acoustic_") else None
+
 
 @dataclasses.dataclass(frozen=True)
 class VocabSpec:
