@@ -44,7 +44,6 @@ from audiopalm.evaluation import speech_metrics
 from audiopalm.evaluation.perplexity import perplexity
 from audiopalm.formats.audiopalm_tasks import AsrConfig, ContinuationConfig, TextLmConfig, TtsConfig
 from audiopalm.cli.inference_flags import UsageError, add_stage_flags, load_stages
-from audiopalm.inference.acoustic import AcousticStages
 from audiopalm.inference.audio_tokens import tokenizer_for
 from audiopalm.inference.models import LoadedModel, load_model
 from audiopalm.inference.sampling import SamplingConfig
@@ -180,7 +179,8 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     elif name == "tts":
       results[name] = speech_metrics.tts(speech, examples, stages, semantic if stages else None)
     elif name == "codec":
-      results[name] = speech_metrics.codec_resynthesis(codec, examples, _levels(stages))
+      results[name] = speech_metrics.codec_resynthesis(codec, examples,
+                                                        stages.num_levels if stages is not None else None)
     elif name == "resynthesis":
       results[name] = speech_metrics.semantic_resynthesis(speech, stages, semantic, examples)
     results[name]["seconds_taken"] = round(time.perf_counter() - start, 2)
@@ -188,10 +188,6 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
   return {"model": model.path, "step": model.step, "coarse_model": args.coarse_model, "fine_model": args.fine_model,
           "tokens_dir": args.tokens_dir, "split": args.split, "examples": len(examples),
           "command": "python -m tools.evaluate " + " ".join(argv), "results": results}
-
-
-def _levels(stages: AcousticStages | None) -> int | None:
-  return stages.num_levels if stages is not None else None
 
 
 def _dataset_codec(args: argparse.Namespace) -> tuple[Any, str]:

@@ -11,16 +11,14 @@ from audiopalm.evaluation import speech_metrics
 from audiopalm.evaluation.wer import error_rates
 from audiopalm.inference.models import load_model
 from audiopalm.inference.speech import SpeechConfig, SpeechTasks
-from audiopalm.inference.tiny_models import export_tiny
+from audiopalm.inference.tiny_models import export_tiny_set
 from tools import evaluate
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
   root = tmp_path_factory.mktemp("evaluate_models")
-  return {"main": export_tiny(root / "main", "speech_text", seed=7),
-          "coarse": export_tiny(root / "coarse", "acoustic", seed=8),
-          "fine": export_tiny(root / "fine", "acoustic", seed=9)}
+  return export_tiny_set(str(root), seed=7)
 
 
 @pytest.mark.slow

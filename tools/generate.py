@@ -121,10 +121,12 @@ def _setup(args: argparse.Namespace) -> tuple[LoadedModel, AudioTokenizer, Acous
   return model, semantic, stages
 
 
-def _codec_tokens(stages: AcousticStages, paths: Sequence[str], seconds: float | None) -> list[np.ndarray]:
-  """The codec's tokens [T, Q] of each file's first `seconds`, read at the codec's rate."""
+def _codec_tokens(stages: AcousticStages, paths: Sequence[str], seconds: float | None
+                  ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+  """Each file's first `seconds` read at the codec's rate, and the codec's tokens [T, Q] of it."""
   codec_tok = CodecTokenizer(stages.codec, len(stages.fine_model.spec.acoustic))
-  return tokenize(codec_tok, [load_audio(p, codec_tok.sample_rate, end=seconds) for p in paths])
+  waves = [load_audio(p, codec_tok.sample_rate, end=seconds) for p in paths]
+  return waves, tokenize(codec_tok, waves)
 
 
 def _write(out_dir: str, name: str, wave: np.ndarray, rate: int, record: dict) -> dict:
@@ -170,7 +172,7 @@ def run_tts(args: argparse.Namespace) -> int:
     inputs, bad = _load_inputs([args.voice_prompt], semantic.sample_rate, args.voice_prompt_seconds)
     if bad:
       raise UsageError(f"--voice_prompt {args.voice_prompt}: {bad[0][1]}")
-    acoustic = _codec_tokens(stages, [args.voice_prompt], args.voice_prompt_seconds)[0]
+    acoustic = _codec_tokens(stages, [args.voice_prompt], args.voice_prompt_seconds)[1][0]
     prompt = stages.voice_prompt(tokenize(semantic, [inputs[0][2]])[0][:, 0], acoustic)
   start = time.perf_counter()
   codes = SpeechTasks(model, _speech_config(args, semantic.frame_rate)).synthesize(texts, args.language)
@@ -188,15 +190,14 @@ def run_continue(args: argparse.Namespace) -> int:
   model, semantic, stages = _setup(args)
   inputs, bad = _load_inputs(args.audio, semantic.sample_rate, args.prompt_seconds)
   sem = [c[:, 0] for c in tokenize(semantic, [w for _, _, w in inputs])]
-  acoustic = _codec_tokens(stages, [path for path, _, _ in inputs], args.prompt_seconds)
+  codec_waves, acoustic = _codec_tokens(stages, [path for path, _, _ in inputs], args.prompt_seconds)
   new = SpeechTasks(model, _speech_config(args, semantic.frame_rate)).continue_speech(sem, args.seconds or
                                                                                      args.max_seconds)
   records = []
-  for (path, name, _), s, a, n in zip(inputs, sem, acoustic, new):
+  for (path, name, _), prompt_audio, s, a, n in zip(inputs, codec_waves, sem, acoustic, new):
     # The continuation, voiced like its own prompt; the prompt's audio is kept as it was recorded.
     generated = stages.synthesize([n], stages.voice_prompt(s, a))[0]
     rate = stages.codec.sample_rate
-    prompt_audio = load_audio(path, rate, end=args.prompt_seconds)
     records.append(_write(args.output, name, np.concatenate([prompt_audio, generated]), rate,
                           {"audio": path, "prompt_seconds": round(prompt_audio.size / rate, 3),
                            "semantic_tokens": int(n.size)}))

@@ -9,7 +9,7 @@ import pytest
 import soundfile
 
 from audiopalm.inference.audio_tokens import tokenizer_for
-from audiopalm.inference.tiny_models import export_tiny, tiny_spec
+from audiopalm.inference.tiny_models import export_tiny_set, tiny_spec
 from tools import generate
 
 TEST_AUDIO = pathlib.Path(__file__).resolve().parents[1] / "audiopalm/data/assets/demo_speech/test/101/10102"
@@ -19,9 +19,7 @@ SAMPLES_PER_TOKEN = 16000 // 25
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
   root = tmp_path_factory.mktemp("generate_models")
-  return {"main": export_tiny(root / "main", "speech_text", seed=4),
-          "coarse": export_tiny(root / "coarse", "acoustic", seed=5),
-          "fine": export_tiny(root / "fine", "acoustic", seed=6)}
+  return export_tiny_set(str(root), seed=4)
 
 
 def _stage_flags(models, out):

@@ -28,10 +28,10 @@ import numpy as np
 
 from audiopalm.audio.io import AudioDecodeError, load_audio, resample
 from audiopalm.codec import spectral
-from audiopalm.codec.model import PAD_CODE, Codec
+from audiopalm.codec.model import Codec
 from audiopalm.data.token_source import TokenShardSource
 from audiopalm.evaluation.wer import error_rates
-from audiopalm.inference.acoustic import AcousticStages
+from audiopalm.inference.acoustic import AcousticStages, decode_codes
 from audiopalm.inference.audio_tokens import tokenize
 from audiopalm.inference.speech import SpeechTasks
 from audiopalm.tokenizers.base import AudioTokenizer
@@ -123,21 +123,17 @@ def codec_resynthesis(codec: Codec, examples: Sequence[dict[str, Any]], num_leve
   """Decodes each example's acoustic codes (first `num_levels`) and compares with its source audio: mean mel
   distance (lower is better) and SI-SNR in dB (higher is better), weighted by duration."""
   mel, snr, seconds, missing = 0.0, 0.0, 0.0, 0
-  hop, rate = codec.config.hop_length, codec.sample_rate
-  bucket = max(1, round(codec.frame_rate))  # codes padded to whole seconds: one compilation per length in seconds
+  rate, second = codec.sample_rate, codec.sample_rate  # metrics on whole seconds: one compilation per length
   for example in examples:
     ref = _original_audio(example, rate)
     codes = np.asarray(example["acoustic"])[:, :num_levels]
     if ref is None or not codes.size:
       missing += 1
       continue
-    frames = codes.shape[0]
-    width = -(-frames // bucket) * bucket
-    audio, _ = codec.decode(np.pad(codes, ((0, width - frames), (0, 0)), constant_values=PAD_CODE)[None],
-                            np.array([frames], np.int32))
-    n = min(ref.size, frames * hop)
-    est = np.asarray(audio)[:, :width * hop]  # [1, width · hop], zero past n
-    ref = np.pad(ref[:n], (0, width * hop - n))[None]
+    est = decode_codes(codec, codes)
+    n = min(ref.size, est.size)
+    width = -(-n // second) * second
+    ref, est = (np.pad(x[:n], (0, width - n))[None] for x in (ref, est))  # [1, width], zero past n
     lengths = np.array([n], np.int32)
     mel += n / rate * float(_mel(ref, est, sample_rate=rate, lengths=lengths)[0])
     snr += n / rate * float(_si_snr(ref, est, lengths)[0])

@@ -84,6 +84,16 @@ class VoicePrompt:
   acoustic: np.ndarray
 
 
+def decode_codes(codec: Codec, codes: np.ndarray, bucket_seconds: float = 1.0) -> np.ndarray:
+  """Codes [T, L] → waveform float32 [T · hop]; padded to a multiple of `bucket_seconds` before decoding (one
+  compilation per length in buckets; the padding is silence and cut off)."""
+  bucket = max(1, round(bucket_seconds * codec.frame_rate))
+  frames = codes.shape[0]
+  padded = np.pad(codes, ((0, -(-max(frames, 1) // bucket) * bucket - frames), (0, 0)), constant_values=PAD_CODE)
+  audio, _ = codec.decode(padded[None], np.array([frames], np.int32))
+  return np.asarray(audio[0, :frames * codec.config.hop_length], np.float32)
+
+
 def _fraction(rate: float) -> fractions.Fraction:
   return fractions.Fraction(float(rate)).limit_denominator(1000)
 
@@ -227,14 +237,7 @@ class AcousticStages:
 
   def decode(self, codes: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Codes [T, Q] per utterance → waveform float32 [T · hop] at the codec's sample rate."""
-    bucket = max(1, round(self.config.decode_bucket_seconds * self.codec.frame_rate))
-    waves = []
-    for c in codes:
-      frames = c.shape[0]
-      padded = np.pad(c, ((0, -(-max(frames, 1) // bucket) * bucket - frames), (0, 0)), constant_values=PAD_CODE)
-      audio, _ = self.codec.decode(padded[None], np.array([frames], np.int32))
-      waves.append(np.asarray(audio[0, :frames * self.codec.config.hop_length], np.float32))
-    return waves
+    return [decode_codes(self.codec, c, self.config.decode_bucket_seconds) for c in codes]
 
   def synthesize(self, semantic: Sequence[np.ndarray], prompt: VoicePrompt | None = None) -> list[np.ndarray]:
     """Semantic codes [T_s] per utterance → waveform [ceil(T_s / n_s) · n_a · hop] at the codec's rate."""

@@ -52,3 +52,9 @@ def export_tiny(directory: str, kind: str, seed: int = 0) -> str:
   params = nn.unbox(Transformer(cfg).init(jax.random.key(seed), tokens, tokens, tokens))["params"]
   export_params(params, cfg, str(directory), spec)
   return str(directory)
+
+
+def export_tiny_set(directory: str, seed: int = 0) -> dict[str, str]:
+  """A speech-text model ('main') and the two acoustic stage models ('coarse', 'fine'), seeds seed..seed+2."""
+  kinds = {"main": "speech_text", "coarse": "acoustic", "fine": "acoustic"}
+  return {name: export_tiny(f"{directory}/{name}", kind, seed=seed + i) for i, (name, kind) in enumerate(kinds.items())}
