@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   output.parent.mkdir(parents=True, exist_ok=True)
   temp = output.parent / f".{output.name}.tmp-{os.getpid()}"
   temp.write_text(json.dumps(report, indent=2, ensure_ascii=False))
-  temp.rename(output)
+  temp.replace(output)  # over an earlier evaluation
   tensorboard = args.tensorboard_dir or str(model_dir / "tensorboard" / f"eval_{args.split}")
   writer = MetricsWriter(tensorboard)
   writer.write(report["step"] or 0, {}, tensorboard_only=speech_metrics.flatten(report["results"]))

@@ -104,5 +104,5 @@ def save_tokenizer(spec: VocabSpec, text: LoadedText, directory: str, model_max_
   for name, content in files.items():
     temp = root / f".{name}.tmp-{os.getpid()}"
     temp.write_text(content)
-    temp.rename(root / name)
+    temp.replace(root / name)
   return sorted(files)

@@ -184,7 +184,7 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
     if jax.process_index() == 0:
       temp = model_path / f".{PROVENANCE_FILE}.tmp-{os.getpid()}"
       temp.write_text(json.dumps(provenance(init_from), indent=2))
-      temp.rename(model_path / PROVENANCE_FILE)
+      temp.replace(model_path / PROVENANCE_FILE)  # over a run that stopped before its first checkpoint
   elif state is None:
     state = init_train_state(net, tx, device_mesh, rules, trainer.seed)
     log.info("Initialised a new model (%s)", model_dir)

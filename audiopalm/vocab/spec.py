@@ -178,7 +178,7 @@ def save_spec(spec: VocabSpec, path: str) -> None:
   target.parent.mkdir(parents=True, exist_ok=True)
   temp = target.parent / f".{target.name}.tmp-{os.getpid()}"
   temp.write_text(json.dumps(spec.to_json(), indent=2))
-  temp.rename(target)
+  temp.replace(target)  # atomic, over an older spec (a rerun before the first checkpoint)
 
 
 def load_spec(path: str) -> VocabSpec:

@@ -89,3 +89,13 @@ def test_sentencepiece_and_huggingface_text(tmp_path):
   np.testing.assert_array_equal(text.encode("push six"), [3, 4])
   with pytest.raises(ValueError, match="is not the spec's"):
     CombinedVocabulary(vocab.spec, text)
+
+
+def test_save_spec_replaces_an_older_file(tmp_path):
+  """A run rewritten before its first checkpoint saves its spec again over the old one."""
+  text = load_text_vocab("byte")
+  first, second = make_spec(text.spec, semantic=(16, "a")), make_spec(text.spec, semantic=(32, "b"))
+  save_spec(first, str(tmp_path))
+  save_spec(second, str(tmp_path))
+  assert load_spec(str(tmp_path)) == second
+  assert [p.name for p in tmp_path.iterdir()] == ["vocab_spec.json"]
