@@ -54,6 +54,9 @@ class TransformerConfig:
     param_dtype: storage dtype of parameters.
     remat: rematerialisation policy of each block (see REMAT_POLICIES).
     scan_layers: stack layers with `nn.scan` (fast compile at depth).
+    dropout_rate: dropout on the input embeddings and on each residual branch (attention and MLP outputs), T5
+      style. Active only when the model is applied with a 'dropout' rng, as the train step does; evaluation and
+      decoding never drop. 0 = off (PaLM pretraining); a regulariser for small data.
   """
 
   vocab_size: int = 512
@@ -79,6 +82,7 @@ class TransformerConfig:
   param_dtype: DType = "float32"
   remat: RematPolicy = "none"
   scan_layers: bool = True
+  dropout_rate: float = 0.0
 
   def __post_init__(self):
     if self.rope_scaling is not None:  # (a list when read back from JSON)
@@ -94,6 +98,7 @@ class TransformerConfig:
       check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
     check(self.num_heads % self.num_kv_heads == 0,
           f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
+    check(0.0 <= self.dropout_rate < 1.0, f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
     check(self.head_dim % 2 == 0, f"head_dim must be even for RoPE, got {self.head_dim}")
     if self.rope_scaling is not None:
       check(len(self.rope_scaling) == 4, f"rope_scaling needs 4 values, got {self.rope_scaling}")
@@ -154,21 +159,23 @@ PRESETS: dict[str, TransformerConfig] = {
 
 # TransformerConfig fields a run continuing from a checkpoint may change (`config_from`'s keywords): they do not
 # change what the parameters mean.
-FREE_FIELDS = ("vocab_size", "dtype", "param_dtype", "remat", "attention")
+FREE_FIELDS = ("vocab_size", "dtype", "param_dtype", "remat", "attention", "dropout_rate")
 
 
 def config_from(path: str, *, vocab_size: int | None = None, dtype: DType | None = None,
                 param_dtype: DType | None = None, remat: RematPolicy | None = None,
-                attention: AttentionImpl | None = None) -> TransformerConfig:
+                attention: AttentionImpl | None = None, dropout_rate: float | None = None) -> TransformerConfig:
   """The TransformerConfig saved in `path` (a `model_config.json`, or a directory holding one: an import, an
   export or a run), with the fields given replaced: the vocabulary size (extended with audio tokens) and the
-  numerics / memory options that do not change what the parameters mean."""
+  numerics / memory / regularisation options that do not change what the parameters mean (a run saved with
+  dropout keeps its rate unless `dropout_rate` is given)."""
   from etils import epath  # pylint: disable=import-outside-toplevel
   target = epath.Path(path)
   target = target if str(target).endswith(".json") else target / "model_config.json"
   if not target.exists():
     raise FileNotFoundError(f"no model config at {target}")
-  changes = dict(vocab_size=vocab_size, dtype=dtype, param_dtype=param_dtype, remat=remat, attention=attention)
+  changes = dict(vocab_size=vocab_size, dtype=dtype, param_dtype=param_dtype, remat=remat, attention=attention,
+                 dropout_rate=dropout_rate)
   return dataclasses.replace(TransformerConfig(**json.loads(target.read_text())),
                              **{k: v for k, v in changes.items() if v is not None})
 

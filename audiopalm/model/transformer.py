@@ -16,6 +16,14 @@ from audiopalm.sharding.rules import constrain
 _ACT = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED)
 
 
+def _dropout(module: nn.Module, rate: float, x: jax.Array) -> jax.Array:
+  """Dropout of `x` when `rate` > 0 and `module` was applied with a 'dropout' rng (training); else `x`."""
+  if rate == 0.0 or not module.has_rng("dropout"):
+    return x
+  keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - rate, x.shape)
+  return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
+
+
 class Block(nn.Module):
   """One Transformer layer: parallel (PaLM) or sequential (Llama/Gemma) attention + MLP."""
 
@@ -27,7 +35,8 @@ class Block(nn.Module):
     """x: [batch, length, embed] -> (same, updated `kv`); the tuple is the `nn.scan` carry/output.
 
     Training: `kv` None, attention masked by `segment_ids`. Decoding: `kv` is this layer's cache, `positions`
-    the new tokens' cache indices, `segment_ids` unused (see `Attention.decode`).
+    the new tokens' cache indices, `segment_ids` unused (see `Attention.decode`). Each residual branch goes through
+    dropout (`cfg.dropout_rate`) when a 'dropout' rng is given.
     """
     cfg = self.cfg
     attn = Attention(cfg, name="attn")
@@ -39,11 +48,11 @@ class Block(nn.Module):
     if cfg.block == "parallel":
       h = Norm(cfg, name="norm")(x)
       a, new_kv = attend(h)
-      x = x + a + GatedMLP(cfg, name="mlp")(h)
+      x = x + _dropout(self, cfg.dropout_rate, a) + _dropout(self, cfg.dropout_rate, GatedMLP(cfg, name="mlp")(h))
     else:
       a, new_kv = attend(Norm(cfg, name="attn_norm")(x))
-      x = x + a
-      x = x + GatedMLP(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x))
+      x = x + _dropout(self, cfg.dropout_rate, a)
+      x = x + _dropout(self, cfg.dropout_rate, GatedMLP(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x)))
     return constrain(x, _ACT), new_kv
 
 
@@ -74,7 +83,7 @@ class Transformer(nn.Module):
     if cfg.remat != "none":
       block = nn.remat(block, policy=_remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
-      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+      stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
                       in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.num_layers,
                       metadata_params={nn.PARTITION_NAME: axes.LAYERS})
       self.layers = stack(cfg)
@@ -121,7 +130,7 @@ class Transformer(nn.Module):
 
     kv: None (training) or every layer's (key, value) buffers, stacked [layers, batch, max_len, kv_heads, head_dim].
     """
-    x = constrain(self.embed(tokens), _ACT)  # [batch, length, embed]
+    x = constrain(_dropout(self, self.cfg.dropout_rate, self.embed(tokens)), _ACT)  # [batch, length, embed]
     if self.cfg.scan_layers:
       x, kv = self.layers(x, positions, segment_ids, kv)
     else:

@@ -165,3 +165,25 @@ def test_kernel_init_std_is_one_over_sqrt_fan_in():
     np.testing.assert_allclose(float(np.std(w)) * fan_in[name] ** 0.5, 1.0, rtol=0.05, err_msg=name)
   np.testing.assert_allclose(float(np.std(p["unembed"])) * cfg.d_model ** 0.5, 1.0, rtol=0.05)
   np.testing.assert_allclose(float(np.std(p["embed"]["table"])), 1.0, rtol=0.05)  # embeddings ~ N(0, 1)
+
+
+@pytest.mark.parametrize("name", ["palm", "llama"])
+def test_dropout_only_with_a_dropout_rng(name):
+  """Without a 'dropout' rng (evaluation, decoding) the model is exactly the dropout-free model; with one, the
+  outputs change and depend on the key only; a rate of 0 ignores the rng."""
+  cfg = VARIANTS[name]
+  inputs = _inputs()
+  variables = _init(cfg, *inputs)
+  dropped = Transformer(cfg.replace(dropout_rate=0.3))
+  plain = np.asarray(Transformer(cfg).apply(variables, *inputs))
+  np.testing.assert_array_equal(np.asarray(dropped.apply(variables, *inputs)), plain)
+  np.testing.assert_array_equal(
+      np.asarray(Transformer(cfg).apply(variables, *inputs, rngs={"dropout": jax.random.key(1)})), plain)
+  a = np.asarray(dropped.apply(variables, *inputs, rngs={"dropout": jax.random.key(1)}))
+  b = np.asarray(dropped.apply(variables, *inputs, rngs={"dropout": jax.random.key(1)}))
+  c = np.asarray(dropped.apply(variables, *inputs, rngs={"dropout": jax.random.key(2)}))
+  np.testing.assert_array_equal(a, b)
+  assert np.isfinite(a).all()
+  assert np.abs(a - plain).max() > 1e-2 and np.abs(a - c).max() > 1e-2
+  with pytest.raises(ValueError, match="dropout_rate"):
+    cfg.replace(dropout_rate=1.0)

@@ -21,6 +21,7 @@ from audiopalm.training.train_state import TrainState
 
 Batch = dict[str, jax.Array]  # inputs, targets, positions, segment_ids: [batch, length] int32; weights: float32
 BATCH_KEYS = ("inputs", "targets", "positions", "segment_ids", "weights")
+_DROPOUT_STREAM = 1  # fold_in of the state's rng that keys dropout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,33 +85,38 @@ def _chunked_loss(model: Transformer, variables: Any, hidden: jax.Array, targets
   return ce, zl, w
 
 
-def make_gradient_fn(model: Transformer, cfg: TrainStepConfig) -> Callable[[Any, Batch], tuple[Any, dict]]:
-  """Returns `grads_fn(params, batch) -> (grads, sums)`: mean gradient over the batch's loss weights
-  (accumulated over `cfg.grad_accum_steps` microbatches) and the summed ce / z-loss / weights."""
+def make_gradient_fn(model: Transformer, cfg: TrainStepConfig) -> Callable[..., tuple[Any, dict]]:
+  """Returns `grads_fn(params, batch, rng=None) -> (grads, sums)`: mean gradient over the batch's loss weights
+  (accumulated over `cfg.grad_accum_steps` microbatches) and the summed ce / z-loss / weights. `rng` (a key) drives
+  the model's dropout, one stream per microbatch; None = no dropout."""
 
-  def sums(params: Any, mb: Batch):
+  def sums(params: Any, mb: Batch, rng: jax.Array | None):
     variables = {"params": params}
+    rngs = {"dropout": rng} if rng is not None else {}
     if cfg.loss_chunk_size is None:
-      logits = model.apply(variables, mb["inputs"], mb["positions"], mb["segment_ids"])
+      logits = model.apply(variables, mb["inputs"], mb["positions"], mb["segment_ids"], rngs=rngs)
       ce, zl, w = cross_entropy_with_z_loss(logits, mb["targets"], mb["weights"], cfg.z_loss)
     else:
-      hidden = model.apply(variables, mb["inputs"], mb["positions"], mb["segment_ids"], method=Transformer.hidden)
+      hidden = model.apply(variables, mb["inputs"], mb["positions"], mb["segment_ids"], method=Transformer.hidden,
+                           rngs=rngs)
       ce, zl, w = _chunked_loss(model, variables, hidden, mb["targets"], mb["weights"], cfg)
     return ce + zl, (ce, zl, w)
 
   grad_fn = jax.value_and_grad(sums, has_aux=True)
 
-  def grads_fn(params: Any, batch: Batch) -> tuple[Any, dict]:
+  def grads_fn(params: Any, batch: Batch, rng: jax.Array | None = None) -> tuple[Any, dict]:
     if cfg.grad_accum_steps == 1:
-      (_, (ce, zl, w)), grads = grad_fn(params, batch)
+      (_, (ce, zl, w)), grads = grad_fn(params, batch, rng)
     else:
-      def body(carry, mb):
+      def body(carry, xs):
         g_acc, ce_acc, zl_acc, w_acc = carry
-        (_, (ce, zl, w)), g = grad_fn(params, mb)
+        mb, i = xs
+        (_, (ce, zl, w)), g = grad_fn(params, mb, None if rng is None else jax.random.fold_in(rng, i))
         return (jax.tree.map(jnp.add, g_acc, g), ce_acc + ce, zl_acc + zl, w_acc + w), None
       zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
       init = (zeros, jnp.float32(0), jnp.float32(0), jnp.float32(0))
-      (grads, ce, zl, w), _ = jax.lax.scan(body, init, _split_microbatches(batch, cfg.grad_accum_steps))
+      microbatches = (_split_microbatches(batch, cfg.grad_accum_steps), jnp.arange(cfg.grad_accum_steps))
+      (grads, ce, zl, w), _ = jax.lax.scan(body, init, microbatches)
     denom = jnp.maximum(w, 1.0)
     grads = jax.tree.map(lambda g, p: (g / denom).astype(p.dtype), grads, params)
     return grads, {"ce": ce, "z_loss": zl, "weights": w}
@@ -132,7 +138,10 @@ def make_train_step(model: Transformer, tx: optax.GradientTransformation, cfg: T
 
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     params = state.params
-    grads, sums = grads_fn(params, batch)
+    # Dropout's key: a stream of the state's rng (advanced every step, so a resumed run drops the same units).
+    dropout_rng = (jax.random.fold_in(jax.random.wrap_key_data(state.rng), _DROPOUT_STREAM)
+                   if model.cfg.dropout_rate > 0 else None)
+    grads, sums = grads_fn(params, batch, dropout_rng)
     denom = jnp.maximum(sums["weights"], 1.0)
     loss, zl = sums["ce"] / denom, sums["z_loss"] / denom
     grad_norm = optax.global_norm(grads)

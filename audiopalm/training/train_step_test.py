@@ -70,6 +70,24 @@ def test_nonfinite_step_is_skipped_and_counted():
                                                                   jax.tree.leaves(state.params)))
 
 
+@pytest.mark.parametrize("accum", [1, 2])
+def test_dropout_is_keyed_by_the_state(accum):
+  """With dropout the loss is a pure function of the state (its rng): the same state and batch give the same
+  step, a state with another rng a different one, and the loss differs from the dropout-free step's."""
+  mesh, rules, state, _ = _setup(1)
+  opt = make_optimizer(OPT)
+  step = lambda rate: jax.jit(make_train_step(Transformer(CFG.replace(dropout_rate=rate)), opt,  # noqa: E731
+                                              TrainStepConfig(grad_accum_steps=accum), make_schedule(OPT)))
+  other = state.replace(rng=jax.random.key_data(jax.random.key(123)))
+  with sharding_context(mesh, rules):
+    dropped, plain = step(0.2), step(0.0)
+    losses = [float(dropped(s, _batch())[1]["loss"]) for s in (state, state, other)]
+    clean = float(plain(state, _batch())[1]["loss"])
+    clean_other_rng = float(plain(other, _batch())[1]["loss"])
+  assert losses[0] == losses[1] and losses[0] != losses[2]
+  assert clean == clean_other_rng and abs(losses[0] - clean) > 1e-3
+
+
 def test_bad_accumulation_config():
   with pytest.raises(ValueError, match="grad_accum_steps"):
     TrainStepConfig(grad_accum_steps=0)
