@@ -106,13 +106,21 @@ class _AudioTask(_Weights):
 
 @dataclasses.dataclass(frozen=True)
 class AsrConfig(_AudioTask):
-  """`asr`: tag + audio → transcript. `tag` may use {language}."""
+  """`asr`: tag + audio → transcript. `tag` may use {language}.
+
+  Attributes:
+    semantic_noise: training-time augmentation: each input semantic token is replaced by a unit drawn uniformly
+      with the rng with this probability (masking for discrete units; 0 = off). Inference prompts never have it.
+  """
 
   tag: str = "[ASR {language}]"
+  semantic_noise: float = 0.0
 
   def __post_init__(self):
     super().__post_init__()
     _check_tag(self.tag, ("language",), "AsrConfig")
+    if not 0.0 <= self.semantic_noise < 1.0:
+      raise ValueError(f"AsrConfig.semantic_noise must be in [0, 1), got {self.semantic_noise}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,6 +276,13 @@ def _audio(vocab: CombinedVocabulary, codes: Any, dedupe: bool) -> tuple[np.ndar
   return vocab.semantic(codes), starts
 
 
+def _noisy(codes: Any, p: float, num_units: int, rng: np.random.Generator) -> np.ndarray:
+  """Codes [T] with each replaced, with probability p, by a unit drawn uniformly from [0, num_units)."""
+  codes = np.asarray(codes).reshape(-1)
+  replace = rng.random(codes.shape[0]) < p
+  return np.where(replace, rng.integers(0, num_units, codes.shape[0]), codes).astype(codes.dtype)
+
+
 def _frame_rate(example: Mapping[str, Any], config: _AudioTask) -> float:
   rate = example.get("semantic_frame_rate")
   return float(rate) if rate else config.frame_rate
@@ -328,12 +343,15 @@ def continuation_prompt(vocab: CombinedVocabulary, semantic: Any, language: str 
 
 def asr(example: Mapping[str, Any], vocab: CombinedVocabulary, rng: np.random.Generator,
         config: AsrConfig = AsrConfig()) -> Iterator[TokenSequence]:
-  """`[ASR <lang>] ` audio | transcript EOS. Skips no transcript, unknown language, no audio, too long."""
-  del rng  # deterministic
+  """`[ASR <lang>] ` audio | transcript EOS. Skips no transcript, unknown language, no audio, too long.
+  Deterministic unless `semantic_noise` (drawn with the rng)."""
   language, transcript = _language(example, config), example.get("transcript")
   if transcript is None or (language is None and _needs_language(config.tag)):
     return
-  prompt = asr_prompt(vocab, example["semantic"], language, config)
+  semantic = example["semantic"]
+  if config.semantic_noise:
+    semantic = _noisy(semantic, config.semantic_noise, vocab.spec.semantic.size, rng)
+  prompt = asr_prompt(vocab, semantic, language, config)
   if prompt is None:
     return
   yield from _emit([(prompt, config.prompt_weight), (vocab.encode_text(transcript), config.output_weight),

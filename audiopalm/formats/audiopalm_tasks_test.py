@@ -85,6 +85,27 @@ def test_asr_golden():
   _check(_run(tasks.asr, _example(transcript="")), ASR_EN + AUDIO + [EOS], [0] * 17 + [1], "asr")
 
 
+def test_asr_semantic_noise():
+  """Each input unit is replaced with probability p by a uniform unit; the tag, transcript and weights are kept;
+  the draw is the rng's (same seed → same sequence); the sequence's length never changes."""
+  long = _example(semantic=np.full(4000, 3, np.int32), semantic_frame_rate=25.0)
+  config = tasks.AsrConfig(semantic_noise=0.25)
+  (seq,) = _run(tasks.asr, long, config, seed=1)
+  audio = seq.tokens[len(ASR_EN):len(ASR_EN) + 4000]
+  np.testing.assert_array_equal(seq.tokens[:len(ASR_EN)], ASR_EN)
+  np.testing.assert_array_equal(seq.tokens[len(ASR_EN) + 4000:], HI + [EOS])
+  assert ((audio >= 258) & (audio < 258 + 16)).all()
+  changed = (audio != 261).mean()  # a replacement draws code 3 again 1/16 of the time
+  assert abs(changed - 0.25 * 15 / 16) < 0.03, changed
+  assert len(np.unique(audio)) == 16
+  np.testing.assert_array_equal(_run(tasks.asr, long, config, seed=1)[0].tokens, seq.tokens)
+  assert not np.array_equal(_run(tasks.asr, long, config, seed=2)[0].tokens, seq.tokens)
+  # Off by default; the inference prompt never has it.
+  np.testing.assert_array_equal(_run(tasks.asr, _example(), seed=1)[0].tokens, ASR_EN + AUDIO + HI + [EOS])
+  with pytest.raises(ValueError, match="semantic_noise"):
+    tasks.AsrConfig(semantic_noise=1.0)
+
+
 def test_tts_golden():
   _check(_run(tasks.tts, _example()), TTS_EN + HI + AUDIO + [EOS], [0] * 16 + [1] * 4, "tts")
 
