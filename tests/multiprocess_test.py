@@ -32,7 +32,7 @@ from audiopalm.sharding.rules import ShardingRules, batch_sharding
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY_GIN = "gin_configs/experiments/tiny.gin"
-TEXT_FILE = "audiopalm/data/assets/licenses.txt"  # tiny.gin's TEXT_FILES
+TEXT_FILES = ("audiopalm/data/assets/licenses.txt", "audiopalm/data/assets/demo_text.txt")  # as tiny.gin
 GLOBAL_BATCH = 16  # tiny.gin's BATCH_SIZE, the same for every run here
 SEQ_LEN = 128  # tiny.gin's SEQ_LEN
 NUM_STEPS = 12
@@ -198,7 +198,8 @@ def test_host_row_range_rejects_batch_shards_interleaved_across_processes():
 
 
 def test_text_iterator_host_halves_concatenate_to_the_global_batch():
-  cfg = TextSourceConfig(paths=(str(REPO / TEXT_FILE),), seq_len=SEQ_LEN, global_batch_size=GLOBAL_BATCH)
+  cfg = TextSourceConfig(paths=tuple(str(REPO / f) for f in TEXT_FILES), seq_len=SEQ_LEN,
+                         global_batch_size=GLOBAL_BATCH)
   whole = cfg.make_iterator(0, GLOBAL_BATCH)
   halves = [cfg.make_iterator(0, GLOBAL_BATCH // 2), cfg.make_iterator(GLOBAL_BATCH // 2, GLOBAL_BATCH)]
   for _ in range(3):
