@@ -35,7 +35,7 @@ DEFAULT_EXCLUDE_TEST = 1000
 TEXT_CODE = 3  # seed-sequence key of the text split (make_demo_corpus uses 1 train, 2 test, 99 held-out pairs)
 
 
-def test_sentences(seed: int, count: int) -> frozenset[str]:
+def held_out_sentences(seed: int, count: int) -> frozenset[str]:
   """Transcripts of the speech corpus's first `count` test utterances."""
   held_out = corpus.held_out_pairs(seed)
   return frozenset(corpus.plan_utterance(seed, "test", i, held_out).transcript for i in range(count))
@@ -53,7 +53,7 @@ def sentence(seed: int, index: int, held_out: frozenset[tuple[str, str]], exclud
 
 
 def generate(seed: int, num_sentences: int, exclude_test: int) -> list[str]:
-  held_out, excluded = corpus.held_out_pairs(seed), test_sentences(seed, exclude_test)
+  held_out, excluded = corpus.held_out_pairs(seed), held_out_sentences(seed, exclude_test)
   return [sentence(seed, i, held_out, excluded) for i in range(num_sentences)]
 
 

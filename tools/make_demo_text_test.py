@@ -18,7 +18,7 @@ def test_sentences_use_the_grammar_and_never_a_test_sentence():
   held_out = make_demo_corpus.held_out_pairs(0)
   plural = {(c, make_demo_corpus.PLURALS[o]) for c, o in held_out}
   vocabulary = {w.upper() for w in make_demo_corpus.vocabulary()}
-  test = make_demo_text.test_sentences(0, 1000)
+  test = make_demo_text.held_out_sentences(0, 1000)
   assert len(test) > 500  # the grammar has room: test sentences are mostly distinct
   sentences = make_demo_text.generate(0, 3000, 1000)
   assert not set(sentences) & test
