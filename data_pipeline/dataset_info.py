@@ -26,11 +26,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import uuid
 from typing import Any, Mapping, Sequence
 
 import tensorflow as tf
 
+from audiopalm.files.atomic import write_text_atomic
 from data_pipeline import shards as shards_lib
 from data_pipeline.shards import ShardStats, TokensInfo
 
@@ -124,18 +124,6 @@ class DatasetMetadata:
                description=data.get("description", ""), format_version=data["format_version"])
 
 
-def _write_json_atomic(path: str, data: Any) -> None:
-  """JSON to `path` through a temporary name and a rename (copy + delete on gs://)."""
-  temp = f"{path}.incomplete-{uuid.uuid4().hex}"
-  try:
-    with tf.io.gfile.GFile(temp, "w") as f:
-      f.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    tf.io.gfile.rename(temp, path, overwrite=True)
-  finally:
-    if tf.io.gfile.exists(temp):
-      tf.io.gfile.remove(temp)
-
-
 def _read_json(path: str) -> Any:
   with tf.io.gfile.GFile(path, "r") as f:
     return json.loads(f.read())
@@ -193,8 +181,8 @@ def write_dataset_info(output_dir: str, *, tokens: TokensInfo, shards: Sequence[
       "rejects": {"total": sum(rejects.values()), "by_reason": rejects},
       **dict(extra_stats or {}),
   }
-  _write_json_atomic(os.path.join(output_dir, METADATA_FILE), meta.to_json())
-  _write_json_atomic(os.path.join(output_dir, STATS_FILE), stats)
+  write_text_atomic(os.path.join(output_dir, METADATA_FILE), json.dumps(meta.to_json(), indent=2) + "\n")
+  write_text_atomic(os.path.join(output_dir, STATS_FILE), json.dumps(stats, indent=2) + "\n")
   if tfds_metadata:
     write_tfds_metadata(output_dir, meta)
   return meta

@@ -35,6 +35,7 @@ import jax
 import tensorflow as tf
 from tqdm import tqdm
 
+from audiopalm.files.atomic import write_text_atomic
 from audiopalm.tokenizers import AudioTokenizer, load_tokenizer
 from data_pipeline import audio_source, batching, dataset_info
 from data_pipeline import shards as shards_lib
@@ -104,13 +105,6 @@ def _dedupe(items: Iterable[Utterance | Reject]) -> Iterator[Utterance | Reject]
     yield item
 
 
-def _write_text_atomic(path: str, text: str) -> None:
-  temp = f"{path}.tmp-{os.getpid()}"
-  with tf.io.gfile.GFile(temp, "w") as f:
-    f.write(text)
-  tf.io.gfile.rename(temp, path, overwrite=True)
-
-
 def plan(reader_name: str, reader_options: Mapping[str, Any], output_dir: str) -> list[Utterance | Reject]:
   """The job's items: the manifest if an earlier run wrote one for the same reader, else the reader's items."""
   path = os.path.join(output_dir, MANIFEST)
@@ -130,7 +124,7 @@ def plan(reader_name: str, reader_options: Mapping[str, Any], output_dir: str) -
            sum(isinstance(i, Reject) for i in items), time.time() - start)
   if jax.process_index() == 0:
     tf.io.gfile.makedirs(output_dir)
-    _write_text_atomic(path, "".join(json.dumps(x) + "\n" for x in [header] + [_item_json(i) for i in items]))
+    write_text_atomic(path, "".join(json.dumps(x) + "\n" for x in [header] + [_item_json(i) for i in items]))
   return items
 
 
@@ -274,7 +268,7 @@ def run_shard(items: Sequence[Utterance | Reject], shard_index: int, num_shards:
   def commit_record(stats: shards_lib.ShardStats) -> None:  # before the shard's rename: see the module docstring
     record = {"stats": stats.to_json(), "rejects": [r.to_json() for r in rejects]}
     tf.io.gfile.makedirs(os.path.join(output_dir, SHARD_RECORDS))
-    _write_text_atomic(_record_path(output_dir, shard_index, num_shards), json.dumps(record))
+    write_text_atomic(_record_path(output_dir, shard_index, num_shards), json.dumps(record))
 
   t = time.perf_counter()
   with shards_lib.ShardWriter(output_dir, shard_index, num_shards, info, dataset_name=job.dataset_name,
@@ -314,7 +308,7 @@ def finish(output_dir: str, num_shards: int, info: shards_lib.TokensInfo, job: J
       record = json.load(f)
     all_stats.append(shards_lib.ShardStats.from_json(record["stats"]))
     rejects += [Reject(**r) for r in record["rejects"]]
-  _write_text_atomic(os.path.join(output_dir, REJECTS), "".join(json.dumps(r.to_json()) + "\n" for r in rejects))
+  write_text_atomic(os.path.join(output_dir, REJECTS), "".join(json.dumps(r.to_json()) + "\n" for r in rejects))
   by_reason = collections.Counter(r.code for r in rejects)
   meta = dataset_info.write_dataset_info(output_dir, tokens=info, shards=all_stats, rejects=by_reason,
                                          dataset_name=job.dataset_name, extra_stats=dict(extra))

@@ -30,6 +30,8 @@ from typing import Iterable, Sequence
 
 from etils import epath
 
+from audiopalm.files.atomic import write_text_atomic
+
 log = logging.getLogger(__name__)
 
 _HEADER = "#listing "
@@ -137,10 +139,7 @@ def _read_cache(cache: epath.Path, roots: list[str], suffixes: list[str]) -> lis
 
 
 def _write_cache(cache: epath.Path, roots: list[str], suffixes: list[str], paths: list[str]) -> None:
-  cache.parent.mkdir(parents=True, exist_ok=True)
-  tmp = cache.parent / f".{cache.name}.tmp-{os.getpid()}"
-  tmp.write_text("\n".join([_header(roots, suffixes, len(paths))] + paths) + "\n", encoding="utf-8")
-  tmp.replace(cache)
+  write_text_atomic(cache, "\n".join([_header(roots, suffixes, len(paths))] + paths) + "\n")
 
 
 def cached_listing(roots: Iterable[str | os.PathLike], suffixes: Iterable[str],

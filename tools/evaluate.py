@@ -30,7 +30,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 import time
 from typing import Any, Sequence
@@ -42,6 +41,7 @@ from audiopalm.data.mixture import MixtureComponent
 from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.evaluation import speech_metrics
 from audiopalm.evaluation.perplexity import perplexity
+from audiopalm.files.atomic import write_text_atomic
 from audiopalm.formats.audiopalm_tasks import AsrConfig, ContinuationConfig, TextLmConfig, TtsConfig
 from audiopalm.cli.inference_flags import UsageError, add_stage_flags, load_stages
 from audiopalm.inference.audio_tokens import tokenizer_for
@@ -230,9 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   model_dir = epath.Path(report["model"])
   output = epath.Path(args.output) if args.output else model_dir / "eval" / f"{args.split}.json"
   output.parent.mkdir(parents=True, exist_ok=True)
-  temp = output.parent / f".{output.name}.tmp-{os.getpid()}"
-  temp.write_text(json.dumps(report, indent=2, ensure_ascii=False))
-  temp.replace(output)  # over an earlier evaluation
+  write_text_atomic(output, json.dumps(report, indent=2, ensure_ascii=False))  # over an earlier evaluation
   tensorboard = args.tensorboard_dir or str(model_dir / "tensorboard" / f"eval_{args.split}")
   writer = MetricsWriter(tensorboard)
   writer.write(report["step"] or 0, {}, tensorboard_only=speech_metrics.flatten(report["results"]))

@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import io
 import os
 import struct
 import threading
-import uuid
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from audiopalm.files.atomic import write_bytes_atomic
 from data_pipeline import shards as shards_lib
 
 _HEADER = 12  # uint64 length + uint32 masked CRC of the length
@@ -92,11 +93,9 @@ class TokenShardSource:
       with tf.io.gfile.GFile(cache, "rb") as f:
         return np.load(f)
     offsets = record_offsets(path)
-    tf.io.gfile.makedirs(index_dir)
-    temp = f"{cache}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"  # hosts sharing index_dir never share a temp file
-    with tf.io.gfile.GFile(temp, "wb") as f:
-      np.save(f, offsets)
-    tf.io.gfile.rename(temp, cache, overwrite=True)
+    buffer = io.BytesIO()
+    np.save(buffer, offsets)
+    write_bytes_atomic(cache, buffer.getvalue())  # hosts sharing index_dir never share a temporary file
     return offsets
 
   def __len__(self) -> int:

@@ -17,7 +17,6 @@ tokenizer.json with transformers first).
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import tokenizers
@@ -25,6 +24,7 @@ from etils import epath
 from tokenizers import AddedToken, decoders, models, pre_tokenizers
 
 from audiopalm.data import text_source
+from audiopalm.files.atomic import write_text_atomic
 from audiopalm.vocab.combined import LoadedText
 from audiopalm.vocab.spec import VocabSpec
 
@@ -102,7 +102,5 @@ def save_tokenizer(spec: VocabSpec, text: LoadedText, directory: str, model_max_
   files = {"tokenizer.json": tok.to_str(), "tokenizer_config.json": json.dumps(config, indent=2),
            "special_tokens_map.json": json.dumps({k: v for k, v in names.items() if k.endswith("_token")}, indent=2)}
   for name, content in files.items():
-    temp = root / f".{name}.tmp-{os.getpid()}"
-    temp.write_text(content)
-    temp.replace(root / name)
+    write_text_atomic(root / name, content)
   return sorted(files)

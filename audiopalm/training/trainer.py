@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import signal
 import threading
 from typing import Any, Protocol
@@ -20,6 +19,7 @@ from etils import epath
 from jax.sharding import NamedSharding
 
 from audiopalm.data.iterator import InputIterator, host_row_range, to_global_batch
+from audiopalm.files.atomic import write_text_atomic
 from audiopalm.model import Transformer, TransformerConfig, flops_per_token
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules, batch_sharding
@@ -182,9 +182,8 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
   if state is None and init_from.path is not None:
     state = initial_state(init_from, model, tx, device_mesh, rules, vocab, trainer.seed)
     if jax.process_index() == 0:
-      temp = model_path / f".{PROVENANCE_FILE}.tmp-{os.getpid()}"
-      temp.write_text(json.dumps(provenance(init_from), indent=2))
-      temp.replace(model_path / PROVENANCE_FILE)  # over a run that stopped before its first checkpoint
+      # Over the file of a run that stopped before its first checkpoint.
+      write_text_atomic(model_path / PROVENANCE_FILE, json.dumps(provenance(init_from), indent=2))
   elif state is None:
     state = init_train_state(net, tx, device_mesh, rules, trainer.seed)
     log.info("Initialised a new model (%s)", model_dir)

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any, Mapping, Sequence
 
 from etils import epath
+
+from audiopalm.files.atomic import write_text_atomic
 
 FORMAT_VERSION = 1
 SPEC_FILE = "vocab_spec.json"
@@ -175,10 +176,8 @@ def save_spec(spec: VocabSpec, path: str) -> None:
   sees the old file or the new one, never a partial one."""
   target = epath.Path(path)
   target = target if str(target).endswith(".json") else target / SPEC_FILE
-  target.parent.mkdir(parents=True, exist_ok=True)
-  temp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-  temp.write_text(json.dumps(spec.to_json(), indent=2))
-  temp.replace(target)  # atomic, over an older spec (a rerun before the first checkpoint)
+  # Over an older spec: a rerun before the first checkpoint.
+  write_text_atomic(target, json.dumps(spec.to_json(), indent=2))
 
 
 def load_spec(path: str) -> VocabSpec:
