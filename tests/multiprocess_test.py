@@ -163,6 +163,24 @@ def test_two_processes_match_one_process(mesh_name, reference, tmp_path):
   assert (model_dir / "checkpoints" / str(NUM_STEPS)).is_dir()
 
 
+@pytest.mark.slow
+def test_launch_gpu_sh_environment_path_matches_one_process(reference, tmp_path):
+  """The multi-node path of `launch/gpu.sh` (coordinator, process count and id from the environment) on CPU:
+  the script, not the test, tells each process which run it is in, and the run equals the 1-process one."""
+  mesh = TWO_PROCESS_MESHES["dcn_data"]
+  model_dir = tmp_path / "run"
+  coordinator = f"127.0.0.1:{portpicker.pick_unused_port()}"
+  env = _env(4)
+  env.pop("JAX_PLATFORMS")  # the script sets it (--platform cpu)
+  commands = [["env", f"AUDIOPALM_COORDINATOR_ADDRESS={coordinator}", "AUDIOPALM_NUM_PROCESSES=2",
+               f"AUDIOPALM_PROCESS_ID={i}", "launch/gpu.sh", "--platform=cpu", "--",
+               *_train_command(model_dir, mesh)] for i in range(2)]
+  logs = _run(commands, env, tmp_path)
+  assert "gpu.sh: environment on" in logs[0].read_text() and "process 0 of 2" in logs[0].read_text()
+  rows = _check_run(model_dir, logs[0], mesh, num_processes=2)
+  np.testing.assert_allclose([r["loss"] for r in rows], [r["loss"] for r in reference], rtol=LOSS_RTOL, atol=0)
+
+
 # Fast checks of the same property, in this process (8 CPU devices from conftest.py).
 
 

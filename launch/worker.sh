@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# The remote half of the launchers: runs on each host (a TPU worker, a GPU node), in the project's checkout.
+#
+# Usage: launch/worker.sh ACTION ...
+#   setup ACCELERATOR              .venv with requirements.txt and JAX for ACCELERATOR: tpu, cuda12, cuda13 or cpu
+#                                  (skipped when requirements.txt and ACCELERATOR are unchanged since the last setup)
+#   start JOB [KEY=VALUE ...] -- CMD ...
+#                                  start CMD detached (it survives the ssh session), .venv/bin first on PATH, the
+#                                  KEY=VALUEs in its environment; output to logs/JOB.log, its status to logs/JOB.exit.
+#                                  A JOB still running is left alone (rerunning a launcher does not start it twice).
+#   logs JOB                       stream logs/JOB.log until the job ends; exit with its status
+#   stop JOB                       SIGTERM to the job's process group (training saves a checkpoint), SIGKILL after 300 s
+#   status JOB                     running, ended (with its status), or never started
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+die() { echo "worker.sh: $*" >&2; exit 2; }
+[ $# -ge 1 ] || die "give an action (see the header of $0)"
+action="$1"; shift
+
+job_files() {
+  [ $# -ge 1 ] && [[ "$1" =~ ^[A-Za-z0-9_.-]+$ ]] || die "give the job's name (letters, digits, '_', '.', '-')"
+  log="logs/$1.log"; pidfile="logs/$1.pid"; exitfile="logs/$1.exit"
+}
+running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+
+case "$action" in
+  setup)
+    [ $# -eq 1 ] || die "setup takes one accelerator: tpu, cuda12, cuda13 or cpu"
+    accelerator="$1"
+    case "$accelerator" in tpu|cuda12|cuda13|cpu) ;; *) die "unknown accelerator '$accelerator'";; esac
+    stamp="$accelerator $(sha256sum requirements.txt | cut -c1-16)"
+    if [ -f .venv/.audiopalm-setup ] && [ "$(cat .venv/.audiopalm-setup)" = "$stamp" ]; then
+      echo "worker.sh: $(hostname): already set up ($stamp)"; exit 0
+    fi
+    python3 -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -r requirements.txt
+    if [ "$accelerator" != cpu ]; then
+      # The accelerator's jaxlib plugin at exactly the JAX version requirements.txt resolved to.
+      version=$(.venv/bin/python -c 'import jax; print(jax.__version__)')
+      .venv/bin/pip install -q "jax[$accelerator]==$version"
+    fi
+    echo "$stamp" > .venv/.audiopalm-setup
+    echo "worker.sh: $(hostname): set up for $accelerator ($(.venv/bin/python -c 'import jax; print("jax", jax.__version__)'))";;
+
+  start)
+    job_files "$@"; shift
+    envs=()
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do
+      [[ "$1" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "'$1' is not KEY=VALUE"
+      envs+=("$1"); shift
+    done
+    [ $# -ge 2 ] && [ "$1" = "--" ] || die "give the command after --"
+    shift
+    mkdir -p logs
+    if running; then echo "worker.sh: $(hostname): $log is already running (pid $(cat "$pidfile")); not starting it again"; exit 0; fi
+    rm -f "$exitfile"
+    echo "=== $(date -u +%FT%TZ) $(hostname): $*" >> "$log"
+    # setsid: the job leads its own process group (stop signals all of it) and outlives this ssh session. The
+    # wrapping shell outlasts a SIGTERM (its trap is not inherited) to record the job's status.
+    # shellcheck disable=SC2016  # the single-quoted script is expanded by the inner bash, not here
+    PATH="$PWD/.venv/bin:$PATH" setsid nohup env "${envs[@]+"${envs[@]}"}" bash -c \
+      'trap : TERM INT; "$@"; status=$?; echo "$status" > "$0"; exit "$status"' "$exitfile" "$@" >> "$log" 2>&1 < /dev/null &
+    echo "$!" > "$pidfile"
+    echo "worker.sh: $(hostname): started $1 (pid $!, log $PWD/$log)";;
+
+  logs)
+    job_files "$@"
+    [ -f "$log" ] || die "no job $1 on $(hostname)"
+    tail -n 200 -F "$log" & tailer=$!
+    while running; do sleep 5; done
+    sleep 2; kill "$tailer" 2>/dev/null || true
+    [ -f "$exitfile" ] || die "job $1 ended without a status (killed?)"
+    exit "$(cat "$exitfile")";;
+
+  stop)
+    job_files "$@"
+    if ! running; then echo "worker.sh: $(hostname): job $1 is not running"; exit 0; fi
+    pid=$(cat "$pidfile")
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
+    for _ in $(seq 300); do running || { echo "worker.sh: $(hostname): job $1 stopped"; exit 0; }; sleep 1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    echo "worker.sh: $(hostname): job $1 killed after 300 s";;
+
+  status)
+    job_files "$@"
+    if running; then echo "$(hostname): job $1 running (pid $(cat "$pidfile"))"
+    elif [ -f "$exitfile" ]; then echo "$(hostname): job $1 ended with status $(cat "$exitfile")"
+    else echo "$(hostname): job $1 never started here (or was killed)"; fi;;
+
+  *) die "unknown action '$action'";;
+esac
