@@ -1,0 +1,222 @@
+r"""The main job: the whole AudioPaLM pipeline on the embedded default, one command, resumable.
+
+    python -m audiopalm.pipeline --workdir=runs/main [--text_steps=200] [--speech_steps=1000] [--stage_steps=100]
+
+Each step runs one of the project's entry points (the same commands the README and the gin experiment files
+show), in order:
+   1. tokens/train, tokens/test   the bundled corpus's 360 training and 40 held-out utterances to semantic and
+                                  acoustic tokens (`data_pipeline.tokenize`, `tokenize/demo{,_test}.gin`)
+   2. text                        the tiny text checkpoint on the bundled text (`experiments/tiny.gin`)
+   3. speech_text                 AudioPaLM continued pretraining of it on the ASR / TTS / continuation / text
+                                  mixture (`experiments/speech_text_from_text_demo.gin`)
+   4. coarse, fine                the AudioLM acoustic stages (`experiments/audiolm_{coarse,fine}_demo.gin`)
+   5. export                      the three models, their tokenizers and Hugging Face checkpoints
+                                  (`tools.export_checkpoint`)
+   6. evaluate                    the export on the held-out split: perplexity per task, ASR WER / CER against
+                                  chance, TTS round-trip WER through audio (`tools.evaluate`)
+   7. synthesize                  one held-out sentence through text → semantic → coarse → fine → codec, voiced
+                                  like a held-out recording (`tools.generate tts`)
+It ends with where every artefact is and a table of the results (also `<workdir>/summary.json`).
+
+Rerunning the same command resumes: a step that finished with the same command is skipped, and the one that was
+interrupted is rerun, which resumes from its own progress (token shards already written, the newest checkpoint).
+Changing a setting (say `--speech_steps`) reruns that step, which continues training to the new count, and every
+step after it. Each step's output goes to `<workdir>/logs/<step>.log`; a failed step prints the end of its log.
+On 2 CPU cores the defaults take about 15 minutes (docs/benchmarks.md); CI runs it with a few steps each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+from audiopalm.files.atomic import write_text_atomic
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEMO_SPEECH = "audiopalm/data/assets/demo_speech"
+# The voice prompt for the synthesized sample: a held-out recording (test split) of speaker 102.
+SYNTH_VOICE = f"{DEMO_SPEECH}/test/102/10202/102-10202-0000.flac"
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+  """One entry point run: `name` (its log and its done-marker), what it makes, and the command (argv after
+  `python -m`)."""
+  name: str
+  what: str
+  artefact: str
+  command: tuple[str, ...]
+
+
+def steps(work: str, text_steps: int, speech_steps: int, stage_steps: int, eval_examples: int | None
+          ) -> list[Step]:
+  """The pipeline, in order. Paths are relative to the repository root (where it runs) or absolute."""
+  w = work.rstrip("/")
+  tokens, test = f"{w}/tokens/train", f"{w}/tokens/test"
+  train = ("audiopalm.train", "--gin_file=gin_configs/experiments/{}.gin")
+  def run(gin: str, model_dir: str, *flags: str) -> tuple[str, ...]:
+    return (train[0], train[1].format(gin), f"--gin.MODEL_DIR='{model_dir}'", *flags)
+  limit = () if eval_examples is None else (f"--max_examples={eval_examples}",)
+  return [
+      Step("tokens_train", "tokens of the 360 training utterances", tokens,
+           ("data_pipeline.tokenize", "--gin_file=gin_configs/tokenize/demo.gin", f"--gin.OUTPUT_DIR='{tokens}'")),
+      Step("tokens_test", "tokens of the 40 held-out utterances", test,
+           ("data_pipeline.tokenize", "--gin_file=gin_configs/tokenize/demo_test.gin", f"--gin.OUTPUT_DIR='{test}'")),
+      Step("text", "the tiny text checkpoint", f"{w}/text",
+           run("tiny", f"{w}/text", f"--gin.TRAIN_STEPS={text_steps}")),
+      Step("speech_text", "AudioPaLM: the text checkpoint continued on speech and text", f"{w}/speech_text",
+           run("speech_text_from_text_demo", f"{w}/speech_text", f"--gin.INIT_DIR='{w}/text'",
+               f"--gin.TOKENS_DIR='{tokens}'", f"--gin.TRAIN_STEPS={speech_steps}")),
+      Step("coarse", "AudioLM stage 2: semantic to coarse acoustic", f"{w}/coarse",
+           run("audiolm_coarse_demo", f"{w}/coarse", f"--gin.TOKENS_DIR='{tokens}'",
+               f"--gin.TRAIN_STEPS={stage_steps}")),
+      Step("fine", "AudioLM stage 3: coarse to fine acoustic", f"{w}/fine",
+           run("audiolm_fine_demo", f"{w}/fine", f"--gin.TOKENS_DIR='{tokens}'", f"--gin.TRAIN_STEPS={stage_steps}")),
+      Step("export", "the three models for fine-tuning (orbax + Hugging Face) and their tokenizers", f"{w}/export",
+           ("tools.export_checkpoint", f"--models=lm={w}/speech_text", f"--models=coarse={w}/coarse",
+            f"--models=fine={w}/fine", f"--tokens_dir={tokens}", f"--output={w}/export", "--overwrite")),
+      Step("evaluate", "held-out perplexity, ASR and TTS round trip of the export", f"{w}/eval/test.json",
+           ("tools.evaluate", f"--model={w}/export/lm", f"--coarse_model={w}/export/coarse",
+            f"--fine_model={w}/export/fine", f"--tokens_dir={test}", "--split=test", "--metrics=perplexity,asr,tts",
+            *limit, f"--output={w}/eval/test.json", f"--tensorboard_dir={w}/eval/tensorboard")),
+      Step("synthesize", "a held-out sentence, voiced like a held-out recording", f"{w}/samples",
+           ("tools.generate", "tts", f"--model={w}/export/lm", f"--coarse_model={w}/export/coarse",
+            f"--fine_model={w}/export/fine", f"--text={held_out_sentence()}", f"--voice_prompt={SYNTH_VOICE}",
+            f"--output={w}/samples")),
+  ]
+
+
+def held_out_sentence() -> str:
+  """The first test transcript of speaker 101 (LibriSpeech layout): a sentence no training split has."""
+  trans = ROOT / DEMO_SPEECH / "test" / "101" / "10102" / "101-10102.trans.txt"
+  return trans.read_text().splitlines()[0].split(" ", 1)[1]
+
+
+def _marker(work: pathlib.Path, step: Step) -> pathlib.Path:
+  return work / ".steps" / f"{step.name}.json"
+
+
+def _is_done(work: pathlib.Path, step: Step) -> bool:
+  marker = _marker(work, step)
+  return marker.exists() and json.loads(marker.read_text()).get("command") == list(step.command)
+
+
+def _run_step(work: pathlib.Path, step: Step, index: int, total: int) -> float:
+  """Runs one step, its output to its log; returns its seconds. Raises RuntimeError with the log's end."""
+  log_path = work / "logs" / f"{step.name}.log"
+  log_path.parent.mkdir(parents=True, exist_ok=True)
+  print(f"[{index}/{total}] {step.name}: {step.what}\n      $ python -m {' '.join(step.command)}", flush=True)
+  start = time.perf_counter()
+  env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+  env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  with open(log_path, "a") as log:
+    log.write(f"=== {time.strftime('%Y-%m-%dT%H:%M:%S')} python -m {' '.join(step.command)}\n")
+    log.flush()
+    proc = subprocess.run([sys.executable, "-m", *step.command], stdout=log, stderr=subprocess.STDOUT, env=env,
+                          check=False)
+  seconds = time.perf_counter() - start
+  if proc.returncode:
+    tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
+    raise RuntimeError(f"step {step.name} failed (exit {proc.returncode}) after {seconds:.0f} s; the end of "
+                       f"{log_path}:\n{tail}\nFix the cause and rerun the same command: finished steps are kept.")
+  write_text_atomic(_marker(work, step), json.dumps({"command": list(step.command), "seconds": seconds}, indent=2))
+  print(f"      done in {seconds:.0f} s (log: {log_path})", flush=True)
+  return seconds
+
+
+def run(work_dir: str, all_steps: Sequence[Step]) -> dict:
+  """Runs the steps in order (from the current directory), skipping finished ones until the first that must run;
+  returns the summary."""
+  work = pathlib.Path(work_dir)
+  ran: dict[str, float | None] = {}
+  rerun_rest = False
+  for i, step in enumerate(all_steps, 1):
+    if not rerun_rest and _is_done(work, step):
+      print(f"[{i}/{len(all_steps)}] {step.name}: done earlier, kept ({step.artefact})", flush=True)
+      ran[step.name] = None
+      continue
+    rerun_rest = True  # what follows a step that ran is made again from its new output
+    ran[step.name] = _run_step(work, step, i, len(all_steps))
+  summary = {"workdir": str(work_dir), "steps": {s.name: {"artefact": s.artefact, "what": s.what,
+                                                          "seconds_this_run": ran[s.name]} for s in all_steps}}
+  eval_path = work / "eval" / "test.json"
+  if eval_path.exists():
+    summary["evaluation"] = _results(json.loads(eval_path.read_text()))
+    manifest = work / "export" / "manifest.json"  # an export does not know its step; its manifest does
+    if manifest.exists():
+      summary["evaluation"]["step"] = json.loads(manifest.read_text())["models"]["lm"].get("step")
+  generated = work / "samples" / "generated.jsonl"
+  if generated.exists():
+    summary["samples"] = [json.loads(line) for line in generated.read_text().splitlines() if line.strip()]
+  write_text_atomic(work / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+  return summary
+
+
+def _results(report: dict) -> dict:
+  res = report["results"]
+  ppl, asr, tts = res.get("perplexity", {}), res.get("asr", {}), res.get("tts", {})
+  return {"step": report.get("step"), "utterances": asr.get("utterances"),
+          "asr_wer": asr.get("wer"), "asr_cer": asr.get("cer"), "chance_wer": asr.get("chance_wer"),
+          "perplexity": {task: v["perplexity"] for task, v in ppl.get("tasks", {}).items()},
+          "perplexity_overall": ppl.get("overall", {}).get("perplexity"),
+          "tts_roundtrip_wer": tts.get("wer"), "tts_semantic_roundtrip_wer": tts.get("semantic_roundtrip_wer")}
+
+
+def format_summary(summary: dict) -> str:
+  fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+  lines = [f"\nArtefacts (in {summary['workdir']}):", "| step | artefact | this run |", "|---|---|---|"]
+  for name, s in summary["steps"].items():
+    took = "kept" if s["seconds_this_run"] is None else f"{s['seconds_this_run']:.0f} s"
+    lines.append(f"| {name} | {s['artefact']} | {took} |")
+  ev = summary.get("evaluation")
+  if ev:
+    lines += [f"\nHeld-out results ({ev['utterances']} test utterances, speech_text step {ev['step']}):",
+              "| metric | value |", "|---|---|",
+              f"| ASR WER / CER | {fmt(ev['asr_wer'])} / {fmt(ev['asr_cer'])} |",
+              f"| ASR WER of chance (another utterance's transcript) | {fmt(ev['chance_wer'])} |",
+              f"| TTS round-trip WER (audio / semantic tokens) | {fmt(ev['tts_roundtrip_wer'])} / "
+              f"{fmt(ev['tts_semantic_roundtrip_wer'])} |",
+              f"| perplexity, all tasks | {fmt(ev['perplexity_overall'])} |"]
+    lines += [f"| perplexity, {task} | {fmt(v)} |" for task, v in ev["perplexity"].items()]
+  for sample in summary.get("samples", []):
+    lines.append(f"\nSynthesized: {sample.get('wav')} ({fmt(sample.get('seconds'))} s): {sample.get('text')!r}")
+  return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m audiopalm.pipeline", description=__doc__.split("\n\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+  parser.add_argument("--workdir", default="runs/main", help="where everything goes")
+  parser.add_argument("--text_steps", type=int, default=200, help="training steps of the text checkpoint")
+  parser.add_argument("--speech_steps", type=int, default=1000, help="steps of speech-text continued pretraining")
+  parser.add_argument("--stage_steps", type=int, default=100, help="steps of each AudioLM acoustic stage")
+  parser.add_argument("--eval_examples", type=int, default=None, help="evaluate the first N test utterances")
+  args = parser.parse_args(argv)
+  for flag in ("text_steps", "speech_steps", "stage_steps"):
+    if getattr(args, flag) < 1:
+      parser.error(f"--{flag} must be at least 1")
+  if args.eval_examples is not None and args.eval_examples < 1:
+    parser.error("--eval_examples must be at least 1")
+  if not pathlib.Path("gin_configs/experiments/tiny.gin").exists():
+    parser.error(f"run it from the repository root (the directory with gin_configs/), not {os.getcwd()}")
+  all_steps = steps(args.workdir, args.text_steps, args.speech_steps, args.stage_steps, args.eval_examples)
+  start = time.perf_counter()
+  try:
+    summary = run(args.workdir, all_steps)
+  except RuntimeError as e:
+    print(f"\n{e}", file=sys.stderr)
+    return 1
+  print(format_summary(summary))
+  print(f"\nDone in {time.perf_counter() - start:.0f} s; summary: {pathlib.Path(args.workdir) / 'summary.json'}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

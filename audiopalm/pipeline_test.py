@@ -1,0 +1,80 @@
+"""The main job's control flow with stand-in steps (stdlib modules): order, resume, rerun on change, failure
+reports. The real pipeline runs end to end in tests/readme_test.py (the README's main job)."""
+
+import json
+
+import pytest
+
+from audiopalm import pipeline
+from audiopalm.pipeline import Step
+
+OK = ("platform",)  # `python -m platform`: prints this platform, exits 0
+FAIL = ("json.tool", "/nonexistent/input.json")  # exits 2 with the reason on stderr
+
+
+def _steps(second=OK, first=OK):
+  return [Step("a", "first", "out/a", first), Step("b", "second", "out/b", second), Step("c", "third", "out/c", OK)]
+
+
+def _ran(summary):
+  return [name for name, s in summary["steps"].items() if s["seconds_this_run"] is not None]
+
+
+def test_a_failed_step_reports_its_log_and_a_rerun_resumes_there(tmp_path, capsys):
+  with pytest.raises(RuntimeError, match=r"step b failed \(exit 2\)") as failure:
+    pipeline.run(str(tmp_path), _steps(second=FAIL))
+  assert "nonexistent" in str(failure.value) and "rerun the same command" in str(failure.value)
+  assert (tmp_path / ".steps" / "a.json").exists() and not (tmp_path / ".steps" / "b.json").exists()
+  assert _ran(pipeline.run(str(tmp_path), _steps())) == ["b", "c"]  # a is kept
+  assert "a: done earlier, kept (out/a)" in capsys.readouterr().out
+  summary = pipeline.run(str(tmp_path), _steps())
+  assert _ran(summary) == []  # everything kept
+  assert json.loads((tmp_path / "summary.json").read_text()) == summary
+  assert (tmp_path / "logs" / "b.log").read_text().count("=== ") == 2  # the failed try and the good one
+
+
+def test_a_changed_step_reruns_with_everything_after_it(tmp_path):
+  pipeline.run(str(tmp_path), _steps())
+  assert _ran(pipeline.run(str(tmp_path), _steps(second=("platform", "--terse")))) == ["b", "c"]
+  assert _ran(pipeline.run(str(tmp_path), _steps(first=("platform", "--terse"), second=("platform", "--terse")))) == [
+      "a", "b", "c"]
+
+
+def test_the_real_steps_chain_their_outputs():
+  steps = pipeline.steps("runs/main", text_steps=200, speech_steps=1000, stage_steps=100, eval_examples=None)
+  assert [s.name for s in steps] == ["tokens_train", "tokens_test", "text", "speech_text", "coarse", "fine", "export",
+                                     "evaluate", "synthesize"]
+  by = {s.name: " ".join(s.command) for s in steps}
+  assert "--gin.INIT_DIR='runs/main/text'" in by["speech_text"] and "TRAIN_STEPS=1000" in by["speech_text"]
+  assert by["coarse"].count("TOKENS_DIR='runs/main/tokens/train'") == 1
+  assert "--models=lm=runs/main/speech_text" in by["export"]
+  assert "--model=runs/main/export/lm" in by["evaluate"] and "--tokens_dir=runs/main/tokens/test" in by["evaluate"]
+  assert "--max_examples" not in by["evaluate"]
+  sentence = pipeline.held_out_sentence()
+  assert f"--text={sentence}" in by["synthesize"] and sentence.isupper()
+  train_text = (pipeline.ROOT / pipeline.DEMO_SPEECH / "train").rglob("*.trans.txt")
+  assert all(sentence not in f.read_text() for f in train_text)  # held out: no training utterance says it
+  assert (pipeline.ROOT / pipeline.SYNTH_VOICE).exists()
+
+
+def test_summary_table():
+  steps = {"text": {"artefact": "runs/main/text", "what": "", "seconds_this_run": 3.2},
+           "export": {"artefact": "runs/main/export", "what": "", "seconds_this_run": None}}
+  summary = {"workdir": "runs/main", "steps": steps,
+             "evaluation": {"step": 1000, "utterances": 40, "asr_wer": 0.5, "asr_cer": 0.25, "chance_wer": 0.97,
+                            "perplexity": {"asr": 1.6}, "perplexity_overall": 6.3, "tts_roundtrip_wer": None,
+                            "tts_semantic_roundtrip_wer": 0.9},
+             "samples": [{"wav": "runs/main/samples/0000.wav", "seconds": 2.5, "text": "MOVE THE BOX"}]}
+  text = pipeline.format_summary(summary)
+  for line in ("| text | runs/main/text | 3 s |", "| export | runs/main/export | kept |",
+               "| ASR WER / CER | 0.500 / 0.250 |",
+               "| TTS round-trip WER (audio / semantic tokens) | – / 0.900 |", "| perplexity, asr | 1.600 |",
+               "40 test utterances, speech_text step 1000", "runs/main/samples/0000.wav (2.500 s): 'MOVE THE BOX'"):
+    assert line in text, line
+
+
+@pytest.mark.parametrize("flag", ["--speech_steps=0", "--text_steps=-1", "--eval_examples=0"])
+def test_bad_settings_are_refused(flag, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    pipeline.main([flag])
+  assert exit_.value.code == 2 and flag.split("=")[0] in capsys.readouterr().err
