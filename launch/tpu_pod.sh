@@ -26,7 +26,7 @@
 #   --vm                 TPU_VM=1     create with `tpu-vm create` rather than a queued resource (1 slice)
 #   --job NAME           TPU_JOB      the job's name on the workers (default: job); logs in REMOTE_DIR/logs/
 #   --remote_dir DIR     TPU_REMOTE_DIR  where the project lives on each worker (default: audiopalm, in $HOME)
-#   --env KEY=VALUE      extra environment for the command (repeatable)
+#   --env KEY=VALUE      extra environment for the command and the setup (repeatable)
 #   --dry-run            print every command this would run, run none
 #
 # What runs is the command and its gin files (gin_configs/); this script only decides where. Every worker runs
@@ -34,7 +34,8 @@
 # JAX reads the pod's (and a multi-slice's) topology itself. Example (docs/user_guide.md):
 #   launch/tpu_pod.sh --name=ap8b --zone=us-east5-a --type=v5p-256 --spot up -- \
 #     .venv/bin/python -m audiopalm.train --gin_file=gin_configs/experiments/speech_text_from_hf.gin \
-#     --gin.MODEL_DIR=gs://bucket/runs/ap8b --gin.TOKENS_DIR=gs://bucket/tokens/librilight
+#     --gin.MODEL_DIR=gs://bucket/runs/ap8b --gin.INIT_DIR=gs://bucket/imports/llama_3_8b \
+#     --gin.HF_DIR=/models/llama-3-8b --gin.VOCAB_SIZE=129280 --gin.TOKENS_DIR=gs://bucket/tokens/emilia_en
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
@@ -225,7 +226,12 @@ sync_code() {
   each_node scp_node
 }
 
-setup() { each_node ssh_all "$(remote setup tpu)"; }
+setup() {  # the --env settings reach the setup too (e.g. AUDIOPALM_PYTHON, PIP_INDEX_URL)
+  local cmd
+  cmd="$(printf 'cd %q && ' "$remote_dir")"
+  if [ ${#envs[@]} -gt 0 ]; then cmd+="env$(printf ' %q' "${envs[@]}") "; fi
+  each_node ssh_all "${cmd}launch/worker.sh setup tpu"
+}
 
 start() {
   # Multi-slice workers find each other through the MEGASCALE_* variables the queued resource sets.

@@ -2,8 +2,10 @@
 # The remote half of the launchers: runs on each host (a TPU worker, a GPU node), in the project's checkout.
 #
 # Usage: launch/worker.sh ACTION ...
-#   setup ACCELERATOR              .venv with requirements.txt and JAX for ACCELERATOR: tpu, cuda12, cuda13 or cpu
-#                                  (skipped when requirements.txt and ACCELERATOR are unchanged since the last setup)
+#   setup ACCELERATOR              .venv with requirements.txt and JAX for ACCELERATOR: tpu, cuda12, cuda13 or cpu,
+#                                  on Python 3.11/3.12 (AUDIOPALM_PYTHON, else found; else python3.11 from apt);
+#                                  skipped when requirements.txt, Python and ACCELERATOR are unchanged since the last
+#                                  setup
 #   start JOB [KEY=VALUE ...] -- CMD ...
 #                                  start CMD detached (it survives the ssh session), .venv/bin first on PATH, the
 #                                  KEY=VALUEs in its environment; output to logs/JOB.log, its status to logs/JOB.exit.
@@ -29,11 +31,27 @@ case "$action" in
     [ $# -eq 1 ] || die "setup takes one accelerator: tpu, cuda12, cuda13 or cpu"
     accelerator="$1"
     case "$accelerator" in tpu|cuda12|cuda13|cpu) ;; *) die "unknown accelerator '$accelerator'";; esac
-    stamp="$accelerator $(sha256sum requirements.txt | cut -c1-16)"
+    # Python 3.11 or 3.12 (requirements.txt): AUDIOPALM_PYTHON, else the newest found; TPU VM images based on
+    # Ubuntu 22.04 ship 3.10, so there python3.11 is installed from the distribution (apt, with sudo).
+    python=""
+    for candidate in "${AUDIOPALM_PYTHON:-}" python3.12 python3.11 python3; do
+      if [ -n "$candidate" ] && command -v "$candidate" >/dev/null \
+          && "$candidate" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 12))'; then
+        python="$candidate"; break
+      fi
+    done
+    if [ -z "$python" ]; then
+      command -v apt-get >/dev/null || die "needs Python 3.11 or 3.12: install one and set AUDIOPALM_PYTHON"
+      echo "worker.sh: $(hostname): no Python 3.11/3.12; installing python3.11 with apt"
+      sudo apt-get update -q >/dev/null
+      sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3.11 python3.11-venv >/dev/null
+      python=python3.11
+    fi
+    stamp="$accelerator $("$python" -c 'import sys; print("py%d.%d" % sys.version_info[:2])') $(sha256sum requirements.txt | cut -c1-16)"
     if [ -f .venv/.audiopalm-setup ] && [ "$(cat .venv/.audiopalm-setup)" = "$stamp" ]; then
       echo "worker.sh: $(hostname): already set up ($stamp)"; exit 0
     fi
-    python3 -m venv .venv
+    "$python" -m venv --clear .venv
     .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q -r requirements.txt
     if [ "$accelerator" != cpu ]; then

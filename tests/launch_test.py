@@ -20,7 +20,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden" / "launch"
 SCRIPTS = sorted((REPO / "launch").glob("*.sh"))
 TRAIN = [".venv/bin/python", "-m", "audiopalm.train", "--gin_file=gin_configs/experiments/speech_text_from_hf.gin",
-         "--gin.MODEL_DIR='gs://my-bucket/runs/ap8b'", "--gin.TOKENS_DIR='gs://my-bucket/tokens/librilight'"]
+         "--gin.MODEL_DIR='gs://my-bucket/runs/ap8b'", "--gin.TOKENS_DIR='gs://my-bucket/tokens/emilia_en'"]
 
 # name -> tpu_pod.sh arguments. Every action appears in at least one case.
 TPU_CASES = {
@@ -272,3 +272,16 @@ def test_tpu_pod_create_gives_up_on_a_failed_request(tmp_path):
   assert proc.returncode == 2 and "TPU ap8b is FAILED" in proc.stderr
   assert _verbs(calls) == ["queued-resources describe", "queued-resources create", "queued-resources describe",
                            "queued-resources describe"]
+
+
+def test_worker_setup_makes_a_venv_on_a_supported_python_once(checkout):
+  """`setup cpu` in a checkout whose requirements.txt is empty: a real venv on Python 3.11/3.12, then a no-op."""
+  (checkout / "requirements.txt").write_text("# nothing to install\n")
+  first = _worker(checkout, "setup", "cpu", timeout=300)
+  assert first.returncode == 0, first.stdout + first.stderr
+  version = subprocess.run([str(checkout / ".venv" / "bin" / "python"), "-c", "import sys; print(sys.version_info[:2])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+  assert version in ("(3, 11)", "(3, 12)")
+  assert (checkout / ".venv" / ".audiopalm-setup").read_text().startswith("cpu py3.1")
+  again = _worker(checkout, "setup", "cpu")
+  assert again.returncode == 0 and "already set up" in again.stdout

@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m tools.import_checkpoint", description=__doc__.split("\n\n")[0])
   source = p.add_mutually_exclusive_group(required=True)
-  source.add_argument("--hf_dir", help="a transformers save_pretrained directory (local or gs://)")
+  source.add_argument("--hf_dir", help="a transformers save_pretrained directory, local (copy one on GCS down "
+                      "first: gcloud storage cp -r)")
   source.add_argument("--checkpoint", help="a training run's model directory or an export of this stack")
   p.add_argument("--output", required=True, help="directory to write params/, model_config.json, vocab_spec.json")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),

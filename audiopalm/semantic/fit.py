@@ -206,6 +206,9 @@ def fit_semantic_tokenizer(*, encoder_path: str, layer: int, audio_paths: Sequen
   Returns a summary (audio hours, frames, k-means steps and final inertia, the tokenizer's identity).
   """
   out = epath.Path(output_dir)
+  if "://" in str(output_dir):
+    raise ValueError(f"output_dir {output_dir!r}: fit on local disk (the sampled features beside it are memory-"
+                     "mapped), then copy the tokenizer directory to object storage (gcloud storage cp -r)")
   if (out / SPEC_FILE).exists():
     raise FileExistsError(f"{out / SPEC_FILE} exists: a semantic tokenizer was already fitted there (delete it or "
                           "choose another output_dir)")

@@ -74,6 +74,8 @@ def test_clear_errors(corpus):
     fit_lib.fit_semantic_tokenizer(layer=2, **common)
   with pytest.raises(ValueError, match="fewer than num_clusters=100000"):
     fit_lib.fit_semantic_tokenizer(layer=0, kmeans=KMeansConfig(num_clusters=100000), **common)
+  with pytest.raises(ValueError, match="fit on local disk"):
+    fit_lib.fit_semantic_tokenizer(layer=0, **{**common, "output_dir": "gs://bucket/semantic"})
   with pytest.raises(ValueError, match="sample_fraction must be in"):
     fit_lib.FeatureDumpConfig(sample_fraction=0)
   assert not (corpus / "x" / tok_lib.SPEC_FILE).exists() and not (corpus / "x.features").exists()
