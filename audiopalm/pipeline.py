@@ -21,7 +21,11 @@ It ends with where every artefact is and a table of the results (also `<workdir>
 Rerunning the same command resumes: a step that finished with the same command is skipped, and the one that was
 interrupted is rerun, which resumes from its own progress (token shards already written, the newest checkpoint).
 Changing a setting (say `--speech_steps`) reruns that step, which continues training to the new count, and every
-step after it. Each step's output goes to `<workdir>/logs/<step>.log`; a failed step prints the end of its log.
+step after it; a training step rerun that way resumes from its own checkpoints (a new text checkpoint does not
+restart `speech_text`: delete `<workdir>/speech_text` for that). A training step counts as finished only when
+its last checkpoint exists (a preempted one exits cleanly before that). SIGTERM to the pipeline reaches the
+running step, which saves and exits. Each step's output goes to `<workdir>/logs/<step>.log`; a failed step
+prints the end of its log.
 On 2 CPU cores the defaults take about 15 minutes (docs/benchmarks.md); CI runs it with a few steps each.
 """
 
@@ -32,6 +36,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import time
@@ -47,12 +52,14 @@ SYNTH_VOICE = f"{DEMO_SPEECH}/test/102/10202/102-10202-0000.flac"
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-  """One entry point run: `name` (its log and its done-marker), what it makes, and the command (argv after
-  `python -m`)."""
+  """One entry point run: `name` (its log and its done-marker), what it makes, the command (argv after
+  `python -m`) and, for steps that can stop early and still exit 0 (training after a preemption), the path that
+  exists only once the step has finished."""
   name: str
   what: str
   artefact: str
   command: tuple[str, ...]
+  finished_when: str | None = None
 
 
 def steps(work: str, text_steps: int, speech_steps: int, stage_steps: int, eval_examples: int | None
@@ -70,15 +77,17 @@ def steps(work: str, text_steps: int, speech_steps: int, stage_steps: int, eval_
       Step("tokens_test", "tokens of the 40 held-out utterances", test,
            ("data_pipeline.tokenize", "--gin_file=gin_configs/tokenize/demo_test.gin", f"--gin.OUTPUT_DIR='{test}'")),
       Step("text", "the tiny text checkpoint", f"{w}/text",
-           run("tiny", f"{w}/text", f"--gin.TRAIN_STEPS={text_steps}")),
+           run("tiny", f"{w}/text", f"--gin.TRAIN_STEPS={text_steps}"), f"{w}/text/checkpoints/{text_steps}"),
       Step("speech_text", "AudioPaLM: the text checkpoint continued on speech and text", f"{w}/speech_text",
            run("speech_text_from_text_demo", f"{w}/speech_text", f"--gin.INIT_DIR='{w}/text'",
-               f"--gin.TOKENS_DIR='{tokens}'", f"--gin.TRAIN_STEPS={speech_steps}")),
+               f"--gin.TOKENS_DIR='{tokens}'", f"--gin.TRAIN_STEPS={speech_steps}"),
+           f"{w}/speech_text/checkpoints/{speech_steps}"),
       Step("coarse", "AudioLM stage 2: semantic to coarse acoustic", f"{w}/coarse",
            run("audiolm_coarse_demo", f"{w}/coarse", f"--gin.TOKENS_DIR='{tokens}'",
-               f"--gin.TRAIN_STEPS={stage_steps}")),
+               f"--gin.TRAIN_STEPS={stage_steps}"), f"{w}/coarse/checkpoints/{stage_steps}"),
       Step("fine", "AudioLM stage 3: coarse to fine acoustic", f"{w}/fine",
-           run("audiolm_fine_demo", f"{w}/fine", f"--gin.TOKENS_DIR='{tokens}'", f"--gin.TRAIN_STEPS={stage_steps}")),
+           run("audiolm_fine_demo", f"{w}/fine", f"--gin.TOKENS_DIR='{tokens}'", f"--gin.TRAIN_STEPS={stage_steps}"),
+           f"{w}/fine/checkpoints/{stage_steps}"),
       Step("export", "the three models for fine-tuning (orbax + Hugging Face) and their tokenizers", f"{w}/export",
            ("tools.export_checkpoint", f"--models=lm={w}/speech_text", f"--models=coarse={w}/coarse",
             f"--models=fine={w}/fine", f"--tokens_dir={tokens}", f"--output={w}/export", "--overwrite")),
@@ -116,16 +125,34 @@ def _run_step(work: pathlib.Path, step: Step, index: int, total: int) -> float:
   start = time.perf_counter()
   env = {**os.environ, "PYTHONUNBUFFERED": "1"}
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  stopped: list[int] = []
   with open(log_path, "a") as log:
     log.write(f"=== {time.strftime('%Y-%m-%dT%H:%M:%S')} python -m {' '.join(step.command)}\n")
     log.flush()
-    proc = subprocess.run([sys.executable, "-m", *step.command], stdout=log, stderr=subprocess.STDOUT, env=env,
-                          check=False)
+    proc = subprocess.Popen([sys.executable, "-m", *step.command], stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def stop(signum: int, _frame: object) -> None:  # SIGTERM (preemption) to the step too: it saves and exits
+      stopped.append(signum)
+      if signum == signal.SIGTERM:
+        proc.send_signal(signum)  # (Ctrl-C reaches the whole process group by itself)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+      returncode = proc.wait()
+    finally:
+      for s, handler in previous.items():
+        signal.signal(s, handler)
   seconds = time.perf_counter() - start
-  if proc.returncode:
+  if stopped:
+    raise RuntimeError(f"step {step.name} was stopped ({signal.Signals(stopped[0]).name}) after {seconds:.0f} s; "
+                       "rerun the same command to resume it")
+  if returncode:
     tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-25:])
-    raise RuntimeError(f"step {step.name} failed (exit {proc.returncode}) after {seconds:.0f} s; the end of "
+    raise RuntimeError(f"step {step.name} failed (exit {returncode}) after {seconds:.0f} s; the end of "
                        f"{log_path}:\n{tail}\nFix the cause and rerun the same command: finished steps are kept.")
+  if step.finished_when is not None and not pathlib.Path(step.finished_when).exists():
+    raise RuntimeError(f"step {step.name} exited before finishing ({step.finished_when} is missing: preempted, or "
+                       f"its input ran out; see {log_path}); rerun the same command to resume it")
   write_text_atomic(_marker(work, step), json.dumps({"command": list(step.command), "seconds": seconds}, indent=2))
   print(f"      done in {seconds:.0f} s (log: {log_path})", flush=True)
   return seconds
@@ -142,7 +169,11 @@ def run(work_dir: str, all_steps: Sequence[Step]) -> dict:
       print(f"[{i}/{len(all_steps)}] {step.name}: done earlier, kept ({step.artefact})", flush=True)
       ran[step.name] = None
       continue
-    rerun_rest = True  # what follows a step that ran is made again from its new output
+    # This step and every later one are redone; their markers go first, so that a later invocation cannot keep
+    # a later step made from this step's old output (if this one is interrupted, it is the first to rerun).
+    for later in all_steps[i - 1:]:
+      _marker(work, later).unlink(missing_ok=True)
+    rerun_rest = True
     ran[step.name] = _run_step(work, step, i, len(all_steps))
   summary = {"workdir": str(work_dir), "steps": {s.name: {"artefact": s.artefact, "what": s.what,
                                                           "seconds_this_run": ran[s.name]} for s in all_steps}}

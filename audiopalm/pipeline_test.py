@@ -2,6 +2,11 @@
 reports. The real pipeline runs end to end in tests/readme_test.py (the README's main job)."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -40,6 +45,25 @@ def test_a_changed_step_reruns_with_everything_after_it(tmp_path):
       "a", "b", "c"]
 
 
+def test_an_interrupted_rerun_never_keeps_steps_made_from_old_output(tmp_path):
+  """Run 2 changes a; b then fails. Run 3 must redo b and c (made from a's old output), not keep them."""
+  pipeline.run(str(tmp_path), _steps())
+  with pytest.raises(RuntimeError, match="step b failed"):
+    pipeline.run(str(tmp_path), _steps(first=("platform", "--terse"), second=FAIL))
+  assert not (tmp_path / ".steps" / "c.json").exists()
+  assert _ran(pipeline.run(str(tmp_path), _steps(first=("platform", "--terse")))) == ["b", "c"]
+
+
+def test_a_step_that_exits_cleanly_before_finishing_is_not_marked_done(tmp_path):
+  """A preempted training run exits 0 without its last checkpoint: the step stays to be resumed."""
+  unfinished = Step("train", "a run", "out/train", OK, finished_when=str(tmp_path / "checkpoints" / "10"))
+  with pytest.raises(RuntimeError, match="exited before finishing"):
+    pipeline.run(str(tmp_path), [unfinished])
+  assert not (tmp_path / ".steps" / "train.json").exists()
+  (tmp_path / "checkpoints" / "10").mkdir(parents=True)
+  assert _ran(pipeline.run(str(tmp_path), [unfinished])) == ["train"]
+
+
 def test_the_real_steps_chain_their_outputs():
   steps = pipeline.steps("runs/main", text_steps=200, speech_steps=1000, stage_steps=100, eval_examples=None)
   assert [s.name for s in steps] == ["tokens_train", "tokens_test", "text", "speech_text", "coarse", "fine", "export",
@@ -50,6 +74,9 @@ def test_the_real_steps_chain_their_outputs():
   assert "--models=lm=runs/main/speech_text" in by["export"]
   assert "--model=runs/main/export/lm" in by["evaluate"] and "--tokens_dir=runs/main/tokens/test" in by["evaluate"]
   assert "--max_examples" not in by["evaluate"]
+  finished = {s.name: s.finished_when for s in steps}
+  assert finished["speech_text"] == "runs/main/speech_text/checkpoints/1000"
+  assert finished["coarse"] == "runs/main/coarse/checkpoints/100" and finished["export"] is None
   sentence = pipeline.held_out_sentence()
   assert f"--text={sentence}" in by["synthesize"] and sentence.isupper()
   train_text = (pipeline.ROOT / pipeline.DEMO_SPEECH / "train").rglob("*.trans.txt")
@@ -78,3 +105,25 @@ def test_bad_settings_are_refused(flag, capsys):
   with pytest.raises(SystemExit) as exit_:
     pipeline.main([flag])
   assert exit_.value.code == 2 and flag.split("=")[0] in capsys.readouterr().err
+
+
+def test_sigterm_reaches_the_running_step(tmp_path):
+  """A preemption notice to the pipeline stops the step it is running (no orphan keeps writing) and the step
+  is left to resume."""
+  pid_file = tmp_path / "child.pid"
+  body = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+  script = ("import sys; from audiopalm import pipeline\n"
+            f"step = pipeline.Step('slow', 'sleeps', 'x', ('timeit', '-n', '1', {body!r}))\n"
+            f"try:\n  pipeline.run({str(tmp_path)!r}, [step])\nexcept RuntimeError as e:\n  print(e); sys.exit(1)\n")
+  proc = subprocess.Popen([sys.executable, "-c", script], cwd=pipeline.ROOT, stdout=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 60
+  while not pid_file.exists() or not pid_file.read_text():
+    assert time.monotonic() < deadline and proc.poll() is None, "the step did not start"
+    time.sleep(0.1)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=60)
+  assert proc.returncode == 1 and "step slow was stopped (SIGTERM)" in out
+  child = int(pid_file.read_text())
+  with pytest.raises(ProcessLookupError):
+    os.kill(child, 0)
+  assert not (tmp_path / ".steps" / "slow.json").exists()

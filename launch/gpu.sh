@@ -8,8 +8,8 @@
 #   1. plain variables, set by you or any scheduler: AUDIOPALM_COORDINATOR_ADDRESS (HOST:PORT of process 0),
 #      AUDIOPALM_NUM_PROCESSES, AUDIOPALM_PROCESS_ID;
 #   2. SLURM (`srun --nodes=N --ntasks-per-node=1 launch/gpu.sh -- ...`): the coordinator is the first node of
-#      SLURM_JOB_NODELIST at --port, the process count SLURM_NTASKS and the id SLURM_PROCID; with several tasks
-#      per node each task gets the GPU SLURM_LOCALID;
+#      the step (SLURM_STEP_NODELIST, else SLURM_JOB_NODELIST) at --port, the process count SLURM_NTASKS and the
+#      id SLURM_PROCID; with several tasks per node each task gets one GPU (entry SLURM_LOCALID of the step's);
 #   3. otherwise a single process on this host.
 # The entry points read the AUDIOPALM_* variables and call jax.distributed.initialize with them.
 #
@@ -57,18 +57,27 @@ if [ -n "${AUDIOPALM_COORDINATOR_ADDRESS:-}" ]; then
     || die "AUDIOPALM_COORDINATOR_ADDRESS is set: set AUDIOPALM_NUM_PROCESSES and AUDIOPALM_PROCESS_ID too"
   mode="environment"
 elif [ "${SLURM_NTASKS:-1}" -gt 1 ]; then
-  [ -n "${SLURM_JOB_NODELIST:-}" ] && [ -n "${SLURM_PROCID:-}" ] || die "SLURM_NTASKS > 1 without SLURM_JOB_NODELIST/SLURM_PROCID"
+  # The step's nodes (an srun on part of the allocation), else the job's.
+  nodelist="${SLURM_STEP_NODELIST:-${SLURM_JOB_NODELIST:-}}"
+  [ -n "$nodelist" ] && [ -n "${SLURM_PROCID:-}" ] || die "SLURM_NTASKS > 1 without SLURM_STEP_NODELIST/SLURM_PROCID"
   if command -v scontrol >/dev/null; then
-    head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+    head_node=$(scontrol show hostnames "$nodelist" | head -n 1)
   else  # a plain comma-separated list only: "node[01-04]" needs scontrol to expand
-    [[ "$SLURM_JOB_NODELIST" != *"["* ]] || die "scontrol is needed to expand SLURM_JOB_NODELIST=$SLURM_JOB_NODELIST"
-    head_node="${SLURM_JOB_NODELIST%%,*}"
+    [[ "$nodelist" != *"["* ]] || die "scontrol is needed to expand the node list $nodelist"
+    head_node="${nodelist%%,*}"
   fi
   set_env AUDIOPALM_COORDINATOR_ADDRESS "$head_node:$port"
   set_env AUDIOPALM_NUM_PROCESSES "$SLURM_NTASKS"
   set_env AUDIOPALM_PROCESS_ID "$SLURM_PROCID"
-  if [ "$platform" = cuda ] && [ "${SLURM_NTASKS_PER_NODE:-1}" != 1 ] && [ -n "${SLURM_LOCALID:-}" ]; then
-    set_env CUDA_VISIBLE_DEVICES "$SLURM_LOCALID"  # one task per GPU
+  # Several tasks on this node (SLURM_STEP_TASKS_PER_NODE is e.g. "8(x2)"): each takes one of the node's GPUs,
+  # entry SLURM_LOCALID of the GPUs SLURM gave the step (CUDA_VISIBLE_DEVICES), or that index.
+  tasks_here="${SLURM_STEP_TASKS_PER_NODE:-${SLURM_NTASKS_PER_NODE:-1}}"
+  tasks_here="${tasks_here%%[(,]*}"
+  if [ "$platform" = cuda ] && [ "$tasks_here" != 1 ] && [ -n "${SLURM_LOCALID:-}" ]; then
+    IFS=, read -r -a gpus <<< "${CUDA_VISIBLE_DEVICES:-}"
+    if [ ${#gpus[@]} -gt "$SLURM_LOCALID" ]; then export CUDA_VISIBLE_DEVICES="${gpus[$SLURM_LOCALID]}"
+    else export CUDA_VISIBLE_DEVICES="$SLURM_LOCALID"; fi
+    shown+=("CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES")
   fi
   mode="SLURM"
 else

@@ -19,7 +19,7 @@
 #   --name NAME          TPU_NAME     the TPU (queued resource and node; slice i of a multi-slice is NAME-i)
 #   --zone ZONE          TPU_ZONE     e.g. us-east5-a
 #   --project PROJECT    TPU_PROJECT  default: gcloud's configured project
-#   --type TYPE          TPU_TYPE     accelerator type, e.g. v5p-256, v5litepod-64, v6e-256, v4-32
+#   --type TYPE          TPU_TYPE     accelerator type (gcloud's names), e.g. v5p-256, v5litepod-64, v6e-256, v4-32
 #   --slices N           TPU_SLICES   number of slices (default 1); >1 is a multi-slice (queued resource)
 #   --runtime VERSION    TPU_RUNTIME  TPU software version (default: by generation, see below)
 #   --spot               TPU_SPOT=1   Spot capacity (preemptible, cheaper)
@@ -101,7 +101,7 @@ if [ "$action" = create ] || [ "$action" = up ]; then
   if [ -z "$runtime" ]; then
     case "$type" in
       v4-*) runtime=tpu-ubuntu2204-base;;
-      v5litepod-*|v5e-*) runtime=v2-alpha-tpuv5-lite;;
+      v5litepod-*) runtime=v2-alpha-tpuv5-lite;;
       v5p-*) runtime=v2-alpha-tpuv5;;
       v6e-*) runtime=v2-alpha-tpuv6e;;
       *) die "no default --runtime for --type '$type': give one";;

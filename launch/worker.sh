@@ -24,9 +24,19 @@ job_files() {
   [ $# -ge 1 ] && [[ "$1" =~ ^[A-Za-z0-9_.-]+$ ]] || die "give the job's name (letters, digits, '_', '.', '-')"
   log="logs/$1.log"; pidfile="logs/$1.pid"; exitfile="logs/$1.exit"
 }
-running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+# The job's pid and its start time (field 22 of /proc/PID/stat): after a reboot the pid may name another process.
+started_at() { [ -r "/proc/$1/stat" ] && sed 's/.*) //' "/proc/$1/stat" | cut -d' ' -f20; }
+running() {
+  [ -f "$pidfile" ] || return 1
+  local pid when
+  read -r pid when < "$pidfile"
+  kill -0 "$pid" 2>/dev/null && [ "$(started_at "$pid")" = "$when" ]
+}
+job_pid() { cut -d' ' -f1 "$pidfile"; }
 
 case "$action" in
+  -h|--help|help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0;;
+
   setup)
     [ $# -eq 1 ] || die "setup takes one accelerator: tpu, cuda12, cuda13 or cpu"
     accelerator="$1"
@@ -43,8 +53,10 @@ case "$action" in
     if [ -z "$python" ]; then
       command -v apt-get >/dev/null || die "needs Python 3.11 or 3.12: install one and set AUDIOPALM_PYTHON"
       echo "worker.sh: $(hostname): no Python 3.11/3.12; installing python3.11 with apt"
-      sudo apt-get update -q >/dev/null
-      sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3.11 python3.11-venv >/dev/null
+      # A fresh VM's unattended upgrades may hold the dpkg lock for minutes: wait for it.
+      sudo apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+      sudo DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q python3.11 \
+        python3.11-venv >/dev/null
       python=python3.11
     fi
     stamp="$accelerator $("$python" -c 'import sys; print("py%d.%d" % sys.version_info[:2])') $(sha256sum requirements.txt | cut -c1-16)"
@@ -52,7 +64,6 @@ case "$action" in
       echo "worker.sh: $(hostname): already set up ($stamp)"; exit 0
     fi
     "$python" -m venv --clear .venv
-    .venv/bin/pip install -q --upgrade pip
     .venv/bin/pip install -q -r requirements.txt
     if [ "$accelerator" != cpu ]; then
       # The accelerator's jaxlib plugin at exactly the JAX version requirements.txt resolved to.
@@ -72,7 +83,7 @@ case "$action" in
     [ $# -ge 2 ] && [ "$1" = "--" ] || die "give the command after --"
     shift
     mkdir -p logs
-    if running; then echo "worker.sh: $(hostname): $log is already running (pid $(cat "$pidfile")); not starting it again"; exit 0; fi
+    if running; then echo "worker.sh: $(hostname): $log is already running (pid $(job_pid)); not starting it again"; exit 0; fi
     rm -f "$exitfile"
     echo "=== $(date -u +%FT%TZ) $(hostname): $*" >> "$log"
     # setsid: the job leads its own process group (stop signals all of it) and outlives this ssh session. The
@@ -80,8 +91,9 @@ case "$action" in
     # shellcheck disable=SC2016  # the single-quoted script is expanded by the inner bash, not here
     PATH="$PWD/.venv/bin:$PATH" setsid nohup env "${envs[@]+"${envs[@]}"}" bash -c \
       'trap : TERM INT; "$@"; status=$?; echo "$status" > "$0"; exit "$status"' "$exitfile" "$@" >> "$log" 2>&1 < /dev/null &
-    echo "$!" > "$pidfile"
-    echo "worker.sh: $(hostname): started $1 (pid $!, log $PWD/$log)";;
+    pid=$!
+    echo "$pid $(started_at "$pid")" > "$pidfile"
+    echo "worker.sh: $(hostname): started $1 (pid $pid, log $PWD/$log)";;
 
   logs)
     job_files "$@"
@@ -95,7 +107,7 @@ case "$action" in
   stop)
     job_files "$@"
     if ! running; then echo "worker.sh: $(hostname): job $1 is not running"; exit 0; fi
-    pid=$(cat "$pidfile")
+    pid=$(job_pid)
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
     for _ in $(seq 300); do running || { echo "worker.sh: $(hostname): job $1 stopped"; exit 0; }; sleep 1; done
     kill -KILL -- "-$pid" 2>/dev/null || true
@@ -103,7 +115,7 @@ case "$action" in
 
   status)
     job_files "$@"
-    if running; then echo "$(hostname): job $1 running (pid $(cat "$pidfile"))"
+    if running; then echo "$(hostname): job $1 running (pid $(job_pid))"
     elif [ -f "$exitfile" ]; then echo "$(hostname): job $1 ended with status $(cat "$exitfile")"
     else echo "$(hostname): job $1 never started here (or was killed)"; fi;;
 

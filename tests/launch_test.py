@@ -104,8 +104,10 @@ def test_help_describes_every_action_and_option():
   for word in ("up -- CMD", "create", "setup", "logs", "stop", "delete", "status", "--dry-run", "--slices", "--spot",
                "TPU_NAME", "preemption"):
     assert word in text, word
-  for script in ("gpu.sh", "local.sh", "worker.sh"):
-    assert _run([f"launch/{script}", "--help"]).returncode in (0, 2)
+  for script, words in {"gpu.sh": ("SLURM", "AUDIOPALM_COORDINATOR_ADDRESS", "--platform"),
+                        "local.sh": ("--processes",), "worker.sh": ("setup ACCELERATOR", "start JOB", "stop JOB")}.items():
+    proc = _run([f"launch/{script}", "--help"])
+    assert proc.returncode == 0 and all(w in proc.stdout for w in words), (script, proc.stdout, proc.stderr)
 
 
 def _shellcheck() -> str:
@@ -201,6 +203,18 @@ def test_gpu_sh_under_slurm_points_every_task_at_the_first_node():
   assert "SLURM" in proc.stderr and "process 3 of 4" in proc.stderr
 
 
+def test_gpu_sh_gives_each_of_several_tasks_per_node_its_own_gpu():
+  env = {"SLURM_NTASKS": "16", "SLURM_PROCID": "9", "SLURM_LOCALID": "1", "SLURM_STEP_TASKS_PER_NODE": "8(x2)",
+         "SLURM_STEP_NODELIST": "g3,g4", "SLURM_JOB_NODELIST": "g1,g2,g3,g4", "CUDA_VISIBLE_DEVICES": "4,5,6,7,0,1,2,3",
+         "PATH": "/usr/bin:/bin"}
+  lines = _run(["launch/gpu.sh", "--dry-run", "--", "true"], env=env).stdout.splitlines()
+  assert "AUDIOPALM_COORDINATOR_ADDRESS=g3:12355" in lines  # the step's first node, not the job's
+  assert "CUDA_VISIBLE_DEVICES=5" in lines  # entry 1 of the GPUs SLURM gave this node's tasks
+  one_per_node = {**env, "SLURM_STEP_TASKS_PER_NODE": "1(x16)"}
+  lines = _run(["launch/gpu.sh", "--dry-run", "--", "true"], env=one_per_node).stdout.splitlines()
+  assert not any(line.startswith("CUDA_VISIBLE_DEVICES") for line in lines)  # all the node's GPUs
+
+
 def test_gpu_sh_keeps_what_the_user_set_and_checks_the_environment_path():
   env = {"XLA_FLAGS": "--xla_gpu_enable_latency_hiding_scheduler=false", "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.5"}
   lines = _run(["launch/gpu.sh", "--dry-run", "--", "true"], env=env).stdout.splitlines()
@@ -248,6 +262,7 @@ def _verbs(calls):
 
 
 def test_tpu_pod_up_recreates_a_preempted_tpu_and_starts_the_job(tmp_path):
+  started = time.time()
   proc, calls = _tpu_pod_for_real(tmp_path, ["SUSPENDED", "WAITING_FOR_RESOURCES", "PROVISIONING", "ACTIVE"],
                                   "up", "--", "python", "-m", "audiopalm.train")
   assert proc.returncode == 0, proc.stderr
@@ -257,7 +272,11 @@ def test_tpu_pod_up_recreates_a_preempted_tpu_and_starts_the_job(tmp_path):
       "tpu-vm scp", "tpu-vm ssh", "tpu-vm ssh setup", "tpu-vm ssh start", "tpu-vm ssh logs"]
   assert "--force" in calls[1] and "--spot" in calls[2] and "step 10 loss=2.0" in proc.stdout
   assert "deleting ap8b (SUSPENDED) to recreate it" in proc.stderr
-  assert (REPO / ".launch" / "ap8b-code.tar.gz").exists()  # the checkout that was copied to the workers
+  archive = REPO / ".launch" / "ap8b-code.tar.gz"  # the checkout that was copied to the workers, made now
+  assert archive.stat().st_mtime >= started - 1
+  names = subprocess.run(["tar", "-tzf", str(archive)], capture_output=True, text=True, check=True).stdout.split()
+  assert "launch/worker.sh" in names and "audiopalm/pipeline.py" in names and not any(
+      n.startswith((".venv/", "runs/")) for n in names)
 
 
 def test_tpu_pod_up_reuses_an_active_tpu(tmp_path):
@@ -285,3 +304,13 @@ def test_worker_setup_makes_a_venv_on_a_supported_python_once(checkout):
   assert (checkout / ".venv" / ".audiopalm-setup").read_text().startswith("cpu py3.1")
   again = _worker(checkout, "setup", "cpu")
   assert again.returncode == 0 and "already set up" in again.stdout
+
+
+def test_worker_does_not_take_a_reused_pid_for_its_job(checkout):
+  """After a reboot the recorded pid may belong to another live process: that is not the job."""
+  (checkout / "logs").mkdir()
+  (checkout / "logs" / "j5.pid").write_text(f"{os.getpid()} 1\n")  # alive, but started at another time
+  assert "running" not in _worker(checkout, "status", "j5").stdout
+  started = _worker(checkout, "start", "j5", "--", "true")
+  assert started.returncode == 0 and "started" in started.stdout
+  assert _worker(checkout, "logs", "j5").returncode == 0

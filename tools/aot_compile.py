@@ -75,7 +75,7 @@ class Topology:
 # HBM per chip (GiB) and the slice shapes of each generation, by chip count (Cloud TPU documentation).
 _HBM_GIB = {"v4": 32.0, "v5p": 95.0, "v5e": 16.0, "v6e": 32.0}
 _3D = {4: (2, 2, 1), 8: (2, 2, 2), 16: (2, 2, 4), 32: (2, 4, 4), 64: (4, 4, 4), 128: (4, 4, 8), 256: (4, 8, 8),
-       512: (8, 8, 8), 1024: (8, 8, 16), 2048: (8, 16, 16), 4096: (16, 16, 16), 8192: (16, 16, 32)}
+       512: (8, 8, 8), 1024: (8, 8, 16), 2048: (8, 16, 16), 4096: (16, 16, 16)}  # v4 ends at 4096 chips
 _2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128: (8, 16), 256: (16, 16)}
 
 
@@ -91,7 +91,8 @@ def parse_topology(name: str, hbm_gib: float | None = None) -> Topology:
   elif m := re.fullmatch(r"(v4|v5p)-(\d+)", name):
     gen, cores = m.group(1), int(m.group(2))
     if cores // 2 not in _3D or cores % 2:
-      raise ValueError(f"--topology {name}: {gen} slices have {sorted(2 * c for c in _3D)} TensorCores")
+      raise ValueError(f"--topology {name}: not one of the cubic {gen} slices {sorted(2 * c for c in _3D)} "
+                       f"(TensorCores); give another shape as {gen}:AxBxC (chips)")
     grid = _3D[cores // 2]
   elif m := re.fullmatch(r"(v5litepod|v5e|v6e)-(\d+)", name):
     gen, chips = ("v5e" if m.group(1) == "v5litepod" else m.group(1)), int(m.group(2))
@@ -133,7 +134,8 @@ def abstract_mesh(cfg: MeshConfig, num_devices: int, num_slices: int) -> Abstrac
 
 
 def _shard_bytes(leaves: Any, shardings: Any) -> int:
-  """Bytes on one device: each leaf's shard (the largest, for uneven shards)."""
+  """Bytes on one device: each leaf's shard (the shardings fit every leaf: `fit_sharding` left undividable
+  dimensions whole)."""
   total = 0
   for leaf, sharding in zip(jax.tree.leaves(leaves), jax.tree.leaves(shardings)):
     shape = sharding.shard_shape(leaf.shape) if leaf.shape else ()
@@ -143,28 +145,37 @@ def _shard_bytes(leaves: Any, shardings: Any) -> int:
 
 def analytical_plan(cfg: TransformerConfig, abstract: Any, shardings: Any, mesh_shape: dict[str, int],
                     batch_size: int, seq_len: int, grad_accum_steps: int, loss_chunk_size: int | None) -> dict:
-  """Bytes per device: the state (exact), gradients (the parameters' shards, f32 during accumulation), the
-  activations kept for the backward pass (estimate) and the logits of one loss chunk."""
+  """Bytes per device: the state (exact), gradients (the parameters' shards in f32; twice with accumulation: the
+  running sum and the microbatch's), the activations kept for the backward pass and one layer's working set
+  (estimates), and the logits of one loss chunk."""
   params = _shard_bytes(abstract.params, shardings.params)
   opt = _shard_bytes(abstract.opt_state, shardings.opt_state)
   grads = _shard_bytes(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32), abstract.params),
-                       shardings.params)
+                       shardings.params) * (2 if grad_accum_steps > 1 else 1)
   batch_shards = mesh_shape["data"] * mesh_shape["fsdp"]
   tokens = batch_size // grad_accum_steps * seq_len / batch_shards  # one microbatch's tokens on one device
   act = jnp.dtype(cfg.dtype).itemsize
   tensor = mesh_shape["tensor"]
+  heads = cfg.num_heads / tensor
+  kv_heads = cfg.num_kv_heads / tensor if cfg.num_kv_heads % tensor == 0 else cfg.num_kv_heads  # MQA: replicated
   # Saved per layer (forward values the backward pass needs), per token, in units of `act` bytes: 'full' keeps
   # the block's input; 'dots' / 'dots_no_batch' also the matmul outputs (q, k, v, attention output, the MLP's
-  # gate/up and down); 'none' everything, the attention probabilities included.
-  qkv = (cfg.num_heads + 2 * cfg.num_kv_heads) * cfg.head_dim / tensor
-  matmuls = qkv + cfg.num_heads * cfg.head_dim / tensor + 2 * cfg.d_ff / tensor + cfg.d_model
+  # gate/up and down); 'none' everything.
+  qkv = (heads + 2 * kv_heads) * cfg.head_dim
+  matmuls = qkv + heads * cfg.head_dim + 2 * cfg.d_ff / tensor + cfg.d_model
   per_token_layer = {"full": cfg.d_model, "dots": cfg.d_model + matmuls, "dots_no_batch": cfg.d_model + matmuls,
                      "none": cfg.d_model * 4 + matmuls + 2 * cfg.d_ff / tensor}[cfg.remat]
   saved = tokens * per_token_layer * cfg.num_layers * act
-  if cfg.remat == "none" and cfg.attention == "einsum":
-    saved += tokens * seq_len * cfg.num_heads / tensor * 4 * cfg.num_layers  # f32 attention probabilities
-  # One layer recomputed / live at a time in the backward pass, and the logits of one loss chunk in f32.
-  working = tokens * (cfg.d_model * 4 + matmuls + 2 * cfg.d_ff / tensor) * act
+  einsum = cfg.attention == "einsum"  # materialises [heads, query, key] scores (xla / cudnn flash does not)
+  if einsum and cfg.remat in ("none", "dots"):  # 'dots' saves the batched score matmul too, 'none' the softmax
+    saved += tokens * seq_len * heads * (4 if cfg.remat == "none" else act) * cfg.num_layers
+  # One layer live at a time in the backward pass: its activations, its attention scores, probabilities and their
+  # gradient (einsum, f32), its weights all-gathered over fsdp (compute dtype), and the embedding table gathered
+  # with its full f32 gradient before the reduce-scatter.
+  layer_params = (param_count(cfg, include_embedding=False) - cfg.d_model) / cfg.num_layers
+  working = (tokens * (cfg.d_model * 4 + matmuls + 2 * cfg.d_ff / tensor) * act
+             + (tokens * seq_len * heads * 4 * 3 if einsum else 0)
+             + layer_params / tensor * act + cfg.vocab_size * cfg.d_model / tensor * (act + 4))
   chunk_tokens = tokens if loss_chunk_size is None else min(tokens, loss_chunk_size * tokens / seq_len)
   logits = chunk_tokens * cfg.vocab_size / tensor * 4 * 2  # logits and their gradient
   parts = {"params": params, "optimizer_state": opt, "gradients": grads, "activations_saved": int(saved),
