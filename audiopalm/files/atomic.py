@@ -15,11 +15,10 @@ import os
 import posixpath
 import uuid
 
-import tensorflow as tf
-
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> str:
   """Writes `data` to `path` atomically, creating its directory; returns the path written, as a string."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel  # (only when writing: cheap to import this)
   target = os.fspath(path)
   directory, name = posixpath.split(target)
   if directory:
