@@ -68,27 +68,26 @@ def steps(work: str, text_steps: int, speech_steps: int, stage_steps: int, eval_
   """The pipeline, in order. Paths are relative to the repository root (where it runs) or absolute."""
   w = work.rstrip("/")
   tokens, test = f"{w}/tokens/train", f"{w}/tokens/test"
-  train = ("audiopalm.train", "--gin_file=gin_configs/experiments/{}.gin")
-  def run(gin: str, model_dir: str, *flags: str) -> tuple[str, ...]:
-    return (train[0], train[1].format(gin), f"--gin.MODEL_DIR='{model_dir}'", *flags)
+
+  def train(name: str, what: str, gin: str, num_steps: int, *flags: str) -> Step:
+    """A training run in `<workdir>/<name>`: finished when its checkpoint at `num_steps` exists."""
+    return Step(name, what, f"{w}/{name}",
+                ("audiopalm.train", f"--gin_file=gin_configs/experiments/{gin}.gin", f"--gin.MODEL_DIR='{w}/{name}'",
+                 *flags, f"--gin.TRAIN_STEPS={num_steps}"), f"{w}/{name}/checkpoints/{num_steps}")
+
   limit = () if eval_examples is None else (f"--max_examples={eval_examples}",)
   return [
       Step("tokens_train", "tokens of the 360 training utterances", tokens,
            ("data_pipeline.tokenize", "--gin_file=gin_configs/tokenize/demo.gin", f"--gin.OUTPUT_DIR='{tokens}'")),
       Step("tokens_test", "tokens of the 40 held-out utterances", test,
            ("data_pipeline.tokenize", "--gin_file=gin_configs/tokenize/demo_test.gin", f"--gin.OUTPUT_DIR='{test}'")),
-      Step("text", "the tiny text checkpoint", f"{w}/text",
-           run("tiny", f"{w}/text", f"--gin.TRAIN_STEPS={text_steps}"), f"{w}/text/checkpoints/{text_steps}"),
-      Step("speech_text", "AudioPaLM: the text checkpoint continued on speech and text", f"{w}/speech_text",
-           run("speech_text_from_text_demo", f"{w}/speech_text", f"--gin.INIT_DIR='{w}/text'",
-               f"--gin.TOKENS_DIR='{tokens}'", f"--gin.TRAIN_STEPS={speech_steps}"),
-           f"{w}/speech_text/checkpoints/{speech_steps}"),
-      Step("coarse", "AudioLM stage 2: semantic to coarse acoustic", f"{w}/coarse",
-           run("audiolm_coarse_demo", f"{w}/coarse", f"--gin.TOKENS_DIR='{tokens}'",
-               f"--gin.TRAIN_STEPS={stage_steps}"), f"{w}/coarse/checkpoints/{stage_steps}"),
-      Step("fine", "AudioLM stage 3: coarse to fine acoustic", f"{w}/fine",
-           run("audiolm_fine_demo", f"{w}/fine", f"--gin.TOKENS_DIR='{tokens}'", f"--gin.TRAIN_STEPS={stage_steps}"),
-           f"{w}/fine/checkpoints/{stage_steps}"),
+      train("text", "the tiny text checkpoint", "tiny", text_steps),
+      train("speech_text", "AudioPaLM: the text checkpoint continued on speech and text", "speech_text_from_text_demo",
+            speech_steps, f"--gin.INIT_DIR='{w}/text'", f"--gin.TOKENS_DIR='{tokens}'"),
+      train("coarse", "AudioLM stage 2: semantic to coarse acoustic", "audiolm_coarse_demo", stage_steps,
+            f"--gin.TOKENS_DIR='{tokens}'"),
+      train("fine", "AudioLM stage 3: coarse to fine acoustic", "audiolm_fine_demo", stage_steps,
+            f"--gin.TOKENS_DIR='{tokens}'"),
       Step("export", "the three models for fine-tuning (orbax + Hugging Face) and their tokenizers", f"{w}/export",
            ("tools.export_checkpoint", f"--models=lm={w}/speech_text", f"--models=coarse={w}/coarse",
             f"--models=fine={w}/fine", f"--tokens_dir={tokens}", f"--output={w}/export", "--overwrite")),

@@ -123,7 +123,6 @@ def plan(reader_name: str, reader_options: Mapping[str, Any], output_dir: str) -
   log.info("Listed %d items (%d rejected by the reader or as duplicates) in %.0f s", len(items),
            sum(isinstance(i, Reject) for i in items), time.time() - start)
   if jax.process_index() == 0:
-    tf.io.gfile.makedirs(output_dir)
     write_text_atomic(path, "".join(json.dumps(x) + "\n" for x in [header] + [_item_json(i) for i in items]))
   return items
 
@@ -267,7 +266,6 @@ def run_shard(items: Sequence[Utterance | Reject], shard_index: int, num_shards:
 
   def commit_record(stats: shards_lib.ShardStats) -> None:  # before the shard's rename: see the module docstring
     record = {"stats": stats.to_json(), "rejects": [r.to_json() for r in rejects]}
-    tf.io.gfile.makedirs(os.path.join(output_dir, SHARD_RECORDS))
     write_text_atomic(_record_path(output_dir, shard_index, num_shards), json.dumps(record))
 
   t = time.perf_counter()

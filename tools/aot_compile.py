@@ -2,7 +2,7 @@ r"""Ahead-of-time check of a training run for a TPU topology, from a CPU machine
 and does it fit in each chip's memory? Catch an OOM or a bad mesh before paying for the pod.
 
     python -m tools.aot_compile --topology=v5p-256 --preset=palm_8b --batch_size=256 --seq_len=2048 \
-        [--num_slices=1] [--ici="{'fsdp': -1}"] [--dcn="{'data': 2}"] [--grad_accum_steps=1] [--remat=full] \
+        [--num_slices=1] [--ici=fsdp=-1] [--dcn=data=2] [--grad_accum_steps=1] [--remat=full] \
         [--vocab_size=257024] [--model_config=runs/x/model_config.json] [--optimizer=adafactor] [--output=plan.json]
 
 Two answers, both per device:
@@ -23,7 +23,6 @@ A plan fits when it needs at most `--usable_fraction` (default 0.9) of the chip'
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import importlib.metadata
 import importlib.util
@@ -43,7 +42,7 @@ from jax.sharding import AbstractMesh, AxisType
 from audiopalm.files.atomic import write_text_atomic
 from audiopalm.model import Transformer, TransformerConfig, param_count, preset
 from audiopalm.model.config import REMAT_POLICIES, config_from
-from audiopalm.sharding.mesh import MESH_AXES, MeshConfig, make_mesh
+from audiopalm.sharding.mesh import MESH_AXES, MeshConfig, make_mesh, parse_axis_sizes
 from audiopalm.sharding.rules import ShardingRules, batch_sharding
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
 from audiopalm.training.train_state import sharding_context, state_shardings
@@ -219,18 +218,6 @@ def compiled_plan(cfg: TransformerConfig, optimizer: OptimizerConfig, step_cfg: 
           "devices": len(devices), "device_kind": devices[0].device_kind, "mesh": dict(mesh.shape)}
 
 
-def _dict_flag(text: str | None, name: str) -> dict[str, int]:
-  if not text:
-    return {}
-  try:
-    value = ast.literal_eval(text)
-  except (ValueError, SyntaxError) as e:
-    raise ValueError(f"--{name} {text!r} is not a dict such as \"{{'fsdp': -1}}\"") from e
-  if not isinstance(value, dict) or not all(isinstance(v, int) for v in value.values()):
-    raise ValueError(f"--{name} {text!r}: give a dict of axis sizes, e.g. \"{{'fsdp': -1}}\"")
-  return value
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m tools.aot_compile", description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -248,8 +235,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p.add_argument("--seq_len", type=int, required=True)
   p.add_argument("--grad_accum_steps", type=int, default=1)
   p.add_argument("--loss_chunk_size", type=int, default=None)
-  p.add_argument("--ici", default=None, help="mesh axis sizes within a slice (default: fsdp over all)")
-  p.add_argument("--dcn", default=None, help="mesh axis sizes across slices (default: data over the slices)")
+  p.add_argument("--ici", default=None,
+                 help="mesh axis sizes within a slice, e.g. fsdp=-1,tensor=4 (default: fsdp over all)")
+  p.add_argument("--dcn", default=None,
+                 help="mesh axis sizes across slices, e.g. data=2 (default: data over the slices)")
   p.add_argument("--optimizer", default="adafactor", choices=("adafactor", "adamw"))
   p.add_argument("--analytical_only", action="store_true", help="skip compiling even where libtpu is installed")
   p.add_argument("--output", default=None, help="write the plan as JSON")
@@ -270,8 +259,8 @@ def plan(args: argparse.Namespace) -> dict:
   if args.num_slices < 1 or args.batch_size < 1 or args.seq_len < 1 or args.grad_accum_steps < 1:
     raise ValueError("--num_slices, --batch_size, --seq_len and --grad_accum_steps must be positive")
   cfg = _model(args)
-  ici = _dict_flag(args.ici, "ici") or {"fsdp": -1}
-  dcn = _dict_flag(args.dcn, "dcn") or ({"data": args.num_slices} if args.num_slices > 1 else {})
+  ici = parse_axis_sizes(args.ici or "", "--ici") or {"fsdp": -1}
+  dcn = parse_axis_sizes(args.dcn or "", "--dcn") or ({"data": args.num_slices} if args.num_slices > 1 else {})
   mesh_cfg = MeshConfig(ici=ici, dcn=dcn, num_slices=args.num_slices if args.num_slices > 1 else None)
   num_devices = topology.devices_per_slice * args.num_slices
   mesh = abstract_mesh(mesh_cfg, num_devices, args.num_slices)

@@ -70,7 +70,7 @@ def test_verdicts_and_refusals(tmp_path):
   big = _run("--topology=v5litepod-16", "--preset=palm_8b", "--batch_size=256", "--seq_len=2048",
              "--analytical_only")
   assert big.returncode == 1 and "DOES NOT FIT" in big.stdout
-  bad_mesh = _run("--topology=v5p-8", "--preset=tiny", "--batch_size=16", "--seq_len=128", "--ici={'tensor': 3}")
+  bad_mesh = _run("--topology=v5p-8", "--preset=tiny", "--batch_size=16", "--seq_len=128", "--ici=tensor=3")
   assert bad_mesh.returncode == 2 and "aot_compile:" in bad_mesh.stderr and "tensor" in bad_mesh.stderr
   bad_batch = _run("--topology=v5p-16", "--preset=tiny", "--batch_size=6", "--seq_len=128")
   assert bad_batch.returncode == 2 and "global_batch_size 6 must be divisible" in bad_batch.stderr
@@ -97,7 +97,7 @@ def test_compiles_the_train_step_for_a_tpu_slice_and_a_multi_slice(libtpu, tmp_p
   assert plan["compiled"]["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
   assert plan["compiled"]["total_bytes"] > 0 and "compiled for 8 x TPU v5" in one.stdout
   two = _run("--topology=v5p-8", "--num_slices=2", "--preset=tiny", "--batch_size=16", "--seq_len=128",
-             "--ici={'fsdp': 2, 'tensor': 2}", f"--output={tmp_path / 'two.json'}", env=env)
+             "--ici=fsdp=2,tensor=2", f"--output={tmp_path / 'two.json'}", env=env)
   assert two.returncode == 0, two.stdout + two.stderr[-3000:]
   plan = json.loads((tmp_path / "two.json").read_text())
   assert plan["compiled"]["devices"] == 8 and plan["compiled"]["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}

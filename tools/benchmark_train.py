@@ -36,7 +36,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from audiopalm.model import Transformer, TransformerConfig, flops_per_token, param_count, preset
 from audiopalm.model.config import REMAT_POLICIES
-from audiopalm.sharding.mesh import MESH_AXES, MeshConfig, make_mesh
+from audiopalm.sharding.mesh import MeshConfig, make_mesh, parse_axis_sizes
 from audiopalm.sharding.rules import ShardingRules, batch_sharding
 from audiopalm.training.metrics import mfu, peak_flops_per_device
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
@@ -88,17 +88,6 @@ class BenchmarkResult:
   final_loss: float
   memory_estimate_bytes: int | None  # XLA's compiled estimate per device (arguments + outputs + temps)
   peak_memory_bytes: int | None  # runtime peak, where the backend reports it (not on CPU)
-
-
-def parse_mesh(spec: str) -> dict[str, int]:
-  """'data=1,fsdp=-1,tensor=1' -> {'data': 1, 'fsdp': -1, 'tensor': 1}; axes left out are 1."""
-  sizes = {}
-  for item in filter(None, (s.strip() for s in spec.split(","))):
-    name, sep, value = item.partition("=")
-    if not sep or name.strip() not in MESH_AXES:
-      raise ValueError(f"--mesh entry {item!r}: expected AXIS=SIZE with AXIS in {list(MESH_AXES)}")
-    sizes[name.strip()] = int(value)
-  return sizes
 
 
 def measure_matmul_peak(*, devices: Sequence[jax.Device], size: int = 2048, dtype: Any = jnp.float32,
@@ -319,7 +308,7 @@ def benchmark_kwargs(args: argparse.Namespace) -> dict[str, Any]:
   name = args.preset + (" + " + ",".join(f"{k}={v}" for k, v in overrides.items()) if overrides else "")
   return dict(model_cfg=preset(args.preset, **overrides), preset_name=name, batch_size=args.batch_size,
               seq_len=args.seq_len, steps=args.steps, warmup_steps=args.warmup_steps,
-              mesh_cfg=MeshConfig(ici=parse_mesh(args.mesh)),
+              mesh_cfg=MeshConfig(ici=parse_axis_sizes(args.mesh)),
               step_cfg=TrainStepConfig(grad_accum_steps=args.grad_accum_steps,
                                        loss_chunk_size=args.loss_chunk_size),
               peak_flops_override=args.peak_flops_per_device, matmul_peak=args.matmul_peak,

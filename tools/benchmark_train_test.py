@@ -5,7 +5,7 @@ import math
 import pytest
 
 from audiopalm.model import preset
-from audiopalm.sharding.mesh import MeshConfig
+from audiopalm.sharding.mesh import MeshConfig, parse_axis_sizes
 from tools import benchmark_train
 
 
@@ -21,11 +21,11 @@ def test_run_benchmark_tiny_returns_finite_positive_figures():
   assert "MFU vs measured matmul peak" in benchmark_train.format_report(result)
 
 
-def test_peak_override_gives_mfu_and_parse_mesh():
+def test_peak_override_gives_mfu_and_parse_axis_sizes():
   result = benchmark_train.run_benchmark(model_cfg=preset("tiny"), batch_size=8, seq_len=16, steps=1,
                                          warmup_steps=0, peak_flops_override=1e12, matmul_peak="never")
   assert result.peak_source == "override" and math.isfinite(result.mfu) and result.mfu > 0
   assert result.matmul_peak_flops_per_device is None
-  assert benchmark_train.parse_mesh("data=2, fsdp=-1") == {"data": 2, "fsdp": -1}
+  assert parse_axis_sizes("data=2, fsdp=-1") == {"data": 2, "fsdp": -1}
   with pytest.raises(ValueError, match="AXIS=SIZE"):
-    benchmark_train.parse_mesh("model=2")
+    parse_axis_sizes("model=2")

@@ -229,7 +229,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   model_dir = epath.Path(report["model"])
   output = epath.Path(args.output) if args.output else model_dir / "eval" / f"{args.split}.json"
-  output.parent.mkdir(parents=True, exist_ok=True)
   write_text_atomic(output, json.dumps(report, indent=2, ensure_ascii=False))  # over an earlier evaluation
   tensorboard = args.tensorboard_dir or str(model_dir / "tensorboard" / f"eval_{args.split}")
   writer = MetricsWriter(tensorboard)

@@ -19,6 +19,18 @@ from jax.sharding import AxisType, Mesh
 MESH_AXES: tuple[str, ...] = ("data", "fsdp", "tensor")
 
 
+def parse_axis_sizes(spec: str, flag: str = "--mesh") -> dict[str, int]:
+  """A command-line mesh: 'data=1,fsdp=-1,tensor=1' -> {'data': 1, 'fsdp': -1, 'tensor': 1}; axes left out are 1
+  (`MeshConfig` checks the sizes)."""
+  sizes = {}
+  for item in filter(None, (s.strip() for s in spec.split(","))):
+    name, sep, value = item.partition("=")
+    if not sep or name.strip() not in MESH_AXES:
+      raise ValueError(f"{flag} entry {item!r}: expected AXIS=SIZE with AXIS in {list(MESH_AXES)}")
+    sizes[name.strip()] = int(value)
+  return sizes
+
+
 def _fill(sizes: Mapping[str, int], total: int, what: str) -> tuple[int, ...]:
   """Resolves one `-1` entry so the product equals `total`; fails naming the problem."""
   unknown = sorted(set(sizes) - set(MESH_AXES))
