@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -63,18 +64,20 @@ class Step:
   finished_when: str | None = None
 
 
+def training_step(work: str, name: str, what: str, gin: str, num_steps: int, *flags: str) -> Step:
+  """`experiments/<gin>.gin` trained in `<work>/<name>`: finished when its checkpoint at `num_steps` exists."""
+  model_dir = f"{work.rstrip('/')}/{name}"
+  return Step(name, what, model_dir,
+              ("audiopalm.train", f"--gin_file=gin_configs/experiments/{gin}.gin", f"--gin.MODEL_DIR='{model_dir}'",
+               *flags, f"--gin.TRAIN_STEPS={num_steps}"), f"{model_dir}/checkpoints/{num_steps}")
+
+
 def steps(work: str, text_steps: int, speech_steps: int, stage_steps: int, eval_examples: int | None
           ) -> list[Step]:
   """The pipeline, in order. Paths are relative to the repository root (where it runs) or absolute."""
   w = work.rstrip("/")
   tokens, test = f"{w}/tokens/train", f"{w}/tokens/test"
-
-  def train(name: str, what: str, gin: str, num_steps: int, *flags: str) -> Step:
-    """A training run in `<workdir>/<name>`: finished when its checkpoint at `num_steps` exists."""
-    return Step(name, what, f"{w}/{name}",
-                ("audiopalm.train", f"--gin_file=gin_configs/experiments/{gin}.gin", f"--gin.MODEL_DIR='{w}/{name}'",
-                 *flags, f"--gin.TRAIN_STEPS={num_steps}"), f"{w}/{name}/checkpoints/{num_steps}")
-
+  train = functools.partial(training_step, w)
   limit = () if eval_examples is None else (f"--max_examples={eval_examples}",)
   return [
       Step("tokens_train", "tokens of the 360 training utterances", tokens,
@@ -158,9 +161,9 @@ def _run_step(work: pathlib.Path, step: Step, index: int, total: int) -> float:
   return seconds
 
 
-def run(work_dir: str, all_steps: Sequence[Step]) -> dict:
+def run_steps(work_dir: str, all_steps: Sequence[Step]) -> dict[str, float | None]:
   """Runs the steps in order (from the current directory), skipping finished ones until the first that must run;
-  returns the summary."""
+  returns each step's seconds in this run (None: kept from an earlier one)."""
   work = pathlib.Path(work_dir)
   ran: dict[str, float | None] = {}
   rerun_rest = False
@@ -175,6 +178,13 @@ def run(work_dir: str, all_steps: Sequence[Step]) -> dict:
       _marker(work, later).unlink(missing_ok=True)
     rerun_rest = True
     ran[step.name] = _run_step(work, step, i, len(all_steps))
+  return ran
+
+
+def run(work_dir: str, all_steps: Sequence[Step]) -> dict:
+  """`run_steps`, then the summary of the artefacts and results (also written to `<work_dir>/summary.json`)."""
+  work = pathlib.Path(work_dir)
+  ran = run_steps(work_dir, all_steps)
   summary = {"workdir": str(work_dir), "steps": {s.name: {"artefact": s.artefact, "what": s.what,
                                                           "seconds_this_run": ran[s.name]} for s in all_steps}}
   eval_path = work / "eval" / "test.json"
