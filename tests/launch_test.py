@@ -104,8 +104,9 @@ def test_help_describes_every_action_and_option():
   for word in ("up -- CMD", "create", "setup", "logs", "stop", "delete", "status", "--dry-run", "--slices", "--spot",
                "TPU_NAME", "preemption"):
     assert word in text, word
-  for script, words in {"gpu.sh": ("SLURM", "AUDIOPALM_COORDINATOR_ADDRESS", "--platform"),
-                        "local.sh": ("--processes",), "worker.sh": ("setup ACCELERATOR", "start JOB", "stop JOB")}.items():
+  helps = {"gpu.sh": ("SLURM", "AUDIOPALM_COORDINATOR_ADDRESS", "--platform"), "local.sh": ("--processes",),
+           "worker.sh": ("setup ACCELERATOR", "start JOB", "stop JOB")}
+  for script, words in helps.items():
     proc = _run([f"launch/{script}", "--help"])
     assert proc.returncode == 0 and all(w in proc.stdout for w in words), (script, proc.stdout, proc.stderr)
 
@@ -298,7 +299,8 @@ def test_worker_setup_makes_a_venv_on_a_supported_python_once(checkout):
   (checkout / "requirements.txt").write_text("# nothing to install\n")
   first = _worker(checkout, "setup", "cpu", timeout=300)
   assert first.returncode == 0, first.stdout + first.stderr
-  version = subprocess.run([str(checkout / ".venv" / "bin" / "python"), "-c", "import sys; print(sys.version_info[:2])"],
+  version = subprocess.run([str(checkout / ".venv" / "bin" / "python"), "-c",
+                            "import sys; print(sys.version_info[:2])"],
                            capture_output=True, text=True, check=True).stdout.strip()
   assert version in ("(3, 11)", "(3, 12)")
   assert (checkout / ".venv" / ".audiopalm-setup").read_text().startswith("cpu py3.1")

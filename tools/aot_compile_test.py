@@ -30,8 +30,8 @@ def test_topology_names(name, generation, grid, hbm):
   assert t.libtpu_name == f"{generation}:{'x'.join(map(str, grid))}"
 
 
-@pytest.mark.parametrize("name, message", [("v5p-3", "TensorCores"), ("v4-16384", "TensorCores"), ("v6e-12", "chips"), ("h100-8", "expected e.g."),
-                                           ("cpu-8", "needs --hbm_gib")])
+@pytest.mark.parametrize("name, message", [("v5p-3", "TensorCores"), ("v4-16384", "TensorCores"), ("v6e-12", "chips"),
+                                           ("h100-8", "expected e.g."), ("cpu-8", "needs --hbm_gib")])
 def test_unknown_topologies_are_refused(name, message):
   with pytest.raises(ValueError, match=message):
     aot_compile.parse_topology(name)

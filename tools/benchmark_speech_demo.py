@@ -29,6 +29,7 @@ from typing import Sequence
 from etils import epath
 
 from audiopalm import pipeline
+from audiopalm.files.atomic import write_text_atomic
 from tools import evaluate
 
 MODELS = {"from_text": "speech_text", "scratch": "scratch"}  # the table's name -> the step (and directory)
@@ -57,7 +58,7 @@ def run(workdir: str, steps: int, stages: bool) -> dict:
       raise RuntimeError(f"tools.evaluate of {work}/{step} failed ({status})")
     results[name] = json.loads(out.read_text())
   report = {"steps": steps, "workdir": work, "results": results}
-  (epath.Path(work) / "benchmark.json").write_text(json.dumps(report, indent=2))
+  write_text_atomic(f"{work}/benchmark.json", json.dumps(report, indent=2))
   return report
 
 

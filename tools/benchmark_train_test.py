@@ -29,3 +29,5 @@ def test_peak_override_gives_mfu_and_parse_axis_sizes():
   assert parse_axis_sizes("data=2, fsdp=-1") == {"data": 2, "fsdp": -1}
   with pytest.raises(ValueError, match="AXIS=SIZE"):
     parse_axis_sizes("model=2")
+  with pytest.raises(ValueError, match="--ici entry 'fsdp=two'.*SIZE an integer"):
+    parse_axis_sizes("fsdp=two", "--ici")

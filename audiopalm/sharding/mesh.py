@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Mapping, Sequence
 
 import jax
@@ -25,8 +26,9 @@ def parse_axis_sizes(spec: str, flag: str = "--mesh") -> dict[str, int]:
   sizes = {}
   for item in filter(None, (s.strip() for s in spec.split(","))):
     name, sep, value = item.partition("=")
-    if not sep or name.strip() not in MESH_AXES:
-      raise ValueError(f"{flag} entry {item!r}: expected AXIS=SIZE with AXIS in {list(MESH_AXES)}")
+    if not sep or name.strip() not in MESH_AXES or not re.fullmatch(r"\s*-?\d+\s*", value):
+      raise ValueError(f"{flag} entry {item!r}: expected AXIS=SIZE with AXIS in {list(MESH_AXES)} and SIZE an "
+                       "integer (-1: the rest)")
     sizes[name.strip()] = int(value)
   return sizes
 
