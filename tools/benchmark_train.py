@@ -213,9 +213,11 @@ def run_benchmark(*, model_cfg: TransformerConfig, preset_name: str = "custom", 
   return BenchmarkResult(
       preset=preset_name, params=param_count(model_cfg),
       non_embedding_params=param_count(model_cfg, include_embedding=False), dtype=model_cfg.dtype,
-      remat=model_cfg.remat, attention=model_cfg.attention, num_devices=len(devices), device_kind=devices[0].device_kind, platform=platform,
+      remat=model_cfg.remat, attention=model_cfg.attention, num_devices=len(devices),
+      device_kind=devices[0].device_kind, platform=platform,
       mesh=dict(device_mesh.shape), global_batch=batch_size, seq_len=seq_len,
-      grad_accum_steps=step_cfg.grad_accum_steps, loss_chunk_size=step_cfg.loss_chunk_size, warmup_steps=warmup_steps, timed_steps=steps,
+      grad_accum_steps=step_cfg.grad_accum_steps, loss_chunk_size=step_cfg.loss_chunk_size,
+      warmup_steps=warmup_steps, timed_steps=steps,
       compile_s=compile_s, step_time_median_s=median, step_time_mean_s=statistics.fmean(times),
       step_time_min_s=min(times), tokens_per_s=tokens_per_s, flops_per_token=fpt,
       achieved_flops=tokens_per_s * fpt, peak_flops_per_device=peak, peak_source=peak_source,
@@ -304,7 +306,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def benchmark_kwargs(args: argparse.Namespace) -> dict[str, Any]:
   """`run_benchmark` keyword arguments from parsed flags."""
-  overrides = {k: getattr(args, k) for k in ("dtype", "remat", "attention") + ARCH_OVERRIDES if getattr(args, k) is not None}
+  overrides = {k: getattr(args, k) for k in ("dtype", "remat", "attention") + ARCH_OVERRIDES
+               if getattr(args, k) is not None}
   name = args.preset + (" + " + ",".join(f"{k}={v}" for k, v in overrides.items()) if overrides else "")
   return dict(model_cfg=preset(args.preset, **overrides), preset_name=name, batch_size=args.batch_size,
               seq_len=args.seq_len, steps=args.steps, warmup_steps=args.warmup_steps,
