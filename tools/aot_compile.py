@@ -268,8 +268,7 @@ def plan(args: argparse.Namespace) -> dict:
   rules.validate(mesh.axis_names)
   step_cfg = TrainStepConfig(grad_accum_steps=args.grad_accum_steps, loss_chunk_size=args.loss_chunk_size)
   input_sharding = batch_sharding(mesh, rules)
-  validate_inputs(argparse.Namespace(global_batch_size=args.batch_size, seq_len=args.seq_len, vocab_size=None), cfg,
-                  input_sharding, step_cfg)
+  validate_inputs(args.batch_size, args.seq_len, None, cfg, input_sharding, step_cfg)
   optimizer = OptimizerConfig(name=args.optimizer)
   abstract, shardings = state_shardings(Transformer(cfg), make_optimizer(optimizer), mesh, rules)
   usable = topology.hbm_gib * GIB * args.usable_fraction

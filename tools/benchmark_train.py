@@ -168,8 +168,7 @@ def run_benchmark(*, model_cfg: TransformerConfig, preset_name: str = "custom", 
   device_mesh = make_mesh(mesh_cfg)
   rules.validate(device_mesh.axis_names)
   input_sharding = batch_sharding(device_mesh, rules)
-  spec = argparse.Namespace(global_batch_size=batch_size, seq_len=seq_len)
-  validate_inputs(spec, model_cfg, input_sharding, step_cfg)
+  validate_inputs(batch_size, seq_len, None, model_cfg, input_sharding, step_cfg)
   devices = list(device_mesh.devices.flat)
 
   net = Transformer(model_cfg)

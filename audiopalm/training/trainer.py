@@ -96,27 +96,26 @@ class Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def validate_inputs(input_spec: InputSpec, model: TransformerConfig, sharding: NamedSharding,
-                    step_cfg: TrainStepConfig) -> None:
-  """Fails before any compilation if the global batch cannot be laid out or the model's
-  vocabulary does not cover the input's token ids."""
+def validate_inputs(global_batch_size: int, seq_len: int, vocab_size: int | None, model: TransformerConfig,
+                    sharding: NamedSharding, step_cfg: TrainStepConfig) -> None:
+  """Fails before any compilation if the global batch cannot be laid out or the model's vocabulary does not cover
+  the input's token ids (`vocab_size`: the input's, None when it does not say)."""
   spec = sharding.spec[0] if len(sharding.spec) else None
   names = (spec,) if isinstance(spec, str) else (spec or ())
   shards = 1
   for name in names:
     shards *= sharding.mesh.shape[name]
-  b = input_spec.global_batch_size
+  b = global_batch_size
   if b % (shards * step_cfg.grad_accum_steps):
     raise ValueError(f"global_batch_size {b} must be divisible by the batch shards ({' x '.join(names) or '1'} = "
                      f"{shards}) x grad_accum_steps ({step_cfg.grad_accum_steps}) = "
                      f"{shards * step_cfg.grad_accum_steps}")
   chunk = step_cfg.loss_chunk_size
-  if chunk is not None and input_spec.seq_len % chunk:
-    raise ValueError(f"TrainStepConfig.loss_chunk_size {chunk} must divide the sequence length {input_spec.seq_len}")
-  vocab = getattr(input_spec, "vocab_size", None)
-  if vocab is not None and vocab > model.vocab_size:
-    raise ValueError(f"The input's token ids go up to {vocab - 1} but the model's vocab_size is "
-                     f"{model.vocab_size}; set TransformerConfig.vocab_size >= {vocab}")
+  if chunk is not None and seq_len % chunk:
+    raise ValueError(f"TrainStepConfig.loss_chunk_size {chunk} must divide the sequence length {seq_len}")
+  if vocab_size is not None and vocab_size > model.vocab_size:
+    raise ValueError(f"The input's token ids go up to {vocab_size - 1} but the model's vocab_size is "
+                     f"{model.vocab_size}; set TransformerConfig.vocab_size >= {vocab_size}")
 
 
 def _check_vocab_spec(data: InputSpec, model_path: epath.Path, has_checkpoint: bool) -> VocabSpec | None:
@@ -156,7 +155,8 @@ def train(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimize
   device_mesh = make_mesh(mesh)
   rules.validate(device_mesh.axis_names)
   input_sharding = batch_sharding(device_mesh, rules)
-  validate_inputs(data, model, input_sharding, step)
+  validate_inputs(data.global_batch_size, data.seq_len, getattr(data, "vocab_size", None), model,
+                  input_sharding, step)
   check_eval_data(evaluation, eval_data, data, input_sharding)
   model_path = epath.Path(model_dir)
   model_path.mkdir(parents=True, exist_ok=True)
