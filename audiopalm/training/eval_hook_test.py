@@ -153,7 +153,7 @@ def test_bad_config():
 
 
 def test_eval_gin_file_is_the_training_mixture_on_the_test_split():
-  """mixtures/audiopalm_eval.gin, given after an experiment, repeats mixtures/audiopalm.gin's components."""
+  """mixtures/audiopalm_eval.gin, given after an experiment, repeats the training mixture's tasks and configs."""
   gin.clear_config()
   try:
     parse_gin(["experiments/speech_text_from_text_demo.gin", "mixtures/audiopalm_eval.gin"],
@@ -162,15 +162,20 @@ def test_eval_gin_file_is_the_training_mixture_on_the_test_split():
     assert query("train.evaluation") == EvalConfig(every=50)
   finally:
     gin.clear_config()
-  # The same components, except the training-only ASR augmentation of the demo experiments (eval reads clean input).
-  def clean(c):
+  # The same tasks and format configs, except what only shapes training: the demo mixture's shares
+  # (mixtures/audiopalm_demo.gin), its loss weights on audio outputs (a uniform weight leaves a task's perplexity
+  # unchanged) and its ASR input noise (eval reads clean input).
+  def task(c):
     config = c.config
-    if isinstance(config, AsrConfig):
-      assert config.semantic_noise > 0
-      assert dataclasses.asdict(dataclasses.replace(config, semantic_noise=0.0)) == dataclasses.asdict(AsrConfig())
-      config = None
-    return dataclasses.replace(c, dataset="d", split="s", config=config)
-  assert [dataclasses.replace(c, dataset="d", split="s") for c in eval_data.components] == [
-      clean(c) for c in train_mixture]
+    if config is not None:
+      config = dataclasses.replace(config, output_weight=1.0)
+      if isinstance(config, AsrConfig):
+        config = dataclasses.replace(config, semantic_noise=0.0)
+      if config == type(config)():
+        config = None
+    return (c.name, c.format, config)
+  assert [task(c) for c in eval_data.components] == [task(c) for c in train_mixture]
+  demo_asr = next(c.config for c in train_mixture if c.format == "asr")
+  assert demo_asr.semantic_noise > 0
   assert {(c.dataset, c.split) for c in eval_data.components} == {("runs/tokens_demo_test", "test")}
   assert not eval_data.shuffle and (eval_data.seq_len, eval_data.global_batch_size) == (256, 16)
