@@ -179,3 +179,19 @@ def test_eval_gin_file_is_the_training_mixture_on_the_test_split():
   assert demo_asr.semantic_noise > 0
   assert {(c.dataset, c.split) for c in eval_data.components} == {("runs/tokens_demo_test", "test")}
   assert not eval_data.shuffle and (eval_data.seq_len, eval_data.global_batch_size) == (256, 16)
+
+
+def test_eval_gin_file_repeats_the_plain_mixtures_shares():
+  """After an experiment on mixtures/audiopalm.gin itself, the eval components equal the training ones, shares
+  included (only the data differs)."""
+  gin.clear_config()
+  try:
+    parse_gin(["experiments/speech_text_from_hf.gin", "mixtures/audiopalm_eval.gin"],
+              ["MODEL_DIR = 'm'", "INIT_DIR = 'i'", "HF_DIR = 'h'", "VOCAB_SIZE = 1024", "TOKENS_DIR = 't'",
+               "EVAL_TOKENS_DIR = 'e'"])
+    train_mixture, eval_data = query("train.data").components, query("train.eval_data")
+  finally:
+    gin.clear_config()
+  assert [dataclasses.replace(c, dataset="d", split="s") for c in eval_data.components] == [
+      dataclasses.replace(c, dataset="d", split="s") for c in train_mixture]
+  assert [c.rate for c in train_mixture] == [0.4, 0.3, 0.2, 0.1]
