@@ -1,7 +1,7 @@
 """The embedded default, measured: continued pretraining from the tiny text checkpoint vs from scratch at equal
 steps, judged by held-out perplexity, ASR on the held-out bundled utterances and TTS round-trip WER.
 
-    python -m tools.benchmark_speech_demo --workdir=runs/benchmark_demo [--steps=1000] [--stages]
+    python -m tools.benchmark_speech_demo --workdir=runs/benchmark_demo [--steps=1000] [--stages] [--seeds=0,1,2]
 
 Runs the main job's steps (`audiopalm.pipeline`: each kept when it finished earlier with the same command, so
 rerunning resumes), from the repository root:
@@ -10,12 +10,15 @@ rerunning resumes), from the repository root:
   2. the tiny text checkpoint (`text`);
   3. the AudioPaLM mixture for `--steps` steps from that checkpoint (`speech_text`,
      `speech_text_from_text_demo.gin`) and from scratch (`scratch`, `speech_text_demo.gin`): same model, data,
-     schedule and seed;
+     schedule and seed; for each further seed in `--seeds`, both again (`speech_text_seed<N>`, `scratch_seed<N>`)
+     with that seed for the data order and format randomness, dropout and new parameters;
   4. with `--stages`, the AudioLM coarse and fine stages, so the TTS round trip goes through audio;
-  5. `tools.evaluate` of both on the test split; prints a table and writes `<workdir>/benchmark.json`.
+  5. `tools.evaluate` of every model on the test split; prints a table (with each start's mean over the seeds
+     when there are several) and writes `<workdir>/benchmark.json`.
 
-A benchmark, not a test: on 2 CPU cores 1000 steps take ~9 minutes per model (19 minutes in all). Chance, for
-ASR, is the WER of answering with another test utterance's transcript (`evaluation.speech_metrics`).
+A benchmark, not a test: on 2 CPU cores 1000 steps take ~9 minutes per model (19 minutes per seed). Chance, for
+ASR, is the WER of answering with another test utterance's transcript (`evaluation.speech_metrics`). On 40
+held-out utterances one seed's ASR WER moves by 0.04-0.08 between seeds: compare starts over several seeds.
 """
 
 from __future__ import annotations
@@ -32,47 +35,79 @@ from audiopalm import pipeline
 from audiopalm.files.atomic import write_text_atomic
 from tools import evaluate
 
-MODELS = {"from_text": "speech_text", "scratch": "scratch"}  # the table's name -> the step (and directory)
+STARTS = {"from_text": "speech_text", "scratch": "scratch"}  # the table's name -> the seed-0 step (and directory)
 
 
-def run(workdir: str, steps: int, stages: bool) -> dict:
-  work = workdir.rstrip("/")
+def seed_flags(seed: int, from_text: bool) -> tuple[str, ...]:
+  """Gin flags giving a run its seed: data order and format randomness, dropout and (text start) the new rows."""
+  flags = (f"--gin.SpeechTextConfig.seed={seed}", f"--gin.TrainerConfig.seed={seed}")
+  return flags + ((f"--gin.InitFromConfig.seed={seed}",) if from_text else ())
+
+
+def plan(work: str, steps: int, stages: bool, seeds: Sequence[int]) -> tuple[list[pipeline.Step], dict]:
+  """The steps to run, and (start, seed) -> the step of that model. Seed 0 is the main job's own `speech_text`."""
   by_name = {s.name: s for s in pipeline.steps(work, text_steps=200, speech_steps=steps, stage_steps=100,
                                                 eval_examples=None)}
-  tokens, test_tokens = by_name["tokens_train"].artefact, by_name["tokens_test"].artefact
-  scratch = pipeline.training_step(work, "scratch", "the same mixture from scratch", "speech_text_demo", steps,
-                                   f"--gin.TOKENS_DIR='{tokens}'")
-  chosen = [by_name[n] for n in ("tokens_train", "tokens_test", "text", "speech_text")] + [scratch]
-  stage_flags = []
+  tokens = by_name["tokens_train"].artefact
+  models = {}
+  for seed in seeds:
+    suffix = "" if seed == 0 else f"_seed{seed}"
+    models["from_text", seed] = by_name["speech_text"] if seed == 0 else pipeline.training_step(
+        work, f"speech_text{suffix}", f"the text checkpoint continued, seed {seed}", "speech_text_from_text_demo",
+        steps, f"--gin.INIT_DIR='{work}/text'", f"--gin.TOKENS_DIR='{tokens}'", *seed_flags(seed, True))
+    models["scratch", seed] = pipeline.training_step(
+        work, f"scratch{suffix}", "the same mixture from scratch" + (f", seed {seed}" if seed else ""),
+        "speech_text_demo", steps, f"--gin.TOKENS_DIR='{tokens}'", *(seed_flags(seed, False) if seed else ()))
+  chosen = [by_name[n] for n in ("tokens_train", "tokens_test", "text")] + list(models.values())
   if stages:
     chosen += [by_name["coarse"], by_name["fine"]]
-    stage_flags = [f"--coarse_model={work}/coarse", f"--fine_model={work}/fine"]
+  return chosen, models
+
+
+def run(workdir: str, steps: int, stages: bool, seeds: Sequence[int] = (0,)) -> dict:
+  work = workdir.rstrip("/")
+  chosen, models = plan(work, steps, stages, seeds)
+  test_tokens = next(s.artefact for s in chosen if s.name == "tokens_test")
+  stage_flags = [f"--coarse_model={work}/coarse", f"--fine_model={work}/fine"] if stages else []
   pipeline.run_steps(work, chosen)
   results = {}
-  for name, step in MODELS.items():
+  for (start, seed), step in models.items():
+    name = start if seed == 0 else f"{start}_seed{seed}"
     out = epath.Path(work) / "eval" / f"{name}.json"
-    status = evaluate.main([f"--model={work}/{step}", f"--tokens_dir={test_tokens}", "--split=test",
+    status = evaluate.main([f"--model={step.artefact}", f"--tokens_dir={test_tokens}", "--split=test",
                             "--metrics=perplexity,asr,tts" + (",resynthesis" if stages else ""), *stage_flags,
                             f"--output={out}"])
     if status:
-      raise RuntimeError(f"tools.evaluate of {work}/{step} failed ({status})")
-    results[name] = json.loads(out.read_text())
-  report = {"steps": steps, "workdir": work, "results": results}
+      raise RuntimeError(f"tools.evaluate of {step.artefact} failed ({status})")
+    results[name] = {"start": start, "seed": seed, **json.loads(out.read_text())}
+  report = {"steps": steps, "seeds": list(seeds), "workdir": work, "results": results}
   write_text_atomic(f"{work}/benchmark.json", json.dumps(report, indent=2))
   return report
 
 
+def _row(r: dict) -> tuple[float | None, ...]:
+  """One model's figures, in the table's order after start / seed / steps."""
+  res = r["results"]
+  ppl, asr, tts = res["perplexity"], res["asr"], res["tts"]
+  return (ppl["overall"]["perplexity"], ppl["tasks"]["asr"]["perplexity"], ppl["tasks"]["tts"]["perplexity"],
+          asr["wer"], asr["cer"], asr.get("chance_wer"), tts["semantic_roundtrip_wer"], tts.get("wer"),
+          res.get("resynthesis", {}).get("wer"))
+
+
 def table(report: dict) -> str:
-  rows = [("start", "steps", "ppl all", "ppl asr", "ppl tts", "ASR WER", "ASR CER", "chance WER",
+  """Markdown: one row per model and, for a start run with several seeds, the mean over them."""
+  rows = [("start", "seed", "steps", "ppl all", "ppl asr", "ppl tts", "ASR WER", "ASR CER", "chance WER",
            "TTS sem. round-trip WER", "TTS audio round-trip WER", "resynth. WER")]
-  for name, r in report["results"].items():
-    res = r["results"]
-    ppl, asr, tts = res["perplexity"], res["asr"], res["tts"]
-    fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-    rows.append(("text checkpoint" if name == "from_text" else "scratch", str(r["step"]),
-                 fmt(ppl["overall"]["perplexity"]), fmt(ppl["tasks"]["asr"]["perplexity"]),
-                 fmt(ppl["tasks"]["tts"]["perplexity"]), fmt(asr["wer"]), fmt(asr["cer"]), fmt(asr.get("chance_wer")),
-                 fmt(tts["semantic_roundtrip_wer"]), fmt(tts.get("wer")), fmt(res.get("resynthesis", {}).get("wer"))))
+  fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+  label = {"from_text": "text checkpoint", "scratch": "scratch"}
+  for start in STARTS:
+    runs = [r for name, r in report["results"].items() if r.get("start", name) == start]
+    for r in runs:
+      rows.append((label[start], str(r.get("seed", 0)), str(r["step"]), *map(fmt, _row(r))))
+    if len(runs) > 1:
+      columns = zip(*(_row(r) for r in runs))
+      means = [None if any(v is None for v in c) else sum(c) / len(c) for c in columns]
+      rows.append((f"**{label[start]}, mean**", f"{len(runs)} seeds", str(runs[0]["step"]), *map(fmt, means)))
   return "\n".join("| " + " | ".join(row) + " |" + ("\n|" + "---|" * len(row) if i == 0 else "")
                    for i, row in enumerate(rows))
 
@@ -82,12 +117,19 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--workdir", default="runs/benchmark_demo", help="relative paths: to the repository root")
   parser.add_argument("--steps", type=int, default=1000)
   parser.add_argument("--stages", action="store_true", help="also train the AudioLM stages: TTS through audio")
+  parser.add_argument("--seeds", default="0", help="comma-separated seeds; each trains both starts (0: the main job's)")
   args = parser.parse_args(argv)
+  try:
+    seeds = sorted({int(s) for s in args.seeds.split(",")})
+  except ValueError:
+    parser.error(f"--seeds={args.seeds!r}: give comma-separated integers, e.g. --seeds=0,1,2")
+  if any(s < 0 for s in seeds):
+    parser.error(f"--seeds={args.seeds!r}: seeds must be >= 0")
   if not os.path.exists("gin_configs/experiments/tiny.gin"):
     parser.error(f"run it from the repository root (the directory with gin_configs/), not {os.getcwd()}")
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   try:
-    report = run(args.workdir, args.steps, args.stages)
+    report = run(args.workdir, args.steps, args.stages, seeds)
   except RuntimeError as e:
     print(f"\n{e}", file=sys.stderr)
     return 1

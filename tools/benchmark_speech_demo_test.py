@@ -1,0 +1,46 @@
+"""The benchmark's plan (which runs, with which seeds) and its table; the runs themselves are the benchmark."""
+
+import pytest
+
+from audiopalm import pipeline
+from tools import benchmark_speech_demo as bench
+
+
+def test_seed_zero_is_the_main_jobs_run_and_other_seeds_get_their_own():
+  chosen, models = bench.plan("w", steps=500, stages=False, seeds=[0, 2])
+  main_job = {s.name: s for s in pipeline.steps("w", 200, 500, 100, None)}
+  assert models["from_text", 0] == main_job["speech_text"]
+  assert [s.name for s in chosen] == ["tokens_train", "tokens_test", "text", "speech_text", "scratch",
+                                      "speech_text_seed2", "scratch_seed2"]
+  seeded = " ".join(models["from_text", 2].command)
+  assert all(f in seeded for f in ("--gin.SpeechTextConfig.seed=2", "--gin.TrainerConfig.seed=2",
+                                   "--gin.InitFromConfig.seed=2", "--gin.INIT_DIR='w/text'", "TRAIN_STEPS=500"))
+  scratch = " ".join(models["scratch", 2].command)
+  assert "--gin.TrainerConfig.seed=2" in scratch and "InitFromConfig" not in scratch and "INIT_DIR" not in scratch
+  assert "seed" not in " ".join(models["scratch", 0].command)
+  assert [s.name for s in bench.plan("w", 500, True, [0])[0]][-2:] == ["coarse", "fine"]
+
+
+def _result(start, seed, wer):
+  return {"start": start, "seed": seed, "step": 1000, "results": {
+      "perplexity": {"overall": {"perplexity": 7.0}, "tasks": {"asr": {"perplexity": 1.6}, "tts": {"perplexity": 22}}},
+      "asr": {"wer": wer, "cer": wer / 2, "chance_wer": 0.97}, "tts": {"semantic_roundtrip_wer": 0.9, "wer": None}}}
+
+
+def test_table_gives_each_starts_mean_over_seeds():
+  report = {"results": {"from_text": _result("from_text", 0, 0.7), "scratch": _result("scratch", 0, 0.6),
+                        "from_text_seed1": _result("from_text", 1, 0.8), "scratch_seed1": _result("scratch", 1, 0.7)}}
+  lines = bench.table(report).splitlines()
+  mean_text = next(line for line in lines if "text checkpoint, mean" in line).split(" | ")
+  mean_scratch = next(line for line in lines if "scratch, mean" in line).split(" | ")
+  assert mean_text[1:3] == ["2 seeds", "1000"] and mean_text[6:8] == ["0.750", "0.375"]
+  assert mean_scratch[6] == "0.650" and mean_text[-1] == "– |"   # no resynthesis: no mean either
+  one_seed = bench.table({"results": {"from_text": _result("from_text", 0, 0.7)}})
+  assert "mean" not in one_seed and len(one_seed.splitlines()) == 3
+
+
+@pytest.mark.parametrize("seeds", ["a", "0,-1"])
+def test_bad_seeds_are_refused(seeds, capsys):
+  with pytest.raises(SystemExit):
+    bench.main([f"--seeds={seeds}"])
+  assert "--seeds" in capsys.readouterr().err
