@@ -35,7 +35,7 @@ from audiopalm import pipeline
 from audiopalm.files.atomic import write_text_atomic
 from tools import evaluate
 
-STARTS = {"from_text": "speech_text", "scratch": "scratch"}  # the table's name -> the seed-0 step (and directory)
+STARTS = {"from_text": "text checkpoint", "scratch": "scratch"}  # a report's start -> its name in the table
 
 
 def seed_flags(seed: int, from_text: bool) -> tuple[str, ...]:
@@ -99,15 +99,14 @@ def table(report: dict) -> str:
   rows = [("start", "seed", "steps", "ppl all", "ppl asr", "ppl tts", "ASR WER", "ASR CER", "chance WER",
            "TTS sem. round-trip WER", "TTS audio round-trip WER", "resynth. WER")]
   fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
-  label = {"from_text": "text checkpoint", "scratch": "scratch"}
-  for start in STARTS:
+  for start, label in STARTS.items():
     runs = [r for name, r in report["results"].items() if r.get("start", name) == start]
     for r in runs:
-      rows.append((label[start], str(r.get("seed", 0)), str(r["step"]), *map(fmt, _row(r))))
+      rows.append((label, str(r.get("seed", 0)), str(r["step"]), *map(fmt, _row(r))))
     if len(runs) > 1:
       columns = zip(*(_row(r) for r in runs))
       means = [None if any(v is None for v in c) else sum(c) / len(c) for c in columns]
-      rows.append((f"**{label[start]}, mean**", f"{len(runs)} seeds", str(runs[0]["step"]), *map(fmt, means)))
+      rows.append((f"**{label}, mean**", f"{len(runs)} seeds", str(runs[0]["step"]), *map(fmt, means)))
   return "\n".join("| " + " | ".join(row) + " |" + ("\n|" + "---|" * len(row) if i == 0 else "")
                    for i, row in enumerate(rows))
 
