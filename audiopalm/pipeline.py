@@ -72,6 +72,12 @@ def training_step(work: str, name: str, what: str, gin: str, num_steps: int, *fl
                *flags, f"--gin.TRAIN_STEPS={num_steps}"), f"{model_dir}/checkpoints/{num_steps}")
 
 
+def speech_text_flags(work: str) -> tuple[str, ...]:
+  """The `speech_text` step's data and init flags (its text checkpoint and training tokens under `work`)."""
+  w = work.rstrip("/")
+  return f"--gin.INIT_DIR='{w}/text'", f"--gin.TOKENS_DIR='{w}/tokens/train'"
+
+
 def steps(work: str, text_steps: int, speech_steps: int, stage_steps: int, eval_examples: int | None
           ) -> list[Step]:
   """The pipeline, in order. Paths are relative to the repository root (where it runs) or absolute."""
@@ -86,7 +92,7 @@ def steps(work: str, text_steps: int, speech_steps: int, stage_steps: int, eval_
            ("data_pipeline.tokenize", "--gin_file=gin_configs/tokenize/demo_test.gin", f"--gin.OUTPUT_DIR='{test}'")),
       train("text", "the tiny text checkpoint", "tiny", text_steps),
       train("speech_text", "AudioPaLM: the text checkpoint continued on speech and text", "speech_text_from_text_demo",
-            speech_steps, f"--gin.INIT_DIR='{w}/text'", f"--gin.TOKENS_DIR='{tokens}'"),
+            speech_steps, *speech_text_flags(w)),
       train("coarse", "AudioLM stage 2: semantic to coarse acoustic", "audiolm_coarse_demo", stage_steps,
             f"--gin.TOKENS_DIR='{tokens}'"),
       train("fine", "AudioLM stage 3: coarse to fine acoustic", "audiolm_fine_demo", stage_steps,

@@ -54,7 +54,7 @@ def plan(work: str, steps: int, stages: bool, seeds: Sequence[int]) -> tuple[lis
     suffix = "" if seed == 0 else f"_seed{seed}"
     models["from_text", seed] = by_name["speech_text"] if seed == 0 else pipeline.training_step(
         work, f"speech_text{suffix}", f"the text checkpoint continued, seed {seed}", "speech_text_from_text_demo",
-        steps, f"--gin.INIT_DIR='{work}/text'", f"--gin.TOKENS_DIR='{tokens}'", *seed_flags(seed, True))
+        steps, *pipeline.speech_text_flags(work), *seed_flags(seed, True))
     models["scratch", seed] = pipeline.training_step(
         work, f"scratch{suffix}", "the same mixture from scratch" + (f", seed {seed}" if seed else ""),
         "speech_text_demo", steps, f"--gin.TOKENS_DIR='{tokens}'", *(seed_flags(seed, False) if seed else ()))
@@ -100,9 +100,9 @@ def table(report: dict) -> str:
            "TTS sem. round-trip WER", "TTS audio round-trip WER", "resynth. WER")]
   fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
   for start, label in STARTS.items():
-    runs = [r for name, r in report["results"].items() if r.get("start", name) == start]
+    runs = [r for r in report["results"].values() if r["start"] == start]
     for r in runs:
-      rows.append((label, str(r.get("seed", 0)), str(r["step"]), *map(fmt, _row(r))))
+      rows.append((label, str(r["seed"]), str(r["step"]), *map(fmt, _row(r))))
     if len(runs) > 1:
       columns = zip(*(_row(r) for r in runs))
       means = [None if any(v is None for v in c) else sum(c) / len(c) for c in columns]
