@@ -6,15 +6,17 @@ Each step runs one of the project's entry points (the same commands the README a
 show), in order:
    1. tokens/train, tokens/test   the bundled corpus's 360 training and 40 held-out utterances to semantic and
                                   acoustic tokens (`data_pipeline.tokenize`, `tokenize/demo{,_test}.gin`)
-   2. text                        the tiny text checkpoint on the bundled text (`experiments/tiny.gin`)
-   3. speech_text                 AudioPaLM continued pretraining of it on the ASR / TTS / continuation / text
+   2. tokens_text                 the bundled text as a text-only token dataset, for the mixture's text task
+                                  (`tools.import_text`)
+   3. text                        the tiny text checkpoint on the bundled text (`experiments/tiny.gin`)
+   4. speech_text                 AudioPaLM continued pretraining of it on the ASR / TTS / continuation / text
                                   mixture (`experiments/speech_text_from_text_demo.gin`)
-   4. coarse, fine                the AudioLM acoustic stages (`experiments/audiolm_{coarse,fine}_demo.gin`)
-   5. export                      the three models, their tokenizers and Hugging Face checkpoints
+   5. coarse, fine                the AudioLM acoustic stages (`experiments/audiolm_{coarse,fine}_demo.gin`)
+   6. export                      the three models, their tokenizers and Hugging Face checkpoints
                                   (`tools.export_checkpoint`)
-   6. evaluate                    the export on the held-out split: perplexity per task, ASR WER / CER against
+   7. evaluate                    the export on the held-out split: perplexity per task, ASR WER / CER against
                                   chance, TTS round-trip WER through audio (`tools.evaluate`)
-   7. synthesize                  one held-out sentence through text → semantic → coarse → fine → codec, voiced
+   8. synthesize                  one held-out sentence through text → semantic → coarse → fine → codec, voiced
                                   like a held-out recording (`tools.generate tts`)
 It ends with where every artefact is and a table of the results (also `<workdir>/summary.json`).
 
@@ -72,10 +74,18 @@ def training_step(work: str, name: str, what: str, gin: str, num_steps: int, *fl
                *flags, f"--gin.TRAIN_STEPS={num_steps}"), f"{model_dir}/checkpoints/{num_steps}")
 
 
-def speech_text_flags(work: str) -> tuple[str, ...]:
-  """The `speech_text` step's data and init flags (its text checkpoint and training tokens under `work`)."""
+DEMO_TEXT = "audiopalm/data/assets/demo_text.txt"
+
+
+def data_flags(work: str) -> tuple[str, ...]:
+  """The speech-text mixture's data under `work`: the training tokens, and the text its `text_lm` task replays."""
   w = work.rstrip("/")
-  return f"--gin.INIT_DIR='{w}/text'", f"--gin.TOKENS_DIR='{w}/tokens/train'"
+  return f"--gin.TOKENS_DIR='{w}/tokens/train'", f"--gin.TEXT_DIR='{w}/tokens/text'"
+
+
+def speech_text_flags(work: str) -> tuple[str, ...]:
+  """The `speech_text` step's init and data flags (its text checkpoint and `data_flags` under `work`)."""
+  return (f"--gin.INIT_DIR='{work.rstrip('/')}/text'", *data_flags(work))
 
 
 def steps(work: str, text_steps: int, speech_steps: int, stage_steps: int, eval_examples: int | None
@@ -90,6 +100,8 @@ def steps(work: str, text_steps: int, speech_steps: int, stage_steps: int, eval_
            ("data_pipeline.tokenize", "--gin_file=gin_configs/tokenize/demo.gin", f"--gin.OUTPUT_DIR='{tokens}'")),
       Step("tokens_test", "tokens of the 40 held-out utterances", test,
            ("data_pipeline.tokenize", "--gin_file=gin_configs/tokenize/demo_test.gin", f"--gin.OUTPUT_DIR='{test}'")),
+      Step("tokens_text", "the bundled text as text-only examples", f"{w}/tokens/text",
+           ("tools.import_text", f"--text={DEMO_TEXT}", f"--like={tokens}", f"--output_dir={w}/tokens/text")),
       train("text", "the tiny text checkpoint", "tiny", text_steps),
       train("speech_text", "AudioPaLM: the text checkpoint continued on speech and text", "speech_text_from_text_demo",
             speech_steps, *speech_text_flags(w)),

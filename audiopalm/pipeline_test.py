@@ -66,11 +66,14 @@ def test_a_step_that_exits_cleanly_before_finishing_is_not_marked_done(tmp_path)
 
 def test_the_real_steps_chain_their_outputs():
   steps = pipeline.steps("runs/main", text_steps=200, speech_steps=1000, stage_steps=100, eval_examples=None)
-  assert [s.name for s in steps] == ["tokens_train", "tokens_test", "text", "speech_text", "coarse", "fine", "export",
-                                     "evaluate", "synthesize"]
+  assert [s.name for s in steps] == ["tokens_train", "tokens_test", "tokens_text", "text", "speech_text", "coarse",
+                                     "fine", "export", "evaluate", "synthesize"]
   by = {s.name: " ".join(s.command) for s in steps}
   assert "--gin.INIT_DIR='runs/main/text'" in by["speech_text"] and "TRAIN_STEPS=1000" in by["speech_text"]
   assert by["coarse"].count("TOKENS_DIR='runs/main/tokens/train'") == 1
+  assert "--like=runs/main/tokens/train" in by["tokens_text"]
+  assert "--output_dir=runs/main/tokens/text" in by["tokens_text"]
+  assert "--gin.TEXT_DIR='runs/main/tokens/text'" in by["speech_text"]
   assert "--models=lm=runs/main/speech_text" in by["export"]
   assert "--model=runs/main/export/lm" in by["evaluate"] and "--tokens_dir=runs/main/tokens/test" in by["evaluate"]
   assert "--max_examples" not in by["evaluate"]

@@ -82,9 +82,11 @@ def _complete_checkpoints(model_dir):
 
 @pytest.fixture(scope="module")
 def flags(request):
-  """Experiment name → its command-line flags (the speech-text one reads the demo corpus's tokens)."""
+  """Experiment name → its command-line flags (the speech-text one reads the demo corpus's tokens, its text task
+  their transcripts)."""
   def get(name):
-    extra = [f"--gin.TOKENS_DIR={request.getfixturevalue('demo_tokens')}"] if name == "speech_text" else []
+    tokens = request.getfixturevalue("demo_tokens") if name == "speech_text" else None
+    extra = [f"--gin.TOKENS_DIR={tokens}", f"--gin.TEXT_DIR={tokens}"] if tokens else []  # text_lm: transcripts
     return EXPERIMENTS[name][0] + extra
   return get
 

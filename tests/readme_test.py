@@ -46,8 +46,9 @@ def test_the_readme_main_job_runs_end_to_end_and_resumes(tmp_path):
   work = tmp_path / "runs" / "main"
   summary = json.loads((work / "summary.json").read_text())
   assert all(s["seconds_this_run"] is None for s in summary["steps"].values())  # the rerun kept every step
-  assert runs[1].count("done earlier, kept") == 9 and "[9/9] synthesize: a held-out" in runs[0]
-  for path in ("tokens/train/metadata.json", "tokens/test/metadata.json", "text/export/model_config.json",
+  assert runs[1].count("done earlier, kept") == 10 and "[10/10] synthesize: a held-out" in runs[0]
+  for path in ("tokens/train/metadata.json", "tokens/test/metadata.json", "tokens/text/metadata.json",
+               "text/export/model_config.json",
                "speech_text/checkpoints/10", "coarse/checkpoints/3", "fine/checkpoints/3", "export/manifest.json",
                "export/lm/hf/config.json", "eval/test.json", "samples/0000.wav"):
     assert (work / path).exists(), path

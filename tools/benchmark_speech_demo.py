@@ -6,7 +6,8 @@ steps, judged by held-out perplexity, ASR on the held-out bundled utterances and
 Runs the main job's steps (`audiopalm.pipeline`: each kept when it finished earlier with the same command, so
 rerunning resumes), from the repository root:
   1. tokens of the bundled corpus's train split and of its 40 held-out test utterances (`tokens_train`,
-     `tokens_test`: speakers' sentences never in training);
+     `tokens_test`: speakers' sentences never in training), and the bundled text that both starts' `text_lm`
+     task replays (`tokens_text`);
   2. the tiny text checkpoint (`text`);
   3. the AudioPaLM mixture for `--steps` steps from that checkpoint (`speech_text`,
      `speech_text_from_text_demo.gin`) and from scratch (`scratch`, `speech_text_demo.gin`): same model, data,
@@ -48,7 +49,6 @@ def plan(work: str, steps: int, stages: bool, seeds: Sequence[int]) -> tuple[lis
   """The steps to run, and (start, seed) -> the step of that model. Seed 0 is the main job's own `speech_text`."""
   by_name = {s.name: s for s in pipeline.steps(work, text_steps=200, speech_steps=steps, stage_steps=100,
                                                 eval_examples=None)}
-  tokens = by_name["tokens_train"].artefact
   models = {}
   for seed in seeds:
     suffix = "" if seed == 0 else f"_seed{seed}"
@@ -57,8 +57,8 @@ def plan(work: str, steps: int, stages: bool, seeds: Sequence[int]) -> tuple[lis
         steps, *pipeline.speech_text_flags(work), *seed_flags(seed, True))
     models["scratch", seed] = pipeline.training_step(
         work, f"scratch{suffix}", "the same mixture from scratch" + (f", seed {seed}" if seed else ""),
-        "speech_text_demo", steps, f"--gin.TOKENS_DIR='{tokens}'", *(seed_flags(seed, False) if seed else ()))
-  chosen = [by_name[n] for n in ("tokens_train", "tokens_test", "text")] + list(models.values())
+        "speech_text_demo", steps, *pipeline.data_flags(work), *(seed_flags(seed, False) if seed else ()))
+  chosen = [by_name[n] for n in ("tokens_train", "tokens_test", "tokens_text", "text")] + list(models.values())
   if stages:
     chosen += [by_name["coarse"], by_name["fine"]]
   return chosen, models

@@ -10,13 +10,14 @@ def test_seed_zero_is_the_main_jobs_run_and_other_seeds_get_their_own():
   chosen, models = bench.plan("w", steps=500, stages=False, seeds=[0, 2])
   main_job = {s.name: s for s in pipeline.steps("w", 200, 500, 100, None)}
   assert models["from_text", 0] == main_job["speech_text"]
-  assert [s.name for s in chosen] == ["tokens_train", "tokens_test", "text", "speech_text", "scratch",
+  assert [s.name for s in chosen] == ["tokens_train", "tokens_test", "tokens_text", "text", "speech_text", "scratch",
                                       "speech_text_seed2", "scratch_seed2"]
   seeded = " ".join(models["from_text", 2].command)
   assert all(f in seeded for f in ("--gin.SpeechTextConfig.seed=2", "--gin.TrainerConfig.seed=2",
                                    "--gin.InitFromConfig.seed=2", "--gin.INIT_DIR='w/text'", "TRAIN_STEPS=500"))
   scratch = " ".join(models["scratch", 2].command)
   assert "--gin.TrainerConfig.seed=2" in scratch and "InitFromConfig" not in scratch and "INIT_DIR" not in scratch
+  assert all(f in scratch and f in seeded for f in pipeline.data_flags("w"))  # the same data for both starts
   assert "seed" not in " ".join(models["scratch", 0].command)
   assert [s.name for s in bench.plan("w", 500, True, [0])[0]][-2:] == ["coarse", "fine"]
 

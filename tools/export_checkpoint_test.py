@@ -90,7 +90,8 @@ def test_embedded_default_text_to_speech_text_to_cohere(tmp_path, demo_tokens):
   _train("--gin_file=gin_configs/experiments/tiny.gin", f"--gin.MODEL_DIR={tmp_path / 'text'}",
          "--gin.TRAIN_STEPS=3")
   _train("--gin_file=gin_configs/experiments/speech_text_from_text_demo.gin", f"--gin.MODEL_DIR={tmp_path / 'st'}",
-         f"--gin.INIT_DIR={tmp_path / 'text'}", f"--gin.TOKENS_DIR={demo_tokens}", "--gin.TRAIN_STEPS=3")
+         f"--gin.INIT_DIR={tmp_path / 'text'}", f"--gin.TOKENS_DIR={demo_tokens}", f"--gin.TEXT_DIR={demo_tokens}",
+         "--gin.TRAIN_STEPS=3")
   text_params = load_exported_params(str(tmp_path / "text" / "export"))
   export_checkpoint.main([f"--models=lm={tmp_path / 'st'}", f"--models=text={tmp_path / 'text' / 'export'}",
                           f"--output={tmp_path / 'export'}", "--dtype=bfloat16"])
