@@ -14,7 +14,8 @@ The examples carry the tokenizer names of the `--like` token dataset (a mixture'
 tokenizers; a text example uses neither). Only text formats (`text_lm`) make sequences of them: the audio
 formats need audio tokens. Shards are written as `data_pipeline.tokenize` writes them (through a temporary file,
 renamed when complete), followed by metadata.json, stats.json and the TFDS files; rerunning the same command
-keeps complete shards (their paragraphs are the same) and writes the rest.
+keeps complete shards (their paragraphs are the same) and writes the rest. `--overwrite` rewrites every shard
+and removes shards of another count (text that changed).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sys
 from typing import Sequence
 
 import numpy as np
+import tensorflow as tf
 from etils import epath
 
 from audiopalm.cli.inference_flags import UsageError
@@ -72,6 +74,12 @@ def import_text(paths: Sequence[str], like: str, output_dir: str, *, language: s
   info = dataset_info.read_metadata(like).tokens
   items = paragraphs(paths)
   num_shards = -(-len(items) // paragraphs_per_shard)
+  stale = [f for f in shards.find_shards(output_dir) if f.split == split and f.num_shards != num_shards]
+  if stale and not overwrite:
+    raise UsageError(f"{output_dir} holds '{split}' shards of {stale[0].num_shards}, this text makes {num_shards}: "
+                     "give --overwrite to replace them (or another --output_dir)")
+  for f in stale:
+    tf.io.gfile.remove(f.path)
   stats = []
   for shard in range(num_shards):
     path = os.path.join(output_dir, shards.shard_filename(shard, num_shards, split=split))

@@ -14,6 +14,7 @@ from tools import import_text
 
 SMALL = synthetic.SyntheticConfig(examples=8, num_shards=1, min_seconds=1.0, max_seconds=2.0, semantic_vocab=64,
                                   acoustic_vocab=32, num_codebooks=4, words_per_second=2.0)
+KEPT_FILES = ("dataset_info.json", "features.json", "metadata.json", "stats.json")
 TEXT = "GO UP  TWO\nSTEPS\n\n\n\nTAKE THE RED CUP\n\n   \n\nDROP A BALL\n"
 
 
@@ -68,6 +69,11 @@ def test_rerun_keeps_complete_shards_and_writes_missing_ones(speech, tmp_path):
   meta = import_text.import_text([a], speech, out, paragraphs_per_shard=2)
   assert os.stat(first).st_mtime_ns == mtime and os.path.exists(second)
   assert meta.totals.examples == 3
+  with pytest.raises(UsageError, match="give --overwrite"):  # other text, another shard count: never mixed
+    import_text.import_text([a], speech, out, paragraphs_per_shard=3)
+  meta = import_text.import_text([a], speech, out, paragraphs_per_shard=3, overwrite=True)
+  assert sorted(os.listdir(out)) == sorted([shards.shard_filename(0, 1), *KEPT_FILES])
+  assert len(TokenShardSource(out)) == 3 and meta.totals.examples == 3
 
 
 def test_errors_name_the_problem(speech, tmp_path):
