@@ -14,12 +14,16 @@ rerunning resumes), from the repository root:
      schedule and seed; for each further seed in `--seeds`, both again (`speech_text_seed<N>`, `scratch_seed<N>`)
      with that seed for the data order and format randomness, dropout and new parameters;
   4. with `--stages`, the AudioLM coarse and fine stages, so the TTS round trip goes through audio;
-  5. `tools.evaluate` of every model on the test split; prints a table (with each start's mean over the seeds
-     when there are several) and writes `<workdir>/benchmark.json`.
+  5. `tools.evaluate` of every model on the test split, every transcript kept; prints a table (with each start's
+     mean over the seeds when there are several) and writes `<workdir>/benchmark.json`.
 
 A benchmark, not a test: on 2 CPU cores 1000 steps take ~9 minutes per model (19 minutes per seed). Chance, for
 ASR, is the WER of answering with another test utterance's transcript (`evaluation.speech_metrics`). On 40
 held-out utterances one seed's ASR WER moves by 0.04-0.08 between seeds: compare starts over several seeds.
+
+"held-out pairs read": every test sentence says a colour-object pair ("blue ball") that the training speech
+never says and the bundled text does (`tools.make_demo_text`): the fraction of those the ASR transcript has
+(same two words, adjacent). Language knowledge that reached the ASR shows there first.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from etils import epath
 from audiopalm import pipeline
 from audiopalm.files.atomic import write_text_atomic
 from tools import evaluate
+from tools import make_demo_corpus as corpus
 
+CORPUS_SEED = 0  # the bundled corpus's --seed (audiopalm/data/assets/demo_speech/README.md)
 STARTS = {"from_text": "text checkpoint", "scratch": "scratch"}  # a report's start -> its name in the table
 
 
@@ -76,7 +82,7 @@ def run(workdir: str, steps: int, stages: bool, seeds: Sequence[int] = (0,)) -> 
     out = epath.Path(work) / "eval" / f"{name}.json"
     status = evaluate.main([f"--model={step.artefact}", f"--tokens_dir={test_tokens}", "--split=test",
                             "--metrics=perplexity,asr,tts" + (",resynthesis" if stages else ""), *stage_flags,
-                            f"--output={out}"])
+                            "--samples=all", f"--output={out}"])
     if status:
       raise RuntimeError(f"tools.evaluate of {step.artefact} failed ({status})")
     results[name] = {"start": start, "seed": seed, **json.loads(out.read_text())}
@@ -85,19 +91,38 @@ def run(workdir: str, steps: int, stages: bool, seeds: Sequence[int] = (0,)) -> 
   return report
 
 
+def held_out_pairs_read(asr: dict) -> float | None:
+  """Of the held-out colour-object pairs the references say, the fraction the hypotheses say too (module
+  docstring); None without every transcript or without such pairs."""
+  samples = asr.get("samples", [])
+  if len(samples) < asr["utterances"]:
+    return None
+  pairs = {(colour.upper(), form.upper()) for colour, obj in corpus.held_out_pairs(CORPUS_SEED)
+           for form in (obj, corpus.PLURALS[obj])}
+  said = read = 0
+  for sample in samples:
+    ref, hyp = sample["reference"].split(), sample["hypothesis"].split()
+    heard = set(zip(hyp, hyp[1:]))
+    for bigram in zip(ref, ref[1:]):
+      if bigram in pairs:
+        said, read = said + 1, read + (bigram in heard)
+  return read / said if said else None
+
+
 def _row(r: dict) -> tuple[float | None, ...]:
   """One model's figures, in the table's order after start / seed / steps."""
   res = r["results"]
   ppl, asr, tts = res["perplexity"], res["asr"], res["tts"]
   return (ppl["overall"]["perplexity"], ppl["tasks"]["asr"]["perplexity"], ppl["tasks"]["tts"]["perplexity"],
-          asr["wer"], asr["cer"], asr.get("chance_wer"), tts["semantic_roundtrip_wer"], tts.get("wer"),
+          asr["wer"], asr["cer"], asr.get("chance_wer"), held_out_pairs_read(asr), tts["semantic_roundtrip_wer"],
+          tts.get("wer"),
           res.get("resynthesis", {}).get("wer"))
 
 
 def table(report: dict) -> str:
   """Markdown: one row per model and, for a start run with several seeds, the mean over them."""
   rows = [("start", "seed", "steps", "ppl all", "ppl asr", "ppl tts", "ASR WER", "ASR CER", "chance WER",
-           "TTS sem. round-trip WER", "TTS audio round-trip WER", "resynth. WER")]
+           "held-out pairs read", "TTS sem. round-trip WER", "TTS audio round-trip WER", "resynth. WER")]
   fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
   for start, label in STARTS.items():
     runs = [r for r in report["results"].values() if r["start"] == start]

@@ -25,7 +25,10 @@ def test_seed_zero_is_the_main_jobs_run_and_other_seeds_get_their_own():
 def _result(start, seed, wer):
   return {"start": start, "seed": seed, "step": 1000, "results": {
       "perplexity": {"overall": {"perplexity": 7.0}, "tasks": {"asr": {"perplexity": 1.6}, "tts": {"perplexity": 22}}},
-      "asr": {"wer": wer, "cer": wer / 2, "chance_wer": 0.97}, "tts": {"semantic_roundtrip_wer": 0.9, "wer": None}}}
+      "asr": {"wer": wer, "cer": wer / 2, "chance_wer": 0.97, "utterances": 2, "samples": [
+          {"reference": "TAKE THE BLUE BALL", "hypothesis": "TAKE THE BLUE BALL" if wer < 0.75 else "TAKE A BALL"},
+          {"reference": "PUT TWO RED HATS ON THE RED BALL", "hypothesis": "PUT TWO RED CARS ON THE RED BALL"}]},
+      "tts": {"semantic_roundtrip_wer": 0.9, "wer": None}}}
 
 
 def test_table_gives_each_starts_mean_over_seeds():
@@ -36,8 +39,20 @@ def test_table_gives_each_starts_mean_over_seeds():
   mean_scratch = next(line for line in lines if "scratch, mean" in line).split(" | ")
   assert mean_text[1:3] == ["2 seeds", "1000"] and mean_text[6:8] == ["0.750", "0.375"]
   assert mean_scratch[6] == "0.650" and mean_text[-1] == "– |"   # no resynthesis: no mean either
+  assert mean_text[9] == "0.250" and mean_scratch[9] == "0.500"  # held-out pairs read: (1/2 + 0/2) / 2, 1/2
   one_seed = bench.table({"results": {"from_text": _result("from_text", 0, 0.7)}})
   assert "mean" not in one_seed and len(one_seed.splitlines()) == 3
+
+
+def test_held_out_pairs_read_counts_the_pairs_the_training_speech_never_says():
+  assert ("blue", "ball") in bench.corpus.held_out_pairs(bench.CORPUS_SEED)  # as the corpus README lists
+  assert ("red", "ball") not in bench.corpus.held_out_pairs(bench.CORPUS_SEED)
+  samples = [{"reference": "TAKE THE BLUE BALLS AND A RED BALL", "hypothesis": "TAKE THE BLUE BALLS AND A RED CUP"},
+             {"reference": "GRAB A RED HAT", "hypothesis": "GRAB A HAT RED"},
+             {"reference": "GO UP TWO STEPS", "hypothesis": "GO UP TWO STEPS"}]
+  assert bench.held_out_pairs_read({"utterances": 3, "samples": samples}) == 0.5  # BLUE BALLS read, RED HAT not
+  assert bench.held_out_pairs_read({"utterances": 4, "samples": samples}) is None  # not every transcript kept
+  assert bench.held_out_pairs_read({"utterances": 1, "samples": samples[2:]}) is None  # no such pair said
 
 
 @pytest.mark.parametrize("seeds", ["a", "0,-1"])

@@ -66,6 +66,15 @@ def task_configs(dedupe_semantic: bool) -> dict[str, Any]:
           "text_lm": TextLmConfig()}
 
 
+def _samples(value: str) -> int | None:
+  """--samples: a count >= 0, or 'all' (None)."""
+  if value == "all":
+    return None
+  if not value.isdigit():
+    raise argparse.ArgumentTypeError(f"give a count >= 0 or 'all', not {value!r}")
+  return int(value)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="python -m tools.evaluate", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,6 +91,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--dedupe_semantic", action="store_true",
                       help="the model was trained with AsrConfig / TtsConfig / ContinuationConfig.dedupe_semantic")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--samples", type=_samples, default=speech_metrics.SAMPLES,
+                      help="(reference, hypothesis) pairs kept per metric in the JSON, from the first: N or 'all'")
   parser.add_argument("--output", default=None, help="JSON results (default <model>/eval/<split>.json)")
   parser.add_argument("--tensorboard_dir", default=None)
   return parser.parse_args(argv)
@@ -175,14 +186,14 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     if name == "perplexity":
       results[name] = held_out_perplexity(model, args.tokens_dir, args.split, args.seq_len, args.batch_size, configs)
     elif name == "asr":
-      results[name] = speech_metrics.asr(speech, examples)
+      results[name] = speech_metrics.asr(speech, examples, args.samples)
     elif name == "tts":
-      results[name] = speech_metrics.tts(speech, examples, stages, semantic if stages else None)
+      results[name] = speech_metrics.tts(speech, examples, stages, semantic if stages else None, args.samples)
     elif name == "codec":
       results[name] = speech_metrics.codec_resynthesis(codec, examples,
                                                         stages.num_levels if stages is not None else None)
     elif name == "resynthesis":
-      results[name] = speech_metrics.semantic_resynthesis(speech, stages, semantic, examples)
+      results[name] = speech_metrics.semantic_resynthesis(speech, stages, semantic, examples, args.samples)
     results[name]["seconds_taken"] = round(time.perf_counter() - start, 2)
     log.info("%s done in %.1f s", name, results[name]["seconds_taken"])
   return {"model": model.path, "step": model.step, "coarse_model": args.coarse_model, "fine_model": args.fine_model,

@@ -26,7 +26,7 @@ def test_every_metric_to_json_and_tensorboard(models, demo_tokens, tmp_path, cap
   out, tb = tmp_path / "eval.json", tmp_path / "tb"
   status = evaluate.main([f"--model={models['main']}", f"--coarse_model={models['coarse']}",
                           f"--fine_model={models['fine']}", f"--tokens_dir={demo_tokens}", "--split=train",
-                          "--max_examples=3", f"--output={out}", f"--tensorboard_dir={tb}"])
+                          "--max_examples=3", "--samples=2", f"--output={out}", f"--tensorboard_dir={tb}"])
   assert status == 0
   report = json.loads(out.read_text())
   results = report["results"]
@@ -44,6 +44,9 @@ def test_every_metric_to_json_and_tensorboard(models, demo_tokens, tmp_path, cap
   examples = speech_metrics.read_examples(str(demo_tokens), "train", 3)
   hyps = SpeechTasks(load_model(models["main"]), SpeechConfig()).transcribe([e["semantic"] for e in examples])
   assert results["asr"]["wer"] == pytest.approx(error_rates([e["transcript"] for e in examples], hyps).wer)
+  assert results["asr"]["samples"] == [{"reference": e["transcript"], "hypothesis": h} for e, h in
+                                       zip(examples[:2], hyps[:2])]  # --samples=2: the first two
+  assert len(results["tts"]["samples"]) == 2 and len(results["resynthesis"]["samples"]) == 2
 
   tags = {value.tag for path in tb.glob("events.out.tfevents.*")
           for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value}
@@ -60,6 +63,15 @@ def test_bad_metric_choices_are_refused(models, capsys):
   assert "needs --coarse_model and --fine_model" in capsys.readouterr().err
   assert evaluate.main(base + [f"--coarse_model={models['coarse']}"]) == 2
   assert "give both" in capsys.readouterr().err
+
+
+def test_samples_flag():
+  assert evaluate.parse_args(["--model=m", "--tokens_dir=t"]).samples == speech_metrics.SAMPLES
+  assert evaluate.parse_args(["--model=m", "--tokens_dir=t", "--samples=all"]).samples is None
+  assert evaluate.parse_args(["--model=m", "--tokens_dir=t", "--samples=0"]).samples == 0
+  for bad in ("-1", "some"):
+    with pytest.raises(SystemExit):
+      evaluate.parse_args(["--model=m", "--tokens_dir=t", f"--samples={bad}"])
 
 
 def test_tokens_of_other_tokenizers_are_refused(models, tmp_path, capsys):

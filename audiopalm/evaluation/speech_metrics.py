@@ -6,8 +6,9 @@
     codec_resynthesis(codec, examples) # mel distance / SI-SNR of the examples' acoustic codes, decoded
     semantic_resynthesis(...)          # WER of audio made from the examples' real semantic tokens
 
-Every function returns a flat dict of numbers (plus a few `samples` for reading), so the results go to JSON
-and TensorBoard as they are. Text is normalised before scoring (`evaluation.wer.normalize`).
+Every function returns a flat dict of numbers (plus the first `samples` (reference, hypothesis) pairs for
+reading; None: all), so the results go to JSON and TensorBoard as they are. Text is normalised before scoring
+(`evaluation.wer.normalize`).
 
 `chance_wer` / `chance_cer` (in `asr`): the error rates of answering each utterance with another utterance's
 transcript (the references rotated by one). For a corpus of templated sentences this is the floor a model that
@@ -36,7 +37,7 @@ from audiopalm.inference.audio_tokens import tokenize
 from audiopalm.inference.speech import SpeechTasks
 from audiopalm.tokenizers.base import AudioTokenizer
 
-SAMPLES = 5  # (reference, hypothesis) pairs kept per metric for reading
+SAMPLES = 5  # (reference, hypothesis) pairs kept per metric for reading, by default
 
 _mel = jax.jit(spectral.mel_distance, static_argnames=("sample_rate",))
 _si_snr = jax.jit(spectral.si_snr)
@@ -64,18 +65,19 @@ def _rates(prefix: str, refs: Sequence[str], hyps: Sequence[str]) -> dict[str, f
   return {f"{prefix}wer": rates.wer, f"{prefix}cer": rates.cer}
 
 
-def _samples(refs: Sequence[str], hyps: Sequence[str]) -> list[dict[str, str]]:
-  return [{"reference": r, "hypothesis": h} for r, h in list(zip(refs, hyps))[:SAMPLES]]
+def _samples(refs: Sequence[str], hyps: Sequence[str], n: int | None) -> list[dict[str, str]]:
+  """The first `n` (reference, hypothesis) pairs; None: all of them."""
+  return [{"reference": r, "hypothesis": h} for r, h in list(zip(refs, hyps))[:n]]
 
 
-def asr(speech: SpeechTasks, examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def asr(speech: SpeechTasks, examples: Sequence[dict[str, Any]], samples: int | None = SAMPLES) -> dict[str, Any]:
   """Transcribes every example's semantic tokens: WER, CER and the chance baseline (module docstring)."""
   refs = [e["transcript"] for e in examples]
   hyps = speech.transcribe([e["semantic"] for e in examples], [e.get("language") for e in examples])
   result: dict[str, Any] = {"utterances": len(refs), **_rates("", refs, hyps)}
   if len(refs) > 1:
     result.update(_rates("chance_", refs, refs[1:] + refs[:1]))
-  result["samples"] = _samples(refs, hyps)
+  result["samples"] = _samples(refs, hyps, samples)
   return result
 
 
@@ -88,7 +90,7 @@ def _transcribe_waves(speech: SpeechTasks, semantic_tokenizer: AudioTokenizer, w
 
 
 def tts(speech: SpeechTasks, examples: Sequence[dict[str, Any]], stages: AcousticStages | None = None,
-        semantic_tokenizer: AudioTokenizer | None = None) -> dict[str, Any]:
+        semantic_tokenizer: AudioTokenizer | None = None, samples: int | None = SAMPLES) -> dict[str, Any]:
   """Synthesizes every transcript and transcribes the result with the same model (module docstring)."""
   refs = [e["transcript"] for e in examples]
   languages = [e.get("language") for e in examples]
@@ -103,9 +105,9 @@ def tts(speech: SpeechTasks, examples: Sequence[dict[str, Any]], stages: Acousti
     heard = _transcribe_waves(speech, semantic_tokenizer, stages.synthesize(codes), stages.codec.sample_rate,
                               languages)
     result.update(_rates("", refs, heard))
-    result["samples"] = _samples(refs, heard)
+    result["samples"] = _samples(refs, heard, samples)
   else:
-    result["samples"] = _samples(refs, back)
+    result["samples"] = _samples(refs, back, samples)
   return result
 
 
@@ -145,7 +147,7 @@ def codec_resynthesis(codec: Codec, examples: Sequence[dict[str, Any]], num_leve
 
 
 def semantic_resynthesis(speech: SpeechTasks, stages: AcousticStages, semantic_tokenizer: AudioTokenizer,
-                         examples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+                         examples: Sequence[dict[str, Any]], samples: int | None = SAMPLES) -> dict[str, Any]:
   """Audio from the examples' real semantic tokens (coarse → fine → codec), tokenized and transcribed again:
   the intelligibility of the acoustic stages (AudioLM's resynthesis WER), and the same ASR on the original
   tokens for comparison (`reference_wer`)."""
@@ -155,7 +157,7 @@ def semantic_resynthesis(speech: SpeechTasks, stages: AcousticStages, semantic_t
   heard = _transcribe_waves(speech, semantic_tokenizer, waves, stages.codec.sample_rate, languages)
   original = speech.transcribe([e["semantic"] for e in examples], languages)
   result = {"utterances": len(refs), **_rates("", refs, heard), **_rates("reference_", refs, original),
-            "samples": _samples(refs, heard)}
+            "samples": _samples(refs, heard, samples)}
   return result
 
 
