@@ -23,7 +23,7 @@ held-out utterances one seed's ASR WER moves by 0.04-0.08 between seeds: compare
 
 "held-out pairs read": every test sentence says a colour-object pair ("blue ball") that the training speech
 never says and the bundled text does (`tools.make_demo_text`): the fraction of those the ASR transcript has
-(same two words, adjacent). Language knowledge that reached the ASR shows there first.
+(same two words, adjacent, after WER's text normalisation). Language knowledge that reached the ASR shows there first.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from typing import Sequence
 from etils import epath
 
 from audiopalm import pipeline
+from audiopalm.evaluation.wer import normalize
 from audiopalm.files.atomic import write_text_atomic
 from tools import evaluate
 from tools import make_demo_corpus as corpus
@@ -97,11 +98,10 @@ def held_out_pairs_read(asr: dict) -> float | None:
   samples = asr.get("samples", [])
   if len(samples) < asr["utterances"]:
     return None
-  pairs = {(colour.upper(), form.upper()) for colour, obj in corpus.held_out_pairs(CORPUS_SEED)
-           for form in (obj, corpus.PLURALS[obj])}
+  pairs = {(colour, form) for colour, obj in corpus.held_out_pairs(CORPUS_SEED) for form in (obj, corpus.PLURALS[obj])}
   said = read = 0
   for sample in samples:
-    ref, hyp = sample["reference"].split(), sample["hypothesis"].split()
+    ref, hyp = normalize(sample["reference"]).split(), normalize(sample["hypothesis"]).split()  # as WER scores
     heard = set(zip(hyp, hyp[1:]))
     for bigram in zip(ref, ref[1:]):
       if bigram in pairs:

@@ -49,10 +49,11 @@ def test_held_out_pairs_read_counts_the_pairs_the_training_speech_never_says():
   assert ("red", "ball") not in bench.corpus.held_out_pairs(bench.CORPUS_SEED)
   samples = [{"reference": "TAKE THE BLUE BALLS AND A RED BALL", "hypothesis": "TAKE THE BLUE BALLS AND A RED CUP"},
              {"reference": "GRAB A RED HAT", "hypothesis": "GRAB A HAT RED"},
+             {"reference": "PUSH A RED RING", "hypothesis": "push a red ring."},  # normalised, as WER is
              {"reference": "GO UP TWO STEPS", "hypothesis": "GO UP TWO STEPS"}]
-  assert bench.held_out_pairs_read({"utterances": 3, "samples": samples}) == 0.5  # BLUE BALLS read, RED HAT not
-  assert bench.held_out_pairs_read({"utterances": 4, "samples": samples}) is None  # not every transcript kept
-  assert bench.held_out_pairs_read({"utterances": 1, "samples": samples[2:]}) is None  # no such pair said
+  assert bench.held_out_pairs_read({"utterances": 4, "samples": samples}) == 2 / 3  # BLUE BALLS, RED RING; not RED HAT
+  assert bench.held_out_pairs_read({"utterances": 5, "samples": samples}) is None  # not every transcript kept
+  assert bench.held_out_pairs_read({"utterances": 1, "samples": samples[3:]}) is None  # no such pair said
 
 
 @pytest.mark.parametrize("seeds", ["a", "0,-1"])

@@ -5,7 +5,7 @@ resynthesis. Results go to a JSON file, TensorBoard scalars and a table on the c
         --gin.OUTPUT_DIR=runs/tokens_demo_test
     python -m tools.evaluate --model=runs/speech_text_from_text --tokens_dir=runs/tokens_demo_test --split=test \
         [--coarse_model=runs/audiolm_coarse_demo --fine_model=runs/audiolm_fine_demo] \
-        [--metrics=perplexity,asr,tts,codec,resynthesis] [--max_examples=N] [--output=eval.json]
+        [--metrics=perplexity,asr,tts,codec,resynthesis] [--max_examples=N] [--samples=N|all] [--output=eval.json]
 
 Metrics (`--metrics`, default: every one the given models allow):
   perplexity    held-out perplexity of `--model` per AudioPaLM task (asr, tts, continuation, text_lm) and per

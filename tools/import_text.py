@@ -7,21 +7,25 @@ r"""A text corpus as a transcript-only token dataset, so a speech-text mixture c
 Continued pretraining forgets what its text checkpoint knew unless text keeps coming. The AudioPaLM mixture's
 `text_lm` task reads transcripts of a token dataset; by default those are the speech corpus's own transcripts,
 which never say what the speech never says. This tool writes any text (the text checkpoint's own corpus, say) in
-the token dataset format, one example per paragraph (blank-line separated; whitespace inside a paragraph is
-collapsed to single spaces), with the transcript and no audio tokens, so `text_lm` can replay it.
+the token dataset format, one example per paragraph (separated by lines that are empty or only whitespace;
+whitespace inside a paragraph is collapsed to single spaces), with the transcript and no audio tokens, so
+`text_lm` can replay it. Example ids are `<file stem>-<paragraph index>`, so the files' names must differ.
 
 The examples carry the tokenizer names of the `--like` token dataset (a mixture's datasets must agree on their
 tokenizers; a text example uses neither). Only text formats (`text_lm`) make sequences of them: the audio
-formats need audio tokens. Shards are written as `data_pipeline.tokenize` writes them (through a temporary file,
-renamed when complete), followed by metadata.json, stats.json and the TFDS files; rerunning the same command
-keeps complete shards (their paragraphs are the same) and writes the rest. `--overwrite` rewrites every shard
-and removes shards of another count (text that changed).
+formats need audio tokens. Every run writes every shard of its split afresh (text is cheap to write; a rerun
+after a change of text, language or `--like` must not keep old examples), each through a temporary file renamed
+when complete, as `data_pipeline.tokenize` writes them; then it removes the split's shards of another count and
+writes metadata.json, stats.json and the TFDS files, keeping other splits an earlier import wrote. It refuses an
+`--output_dir` holding a dataset it did not write (a tokenized speech dataset, say).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
 from typing import Sequence
 
@@ -30,29 +34,43 @@ import tensorflow as tf
 from etils import epath
 
 from audiopalm.cli.inference_flags import UsageError
+from audiopalm.files.atomic import write_text_atomic
 from data_pipeline import dataset_info, shards
 
 DEFAULT_PARAGRAPHS_PER_SHARD = 100_000
+MARKER = "import_text.json"  # written first into every output directory: this tool's, rewritable
+_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")  # a line that is empty or only whitespace
 
 
 def paragraphs(paths: Sequence[str]) -> list[tuple[str, int, str]]:
   """(path, index in its file, text) of every non-empty paragraph, whitespace collapsed, in file order."""
+  stems = [_stem(path) for path in paths]
+  if len(set(stems)) != len(stems):
+    raise UsageError(f"--text: file names repeat ({stems}): example ids are <file stem>-<paragraph>; rename one")
   out = []
   for path in paths:
     p = epath.Path(path)
-    if not p.exists():
-      raise UsageError(f"--text: {path} does not exist")
-    chunks = [" ".join(chunk.split()) for chunk in p.read_text(encoding="utf-8").split("\n\n")]
+    if not p.is_file():
+      raise UsageError(f"--text: {path} is not a file")
+    try:
+      text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+      raise UsageError(f"--text: {path} is not UTF-8 text ({e})") from e
+    chunks = [" ".join(chunk.split()) for chunk in _PARAGRAPH_BREAK.split(text)]
     out += [(path, i, chunk) for i, chunk in enumerate(c for c in chunks if c)]
   if not out:
     raise UsageError(f"--text: no text in {list(paths)}")
   return out
 
 
+def _stem(path: str) -> str:
+  return os.path.splitext(os.path.basename(path))[0]
+
+
 def text_segment(path: str, index: int, text: str, language: str | None, num_codebooks: int
                  ) -> shards.TokenizedSegment:
   """Paragraph `index` of `path` as an example: the transcript, no semantic or acoustic tokens."""
-  stem = os.path.splitext(os.path.basename(path))[0]
+  stem = _stem(path)
   return shards.TokenizedSegment(
       id=f"{stem}-{index:07d}", utterance_id=f"{stem}-{index:07d}", segment_index=0, source=f"{path}#{index}",
       start=0.0, duration=0.0, transcript=text, language=language, speaker=None,
@@ -61,8 +79,8 @@ def text_segment(path: str, index: int, text: str, language: str | None, num_cod
 
 
 def import_text(paths: Sequence[str], like: str, output_dir: str, *, language: str | None = "English",
-                split: str = "train", paragraphs_per_shard: int = DEFAULT_PARAGRAPHS_PER_SHARD,
-                overwrite: bool = False) -> dataset_info.DatasetMetadata:
+                split: str = "train", paragraphs_per_shard: int = DEFAULT_PARAGRAPHS_PER_SHARD
+                ) -> dataset_info.DatasetMetadata:
   """Writes the dataset (module docstring); returns its metadata."""
   if paragraphs_per_shard < 1:
     raise UsageError(f"--paragraphs_per_shard must be >= 1, got {paragraphs_per_shard}")
@@ -73,27 +91,42 @@ def import_text(paths: Sequence[str], like: str, output_dir: str, *, language: s
     raise UsageError("--output_dir must not be the --like dataset")
   info = dataset_info.read_metadata(like).tokens
   items = paragraphs(paths)
+  others = _other_splits(output_dir, split, info)
   num_shards = -(-len(items) // paragraphs_per_shard)
-  stale = [f for f in shards.find_shards(output_dir) if f.split == split and f.num_shards != num_shards]
-  if stale and not overwrite:
-    raise UsageError(f"{output_dir} holds '{split}' shards of {stale[0].num_shards}, this text makes {num_shards}: "
-                     "give --overwrite to replace them (or another --output_dir)")
-  for f in stale:
-    tf.io.gfile.remove(f.path)
   stats = []
   for shard in range(num_shards):
-    path = os.path.join(output_dir, shards.shard_filename(shard, num_shards, split=split))
-    if not overwrite and shards.is_complete(output_dir, shard, num_shards, split=split):
-      stats.append(shards.compute_shard_stats(path))
-      continue
-    with shards.ShardWriter(output_dir, shard, num_shards, info, split=split, overwrite=overwrite) as writer:
+    with shards.ShardWriter(output_dir, shard, num_shards, info, split=split, overwrite=True) as writer:
       for item in items[shard * paragraphs_per_shard:(shard + 1) * paragraphs_per_shard]:
         writer.write(text_segment(*item, language, info.acoustic.num_codebooks))
     stats.append(writer.stats)
+  for f in shards.find_shards(output_dir):
+    if f.split == split and f.num_shards != num_shards:  # an earlier import of other text
+      tf.io.gfile.remove(f.path)
   return dataset_info.write_dataset_info(
-      output_dir, tokens=info, shards=stats,
-      description=f"text only (tools.import_text): {len(items)} paragraphs of {', '.join(paths)}; tokenizer "
-                  f"names from {like}")
+      output_dir, tokens=info, shards=others + stats,
+      description=f"text only (tools.import_text): paragraphs of {', '.join(paths)}; tokenizer names from {like}")
+
+
+def _other_splits(output_dir: str, split: str, info: shards.TokensInfo) -> list[shards.ShardStats]:
+  """Claims `output_dir` for this tool (its MARKER) and returns the shards of other splits an earlier import
+  wrote there (kept in the metadata). Refuses a directory holding a dataset this tool did not write, or other
+  splits with other tokenizer names."""
+  out = epath.Path(output_dir)
+  has_metadata = (out / dataset_info.METADATA_FILE).exists()
+  if not (out / MARKER).exists():
+    if has_metadata or shards.find_shards(output_dir):
+      raise UsageError(f"--output_dir {output_dir} holds a token dataset that tools.import_text did not write: "
+                       "give another directory")
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(str(out / MARKER), json.dumps({"written_by": "tools.import_text"}) + "\n")
+  if not has_metadata:  # new, or an import that stopped before its metadata
+    return []
+  existing = dataset_info.read_metadata(output_dir)
+  others = [s for s in existing.shards if s.split != split]
+  if others and existing.tokens != info:
+    raise UsageError(f"--output_dir {output_dir}: its splits {sorted({s.split for s in others})} carry other "
+                     "tokenizer names than --like's; import them again or give another directory")
+  return others
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,11 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--language", default="English", help="the examples' language ('' for none)")
   parser.add_argument("--split", default="train")
   parser.add_argument("--paragraphs_per_shard", type=int, default=DEFAULT_PARAGRAPHS_PER_SHARD)
-  parser.add_argument("--overwrite", action="store_true", help="rewrite complete shards too")
   args = parser.parse_args(argv)
   try:
     meta = import_text(args.text, args.like, args.output_dir, language=args.language or None, split=args.split,
-                       paragraphs_per_shard=args.paragraphs_per_shard, overwrite=args.overwrite)
+                       paragraphs_per_shard=args.paragraphs_per_shard)
   except UsageError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -14,8 +14,9 @@ from tools import import_text
 
 SMALL = synthetic.SyntheticConfig(examples=8, num_shards=1, min_seconds=1.0, max_seconds=2.0, semantic_vocab=64,
                                   acoustic_vocab=32, num_codebooks=4, words_per_second=2.0)
-KEPT_FILES = ("dataset_info.json", "features.json", "metadata.json", "stats.json")
-TEXT = "GO UP  TWO\nSTEPS\n\n\n\nTAKE THE RED CUP\n\n   \n\nDROP A BALL\n"
+# Paragraphs end at lines that are empty or only whitespace; whitespace inside one collapses.
+TEXT = "GO UP  TWO\nSTEPS\n \t\nTAKE THE RED CUP\n\n   \n\nDROP A BALL\n"
+PARAGRAPHS = ["GO UP TWO STEPS", "TAKE THE RED CUP", "DROP A BALL"]
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,11 @@ def _write(tmp_path, name, text):
   return str(path)
 
 
+def _transcripts(directory, split="train"):
+  source = TokenShardSource(directory, split)
+  return [source[i]["transcript"] for i in range(len(source))]
+
+
 def test_paragraphs_become_examples_in_order_with_the_like_datasets_tokenizers(speech, tmp_path):
   a, b = _write(tmp_path, "a.txt", TEXT), _write(tmp_path, "b.txt", "PUT IT DOWN")
   out = str(tmp_path / "text")
@@ -39,7 +45,7 @@ def test_paragraphs_become_examples_in_order_with_the_like_datasets_tokenizers(s
   assert [s.examples for s in meta.split_shards("train")] == [3, 1]
   assert meta.totals.transcribed == 4 and meta.totals.semantic_tokens == 0 and meta.totals.seconds == 0
   examples = [TokenShardSource(out)[i] for i in range(4)]
-  assert [e["transcript"] for e in examples] == ["GO UP TWO STEPS", "TAKE THE RED CUP", "DROP A BALL", "PUT IT DOWN"]
+  assert [e["transcript"] for e in examples] == PARAGRAPHS + ["PUT IT DOWN"]
   assert [e["id"] for e in examples] == ["a-0000000", "a-0000001", "a-0000002", "b-0000000"]
   assert examples[3]["source"] == f"{b}#0" and examples[0]["language"] == "English"
   assert examples[0]["semantic"].shape == (0,) and examples[0]["acoustic"].shape == (0, SMALL.num_codebooks)
@@ -58,32 +64,49 @@ def test_text_lm_trains_on_it_beside_audio_tasks_of_the_speech_dataset(speech, t
   assert (rows["task_ids"] == 0).any()  # the ASR component still reads the speech dataset
 
 
-def test_rerun_keeps_complete_shards_and_writes_missing_ones(speech, tmp_path):
-  a = _write(tmp_path, "a.txt", TEXT)
+def test_a_rerun_replaces_the_split_and_keeps_other_splits(speech, tmp_path):
   out = str(tmp_path / "text")
+  a = _write(tmp_path, "a.txt", TEXT)
   import_text.import_text([a], speech, out, paragraphs_per_shard=2)
-  first = os.path.join(out, shards.shard_filename(0, 2))
-  second = os.path.join(out, shards.shard_filename(1, 2))
-  mtime = os.stat(first).st_mtime_ns
-  os.remove(second)
-  meta = import_text.import_text([a], speech, out, paragraphs_per_shard=2)
-  assert os.stat(first).st_mtime_ns == mtime and os.path.exists(second)
-  assert meta.totals.examples == 3
-  with pytest.raises(UsageError, match="give --overwrite"):  # other text, another shard count: never mixed
-    import_text.import_text([a], speech, out, paragraphs_per_shard=3)
-  meta = import_text.import_text([a], speech, out, paragraphs_per_shard=3, overwrite=True)
-  assert sorted(os.listdir(out)) == sorted([shards.shard_filename(0, 1), *KEPT_FILES])
-  assert len(TokenShardSource(out)) == 3 and meta.totals.examples == 3
+  import_text.import_text([_write(tmp_path, "held.txt", "A B")], speech, out, split="test")
+  assert _transcripts(out) == PARAGRAPHS and _transcripts(out, "test") == ["A B"]
+  # Changed text, same shard count: nothing old is kept.
+  _write(tmp_path, "a.txt", "NEW ONE\n\nNEW TWO\n\nNEW THREE")
+  import_text.import_text([a], speech, out, paragraphs_per_shard=2)
+  assert _transcripts(out) == ["NEW ONE", "NEW TWO", "NEW THREE"]
+  # Another shard count: the old shards go.
+  meta = import_text.import_text([a], speech, out, paragraphs_per_shard=3, language="French")
+  assert sorted(f for f in os.listdir(out) if ".tfrecord-" in f) == [
+      shards.shard_filename(0, 1, split="test"), shards.shard_filename(0, 1)]
+  assert TokenShardSource(out)[0]["language"] == "French"
+  assert meta.splits == ["test", "train"] and meta.totals.examples == 4
 
 
 def test_errors_name_the_problem(speech, tmp_path):
+  text = _write(tmp_path, "a.txt", TEXT)
   with pytest.raises(UsageError, match="no token dataset"):
-    import_text.import_text([_write(tmp_path, "a.txt", TEXT)], str(tmp_path / "nothing"), str(tmp_path / "o"))
-  with pytest.raises(UsageError, match="does not exist"):
+    import_text.import_text([text], str(tmp_path / "nothing"), str(tmp_path / "o"))
+  with pytest.raises(UsageError, match="is not a file"):
     import_text.import_text([str(tmp_path / "missing.txt")], speech, str(tmp_path / "o"))
   with pytest.raises(UsageError, match="no text"):
     import_text.import_text([_write(tmp_path, "empty.txt", "\n \n\n")], speech, str(tmp_path / "o"))
+  (tmp_path / "latin1.txt").write_bytes("CAF\xc9".encode("latin-1"))
+  with pytest.raises(UsageError, match="not UTF-8"):
+    import_text.import_text([str(tmp_path / "latin1.txt")], speech, str(tmp_path / "o"))
+  (tmp_path / "other").mkdir()
+  with pytest.raises(UsageError, match="names repeat"):
+    import_text.import_text([text, _write(tmp_path / "other", "a.txt", "X")], speech, str(tmp_path / "o"))
+  with pytest.raises(UsageError, match=">= 1"):
+    import_text.import_text([text], speech, str(tmp_path / "o"), paragraphs_per_shard=0)
   assert not os.path.exists(tmp_path / "o")
+  with pytest.raises(UsageError, match="must not be the --like"):
+    import_text.import_text([text], speech, speech)
+  speech_copy = tmp_path / "speech_copy"  # a dataset this tool did not write is never touched
+  synthetic.write_synthetic_dataset(str(speech_copy), SMALL)
+  before = sorted(os.listdir(speech_copy))
+  with pytest.raises(UsageError, match="did not write"):
+    import_text.import_text([text], speech, str(speech_copy))
+  assert sorted(os.listdir(speech_copy)) == before
 
 
 def test_cli(speech, tmp_path, capsys):

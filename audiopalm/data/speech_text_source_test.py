@@ -171,6 +171,9 @@ def test_config_errors_name_the_problem(small, tmp_path):
   missing = _config(str(tmp_path / "nothing"), ("asr", 1.0, None))
   with pytest.raises(FileNotFoundError, match="no token dataset at .*data_pipeline.tokenize"):
     missing.vocab_size  # pylint: disable=pointless-statement
+  missing_text = SpeechTextConfig(components=(MixtureComponent("text_lm", str(tmp_path / "text")),))
+  with pytest.raises(FileNotFoundError, match="no token dataset at .*tools.import_text"):
+    missing_text.vocab_size  # pylint: disable=pointless-statement
   with pytest.raises(ValueError, match="equal, aligned share"):
     _config(small, ("asr", 1.0, None)).make_iterator(1, 3)
 
