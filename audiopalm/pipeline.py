@@ -20,8 +20,9 @@ show), in order:
                                   like a held-out recording (`tools.generate tts`)
 It ends with where every artefact is and a table of the results (also `<workdir>/summary.json`).
 
-Rerunning the same command resumes: a step that finished with the same command is skipped, and the one that was
-interrupted is rerun, which resumes from its own progress (token shards already written, the newest checkpoint).
+Rerunning the same command resumes: a step that finished with the same command, after every step before it, is
+skipped, and the one that was interrupted is rerun, which resumes from its own progress (token shards already
+written, the newest checkpoint).
 Changing a setting (say `--speech_steps`) reruns that step, which continues training to the new count, and every
 step after it; a training step rerun that way resumes from its own checkpoints (a new text checkpoint does not
 restart `speech_text`: delete `<workdir>/speech_text` for that). A training step counts as finished only when
