@@ -115,8 +115,7 @@ def _row(r: dict) -> tuple[float | None, ...]:
   ppl, asr, tts = res["perplexity"], res["asr"], res["tts"]
   return (ppl["overall"]["perplexity"], ppl["tasks"]["asr"]["perplexity"], ppl["tasks"]["tts"]["perplexity"],
           asr["wer"], asr["cer"], asr.get("chance_wer"), held_out_pairs_read(asr), tts["semantic_roundtrip_wer"],
-          tts.get("wer"),
-          res.get("resynthesis", {}).get("wer"))
+          tts.get("wer"), res.get("resynthesis", {}).get("wer"))
 
 
 def table(report: dict) -> str:
@@ -126,10 +125,11 @@ def table(report: dict) -> str:
   fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
   for start, label in STARTS.items():
     runs = [r for r in report["results"].values() if r["start"] == start]
-    for r in runs:
-      rows.append((label, str(r["seed"]), str(r["step"]), *map(fmt, _row(r))))
+    figures = [_row(r) for r in runs]
+    for r, row in zip(runs, figures):
+      rows.append((label, str(r["seed"]), str(r["step"]), *map(fmt, row)))
     if len(runs) > 1:
-      columns = zip(*(_row(r) for r in runs))
+      columns = zip(*figures)
       means = [None if any(v is None for v in c) else sum(c) / len(c) for c in columns]
       rows.append((f"**{label}, mean**", f"{len(runs)} seeds", str(runs[0]["step"]), *map(fmt, means)))
   return "\n".join("| " + " | ".join(row) + " |" + ("\n|" + "---|" * len(row) if i == 0 else "")

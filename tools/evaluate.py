@@ -66,7 +66,7 @@ def task_configs(dedupe_semantic: bool) -> dict[str, Any]:
           "text_lm": TextLmConfig()}
 
 
-def _samples(value: str) -> int | None:
+def _sample_count(value: str) -> int | None:
   """--samples: a count >= 0, or 'all' (None)."""
   if value == "all":
     return None
@@ -91,7 +91,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--dedupe_semantic", action="store_true",
                       help="the model was trained with AsrConfig / TtsConfig / ContinuationConfig.dedupe_semantic")
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--samples", type=_samples, default=speech_metrics.SAMPLES,
+  parser.add_argument("--samples", type=_sample_count, default=speech_metrics.SAMPLES,
                       help="(reference, hypothesis) pairs kept per metric in the JSON, from the first: N or 'all'")
   parser.add_argument("--output", default=None, help="JSON results (default <model>/eval/<split>.json)")
   parser.add_argument("--tensorboard_dir", default=None)
