@@ -21,7 +21,7 @@ A benchmark, not a test: on 2 CPU cores 1000 steps take ~9 minutes per model (19
 ASR, is the WER of answering with another test utterance's transcript (`evaluation.speech_metrics`). On 40
 held-out utterances one seed's ASR WER moves by 0.04-0.08 between seeds: compare starts over several seeds.
 The text start's lead is largest early and shrinks with steps (docs/benchmarks.md: at 300 steps it reads better,
-at 1000 only its perplexities are better): for a learning curve, run `--steps=300`, `500`, ... each in its own
+at 1000 only its ASR and text perplexities are): for a learning curve, run `--steps=300`, `500`, ... each in its own
 `--workdir` (the demo's rsqrt schedule does not depend on the run's length, so N steps equal the first N of a longer
 run).
 
