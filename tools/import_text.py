@@ -13,21 +13,28 @@ whitespace inside a paragraph is collapsed to single spaces), with the transcrip
 
 The examples carry the tokenizer names of the `--like` token dataset (a mixture's datasets must agree on their
 tokenizers; a text example uses neither). Only text formats (`text_lm`) make sequences of them: the audio
-formats need audio tokens. Every run writes every shard of its split afresh (text is cheap to write; a rerun
-after a change of text, language or `--like` must not keep old examples), each through a temporary file renamed
-when complete, as `data_pipeline.tokenize` writes them; then it removes the split's shards of another count and
-writes metadata.json, stats.json and the TFDS files, keeping other splits an earlier import wrote. It refuses an
-`--output_dir` holding a dataset it did not write (a tokenized speech dataset, say).
+formats need audio tokens.
+
+The text is streamed, a line at a time, so a corpus of any size fits in memory: a first pass counts the
+paragraphs and checks every file (UTF-8, not empty) before anything is written, a second writes them. Every run
+writes every shard of its split afresh (text is cheap to write; a rerun after a change of text, language or
+`--like` must not keep old examples), each through a temporary file renamed when complete, as
+`data_pipeline.tokenize` writes them. Before the first shard is rewritten, metadata.json is set aside (renamed
+to import_text.replaced.json) and the TFDS files and stats.json derived from it are deleted, so an import that
+stops part way never leaves a directory that reads as a complete dataset; run it again. At the end it removes
+the split's shards of another count and writes metadata.json, stats.json and the TFDS files, keeping other splits
+an earlier import wrote. It refuses an `--output_dir` holding a dataset it did not write (a tokenized speech
+dataset, say).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
-import re
 import sys
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -39,28 +46,40 @@ from data_pipeline import dataset_info, shards
 
 DEFAULT_PARAGRAPHS_PER_SHARD = 100_000
 MARKER = "import_text.json"  # written first into every output directory: this tool's, rewritable
-_PARAGRAPH_BREAK = re.compile(r"\n[^\S\n]*\n")  # a line that is empty or only whitespace
+REPLACED = "import_text.replaced.json"  # metadata.json, set aside while a split is rewritten (_set_aside_metadata)
+TFDS_INFO_FILE = "dataset_info.json"  # TFDS's shard lengths (dataset_info.write_tfds_metadata)
 
 
-def paragraphs(paths: Sequence[str]) -> list[tuple[str, int, str]]:
-  """(path, index in its file, text) of every non-empty paragraph, whitespace collapsed, in file order."""
-  stems = [_stem(path) for path in paths]
-  if len(set(stems)) != len(stems):
-    raise UsageError(f"--text: file names repeat ({stems}): example ids are <file stem>-<paragraph>; rename one")
-  out = []
+def paragraphs(paths: Sequence[str]) -> Iterator[tuple[str, int, str]]:
+  """(path, index in its file, text) of every non-empty paragraph, whitespace collapsed, in file order.
+
+  Streams: a file is read a line at a time and only one paragraph is held, so a corpus of any size fits. A
+  paragraph ends at a line (split at '\\n') that is empty or only whitespace."""
+  _check_stems(paths)
   for path in paths:
     p = epath.Path(path)
     if not p.is_file():
       raise UsageError(f"--text: {path} is not a file")
-    try:
-      text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-      raise UsageError(f"--text: {path} is not UTF-8 text ({e})") from e
-    chunks = [" ".join(chunk.split()) for chunk in _PARAGRAPH_BREAK.split(text)]
-    out += [(path, i, chunk) for i, chunk in enumerate(c for c in chunks if c)]
-  if not out:
-    raise UsageError(f"--text: no text in {list(paths)}")
-  return out
+    index, lines = 0, []
+    with p.open("rb") as f:
+      for number, raw in enumerate(f, 1):
+        try:
+          line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+          raise UsageError(f"--text: {path} is not UTF-8 text (line {number}: {e})") from e
+        if line.strip():
+          lines.append(line)
+        elif lines:
+          yield path, index, " ".join(" ".join(lines).split())
+          index, lines = index + 1, []
+    if lines:
+      yield path, index, " ".join(" ".join(lines).split())
+
+
+def _check_stems(paths: Sequence[str]) -> None:
+  stems = [_stem(path) for path in paths]
+  if len(set(stems)) != len(stems):
+    raise UsageError(f"--text: file names repeat ({stems}): example ids are <file stem>-<paragraph>; rename one")
 
 
 def _stem(path: str) -> str:
@@ -90,43 +109,63 @@ def import_text(paths: Sequence[str], like: str, output_dir: str, *, language: s
   if os.path.abspath(like) == os.path.abspath(output_dir):
     raise UsageError("--output_dir must not be the --like dataset")
   info = dataset_info.read_metadata(like).tokens
-  items = paragraphs(paths)
+  count = sum(1 for _ in paragraphs(paths))  # a first pass: checks every file before anything is written
+  if not count:
+    raise UsageError(f"--text: no text in {list(paths)}")
   others = _other_splits(output_dir, split, info)
-  num_shards = -(-len(items) // paragraphs_per_shard)
+  _set_aside_metadata(output_dir)
+  num_shards = -(-count // paragraphs_per_shard)
+  items = paragraphs(paths)
   stats = []
   for shard in range(num_shards):
     with shards.ShardWriter(output_dir, shard, num_shards, info, split=split, overwrite=True) as writer:
-      for item in items[shard * paragraphs_per_shard:(shard + 1) * paragraphs_per_shard]:
+      for item in itertools.islice(items, paragraphs_per_shard):
         writer.write(text_segment(*item, language, info.acoustic.num_codebooks))
     stats.append(writer.stats)
+  if next(items, None) is not None or sum(s.examples for s in stats) != count:
+    raise RuntimeError(f"--text changed while it was imported (first read {count} paragraphs): run again")
   for f in shards.find_shards(output_dir):
     if f.split == split and f.num_shards != num_shards:  # an earlier import of other text
       tf.io.gfile.remove(f.path)
-  return dataset_info.write_dataset_info(
+  meta = dataset_info.write_dataset_info(
       output_dir, tokens=info, shards=others + stats,
       description=f"text only (tools.import_text): paragraphs of {', '.join(paths)}; tokenizer names from {like}")
+  (epath.Path(output_dir) / REPLACED).unlink(missing_ok=True)
+  return meta
 
 
 def _other_splits(output_dir: str, split: str, info: shards.TokensInfo) -> list[shards.ShardStats]:
   """Claims `output_dir` for this tool (its MARKER) and returns the shards of other splits an earlier import
-  wrote there (kept in the metadata). Refuses a directory holding a dataset this tool did not write, or other
-  splits with other tokenizer names."""
+  wrote there (kept in the metadata: metadata.json, or REPLACED after an import that stopped part way). Refuses a
+  directory holding a dataset this tool did not write, or other splits with other tokenizer names."""
   out = epath.Path(output_dir)
-  has_metadata = (out / dataset_info.METADATA_FILE).exists()
   if not (out / MARKER).exists():
-    if has_metadata or shards.find_shards(output_dir):
+    if (out / dataset_info.METADATA_FILE).exists() or shards.find_shards(output_dir):
       raise UsageError(f"--output_dir {output_dir} holds a token dataset that tools.import_text did not write: "
                        "give another directory")
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(str(out / MARKER), json.dumps({"written_by": "tools.import_text"}) + "\n")
-  if not has_metadata:  # new, or an import that stopped before its metadata
+  found = [out / name for name in (dataset_info.METADATA_FILE, REPLACED) if (out / name).exists()]
+  if not found:  # new, or an import that stopped before its first metadata
     return []
-  existing = dataset_info.read_metadata(output_dir)
+  existing = dataset_info.DatasetMetadata.from_json(json.loads(found[0].read_text()), str(found[0]))
   others = [s for s in existing.shards if s.split != split]
   if others and existing.tokens != info:
     raise UsageError(f"--output_dir {output_dir}: its splits {sorted({s.split for s in others})} carry other "
                      "tokenizer names than --like's; import them again or give another directory")
   return others
+
+
+def _set_aside_metadata(output_dir: str) -> None:
+  """Before any shard is rewritten, the files that describe the dataset go: the TFDS shard lengths and stats.json
+  are deleted (write_dataset_info writes them again) and then metadata.json is renamed to REPLACED. An import that
+  stops part way thus leaves no metadata.json, so no reader takes the directory for a complete dataset, and the
+  next import still finds the other splits' statistics in REPLACED."""
+  out = epath.Path(output_dir)
+  for name in (TFDS_INFO_FILE, dataset_info.STATS_FILE):
+    (out / name).unlink(missing_ok=True)
+  if (out / dataset_info.METADATA_FILE).exists():
+    tf.io.gfile.rename(str(out / dataset_info.METADATA_FILE), str(out / REPLACED), overwrite=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """tools.import_text: paragraphs become transcript-only examples that the text_lm task trains on, beside audio."""
 
+import itertools
 import os
 
 import numpy as np
@@ -115,3 +116,57 @@ def test_cli(speech, tmp_path, capsys):
   assert "wrote 3 text examples" in capsys.readouterr().out
   assert import_text.main([f"--text={a}", f"--like={tmp_path}", "--output_dir=/nonexistent/x"]) == 2
   assert "no token dataset" in capsys.readouterr().err
+
+
+def test_an_import_that_stops_part_way_never_reads_as_a_dataset_and_a_rerun_recovers(speech, tmp_path,
+                                                                                       monkeypatch):
+  out = str(tmp_path / "text")
+  a = _write(tmp_path, "a.txt", TEXT)
+  import_text.import_text([a], speech, out, paragraphs_per_shard=1)
+  import_text.import_text([_write(tmp_path, "held.txt", "A B")], speech, out, split="test")
+  _write(tmp_path, "a.txt", "NEW ONE\n\nNEW TWO\n\nNEW THREE")
+  real_segment, written = import_text.text_segment, []
+
+  def segment_then_die(*args):
+    if len(written) == 2:  # shards 0 and 1 of 3 hold new text, shard 2 still the old
+      raise KeyboardInterrupt
+    written.append(args)
+    return real_segment(*args)
+
+  monkeypatch.setattr(import_text, "text_segment", segment_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    import_text.import_text([a], speech, out, paragraphs_per_shard=1)
+  for name in (dataset_info.METADATA_FILE, dataset_info.STATS_FILE, import_text.TFDS_INFO_FILE):
+    assert not os.path.exists(os.path.join(out, name)), name
+  with pytest.raises(FileNotFoundError, match="tools.import_text"):  # the mixture's error says what to run
+    SpeechTextConfig(components=(MixtureComponent("text_lm", out),), seq_len=64, global_batch_size=2)._metadata
+  monkeypatch.setattr(import_text, "text_segment", real_segment)
+  meta = import_text.import_text([a], speech, out, paragraphs_per_shard=1)
+  assert _transcripts(out) == ["NEW ONE", "NEW TWO", "NEW THREE"] and _transcripts(out, "test") == ["A B"]
+  assert meta.splits == ["test", "train"] and not os.path.exists(os.path.join(out, import_text.REPLACED))
+  assert dataset_info.read_stats(out)["totals"]["examples"] == 4
+
+
+def test_paragraphs_stream_lines_of_any_ending(tmp_path):
+  crlf = _write(tmp_path, "crlf.txt", "")
+  (tmp_path / "crlf.txt").write_bytes(b"ONE\r\nLINE\r\n \r\nTWO\r\n")
+  items = import_text.paragraphs([crlf, _write(tmp_path, "a.txt", TEXT)])
+  assert next(items) == (crlf, 0, "ONE LINE")  # a generator: nothing is read ahead
+  assert [text for _, _, text in items] == ["TWO"] + PARAGRAPHS
+  (tmp_path / "bad.txt").write_bytes(b"FINE\n\nCAF\xc9\n")
+  with pytest.raises(UsageError, match="line 3"):
+    list(import_text.paragraphs([str(tmp_path / "bad.txt")]))
+
+
+def test_text_that_changes_between_the_two_passes_is_refused(speech, tmp_path, monkeypatch):
+  a, out = _write(tmp_path, "a.txt", TEXT), str(tmp_path / "text")
+  real, calls = import_text.paragraphs, []
+
+  def shrinking(paths):
+    calls.append(paths)
+    return itertools.islice(real(paths), 3 if len(calls) == 1 else 2)
+
+  monkeypatch.setattr(import_text, "paragraphs", shrinking)
+  with pytest.raises(RuntimeError, match="changed while it was imported"):
+    import_text.import_text([a], speech, out)
+  assert not os.path.exists(os.path.join(out, dataset_info.METADATA_FILE))
