@@ -47,7 +47,6 @@ from data_pipeline import dataset_info, shards
 DEFAULT_PARAGRAPHS_PER_SHARD = 100_000
 MARKER = "import_text.json"  # written first into every output directory: this tool's, rewritable
 REPLACED = "import_text.replaced.json"  # metadata.json, set aside while a split is rewritten (_set_aside_metadata)
-TFDS_INFO_FILE = "dataset_info.json"  # TFDS's shard lengths (dataset_info.write_tfds_metadata)
 
 
 def paragraphs(paths: Sequence[str]) -> Iterator[tuple[str, int, str]]:
@@ -55,31 +54,24 @@ def paragraphs(paths: Sequence[str]) -> Iterator[tuple[str, int, str]]:
 
   Streams: a file is read a line at a time and only one paragraph is held, so a corpus of any size fits. A
   paragraph ends at a line (split at '\\n') that is empty or only whitespace."""
-  _check_stems(paths)
+  stems = [_stem(path) for path in paths]
+  if len(set(stems)) != len(stems):
+    raise UsageError(f"--text: file names repeat ({stems}): example ids are <file stem>-<paragraph>; rename one")
   for path in paths:
     p = epath.Path(path)
     if not p.is_file():
       raise UsageError(f"--text: {path} is not a file")
-    index, lines = 0, []
+    index, words = 0, []
     with p.open("rb") as f:
-      for number, raw in enumerate(f, 1):
+      for number, raw in enumerate(itertools.chain(f, [b""]), 1):  # b"": the end of the file ends a paragraph
         try:
-          line = raw.decode("utf-8")
+          line_words = raw.decode("utf-8").split()
         except UnicodeDecodeError as e:
           raise UsageError(f"--text: {path} is not UTF-8 text (line {number}: {e})") from e
-        if line.strip():
-          lines.append(line)
-        elif lines:
-          yield path, index, " ".join(" ".join(lines).split())
-          index, lines = index + 1, []
-    if lines:
-      yield path, index, " ".join(" ".join(lines).split())
-
-
-def _check_stems(paths: Sequence[str]) -> None:
-  stems = [_stem(path) for path in paths]
-  if len(set(stems)) != len(stems):
-    raise UsageError(f"--text: file names repeat ({stems}): example ids are <file stem>-<paragraph>; rename one")
+        words += line_words
+        if not line_words and words:
+          yield path, index, " ".join(words)
+          index, words = index + 1, []
 
 
 def _stem(path: str) -> str:
@@ -161,8 +153,10 @@ def _set_aside_metadata(output_dir: str) -> None:
   are deleted (write_dataset_info writes them again) and then metadata.json is renamed to REPLACED. An import that
   stops part way thus leaves no metadata.json, so no reader takes the directory for a complete dataset, and the
   next import still finds the other splits' statistics in REPLACED."""
+  from tensorflow_datasets.core import constants  # pylint: disable=import-outside-toplevel
+
   out = epath.Path(output_dir)
-  for name in (TFDS_INFO_FILE, dataset_info.STATS_FILE):
+  for name in (constants.DATASET_INFO_FILENAME, dataset_info.STATS_FILE):
     (out / name).unlink(missing_ok=True)
   if (out / dataset_info.METADATA_FILE).exists():
     tf.io.gfile.rename(str(out / dataset_info.METADATA_FILE), str(out / REPLACED), overwrite=True)

@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from tensorflow_datasets.core import constants as tfds_constants
 
 from audiopalm.cli.inference_flags import UsageError
 from audiopalm.data.mixture import MixtureComponent
@@ -136,7 +137,7 @@ def test_an_import_that_stops_part_way_never_reads_as_a_dataset_and_a_rerun_reco
   monkeypatch.setattr(import_text, "text_segment", segment_then_die)
   with pytest.raises(KeyboardInterrupt):
     import_text.import_text([a], speech, out, paragraphs_per_shard=1)
-  for name in (dataset_info.METADATA_FILE, dataset_info.STATS_FILE, import_text.TFDS_INFO_FILE):
+  for name in (dataset_info.METADATA_FILE, dataset_info.STATS_FILE, tfds_constants.DATASET_INFO_FILENAME):
     assert not os.path.exists(os.path.join(out, name)), name
   with pytest.raises(FileNotFoundError, match="tools.import_text"):  # the mixture's error says what to run
     SpeechTextConfig(components=(MixtureComponent("text_lm", out),), seq_len=64, global_batch_size=2)._metadata
