@@ -1,9 +1,9 @@
-"""Gin registration for the tokenization job (kept apart from `audiopalm.configurables`, so that the training
+"""Gin registration for the tokenization job (kept apart from `audiopalm.main.configurables`, so that the training
 entry points do not import TensorFlow)."""
 
 import gin
 
-from audiopalm import configurables as _audiopalm  # noqa: F401  (tokenizer configurables)
+from audiopalm.main import configurables as _audiopalm  # noqa: F401  (tokenizer configurables)
 from data_pipeline import audio_prep, batching, job, vad
 
 AudioPrepConfig = gin.external_configurable(audio_prep.AudioPrepConfig, "AudioPrepConfig")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs an entry point on this machine's CPU, optionally as N local processes on loopback.
-# Usage: launch/local.sh [--processes N] [--devices_per_process D] -- python -m audiopalm.train --gin_file=...
+# Usage: launch/local.sh [--processes N] [--devices_per_process D] -- python -m audiopalm.main.train --gin_file=...
 # What runs is decided by the command and its gin files; this script only decides where.
 set -euo pipefail
 processes=1

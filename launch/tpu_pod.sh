@@ -33,7 +33,7 @@
 # the same command with AUDIOPALM_DISTRIBUTED_AUTO=1, so the entry points call jax.distributed.initialize() and
 # JAX reads the pod's (and a multi-slice's) topology itself. Example (docs/user_guide.md):
 #   launch/tpu_pod.sh --name=ap8b --zone=us-east5-a --type=v5p-256 --spot up -- \
-#     .venv/bin/python -m audiopalm.train --gin_file=gin_configs/experiments/speech_text_from_hf.gin \
+#     .venv/bin/python -m audiopalm.main.train --gin_file=gin_configs/experiments/speech_text_from_hf.gin \
 #     --gin.MODEL_DIR=gs://bucket/runs/ap8b --gin.INIT_DIR=gs://bucket/imports/llama_3_8b \
 #     --gin.HF_DIR=/models/llama-3-8b --gin.VOCAB_SIZE=129280 --gin.TOKENS_DIR=gs://bucket/tokens/emilia_en
 set -euo pipefail

@@ -16,7 +16,7 @@ SPEECH = ROOT / "audiopalm" / "data" / "assets" / "demo_speech"
 def test_train_codec_cli_then_resynthesize(tmp_path):
   model_dir = tmp_path / "codec"
   relative = os.path.relpath(model_dir, ROOT)  # as users write it (orbax itself needs absolute paths)
-  train = [sys.executable, "-m", "audiopalm.train_codec", "--gin_file=gin_configs/experiments/codec_demo.gin",
+  train = [sys.executable, "-m", "audiopalm.main.train_codec", "--gin_file=gin_configs/experiments/codec_demo.gin",
            f"--gin.MODEL_DIR={relative}", "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=8",
            "--gin.CodecLossConfig.adversarial_start_step=1", "--gin.CodecTrainerConfig.log_every=1"]
   out = subprocess.run(train, cwd=ROOT, capture_output=True, text=True, timeout=900)

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from audiopalm.model import Transformer, TransformerConfig
-from audiopalm.training.checkpointing import load_exported_params
-from audiopalm.training.train_state import abstract_params, unbox
+from audiopalm.checkpoints.export import load_exported_params
+from audiopalm.model.params import abstract_params
+from audiopalm.sharding.params import unbox
 from audiopalm.vocab.spec import load_spec
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ EXPERIMENTS = {"tiny": (["--gin_file=gin_configs/experiments/tiny.gin"], 0.6),
 
 
 def _command(model_dir, experiment, *extra):
-  return [sys.executable, "-m", "audiopalm.train", *experiment, f"--gin.MODEL_DIR={model_dir}",
+  return [sys.executable, "-m", "audiopalm.main.train", *experiment, f"--gin.MODEL_DIR={model_dir}",
           f"--gin.TRAIN_STEPS={STEPS}", "--gin.TrainerConfig.log_every=1",
           f"--gin.CheckpointConfig.save_interval_steps={SAVE_EVERY}", *extra]
 

@@ -19,7 +19,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = REPO / "tests" / "golden" / "launch"
 SCRIPTS = sorted((REPO / "launch").glob("*.sh"))
-TRAIN = [".venv/bin/python", "-m", "audiopalm.train", "--gin_file=gin_configs/experiments/speech_text_from_hf.gin",
+TRAIN = [".venv/bin/python", "-m", "audiopalm.main.train", "--gin_file=gin_configs/experiments/speech_text_from_hf.gin",
          "--gin.MODEL_DIR='gs://my-bucket/runs/ap8b'", "--gin.TOKENS_DIR='gs://my-bucket/tokens/emilia_en'"]
 
 # name -> tpu_pod.sh arguments. Every action appears in at least one case.
@@ -193,14 +193,14 @@ def test_worker_refuses_bad_arguments(checkout, args, message):
 def test_gpu_sh_under_slurm_points_every_task_at_the_first_node():
   env = {"SLURM_NTASKS": "4", "SLURM_PROCID": "3", "SLURM_JOB_NODELIST": "gpu07,gpu08,gpu09,gpu10",
          "PATH": "/usr/bin:/bin"}  # no scontrol here: a plain node list
-  proc = _run(["launch/gpu.sh", "--dry-run", "--port=23456", "--", "python", "-m", "audiopalm.train"], env=env)
+  proc = _run(["launch/gpu.sh", "--dry-run", "--port=23456", "--", "python", "-m", "audiopalm.main.train"], env=env)
   assert proc.returncode == 0, proc.stderr
   lines = proc.stdout.splitlines()
   assert lines[:3] == ["AUDIOPALM_COORDINATOR_ADDRESS=gpu07:23456", "AUDIOPALM_NUM_PROCESSES=4",
                        "AUDIOPALM_PROCESS_ID=3"]
   assert "XLA_FLAGS=--xla_gpu_enable_latency_hiding_scheduler=true" in lines
   assert "XLA_PYTHON_CLIENT_MEM_FRACTION=0.9" in lines and "JAX_PLATFORMS=cuda" in lines
-  assert lines[-1].strip() == "python -m audiopalm.train"
+  assert lines[-1].strip() == "python -m audiopalm.main.train"
   assert "SLURM" in proc.stderr and "process 3 of 4" in proc.stderr
 
 
@@ -265,7 +265,7 @@ def _verbs(calls):
 def test_tpu_pod_up_recreates_a_preempted_tpu_and_starts_the_job(tmp_path):
   started = time.time()
   proc, calls = _tpu_pod_for_real(tmp_path, ["SUSPENDED", "WAITING_FOR_RESOURCES", "PROVISIONING", "ACTIVE"],
-                                  "up", "--", "python", "-m", "audiopalm.train")
+                                  "up", "--", "python", "-m", "audiopalm.main.train")
   assert proc.returncode == 0, proc.stderr
   assert _verbs(calls) == [
       "queued-resources describe", "queued-resources delete", "queued-resources create",
@@ -276,12 +276,12 @@ def test_tpu_pod_up_recreates_a_preempted_tpu_and_starts_the_job(tmp_path):
   archive = REPO / ".launch" / "ap8b-code.tar.gz"  # the checkout that was copied to the workers, made now
   assert archive.stat().st_mtime >= started - 1
   names = subprocess.run(["tar", "-tzf", str(archive)], capture_output=True, text=True, check=True).stdout.split()
-  assert "launch/worker.sh" in names and "audiopalm/pipeline.py" in names and not any(
+  assert "launch/worker.sh" in names and "audiopalm/main/pipeline.py" in names and not any(
       n.startswith((".venv/", "runs/")) for n in names)
 
 
 def test_tpu_pod_up_reuses_an_active_tpu(tmp_path):
-  proc, calls = _tpu_pod_for_real(tmp_path, ["ACTIVE"], "up", "--", "python", "-m", "audiopalm.train")
+  proc, calls = _tpu_pod_for_real(tmp_path, ["ACTIVE"], "up", "--", "python", "-m", "audiopalm.main.train")
   assert proc.returncode == 0, proc.stderr
   assert not any("create" in c or "delete" in c for c in calls)
   assert _verbs(calls)[-2:] == ["tpu-vm ssh start", "tpu-vm ssh logs"]

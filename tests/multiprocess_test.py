@@ -1,6 +1,6 @@
 """A real 2-process run on loopback gives the same losses as a 1-process run with the same global batch.
 
-The slow tests run the CLI (`python -m audiopalm.train`) as subprocesses: a
+The slow tests run the CLI (`python -m audiopalm.main.train`) as subprocesses: a
 1-process reference on 8 simulated CPU devices, and 2-process runs
 (`jax.distributed` over 127.0.0.1, gloo CPU collectives) with 4 devices per
 process, whose mesh crosses the process boundary. Process 0 writes
@@ -67,7 +67,7 @@ def _env(devices_per_process: int) -> dict[str, str]:
 
 
 def _train_command(model_dir: pathlib.Path, mesh: dict, *extra: str) -> list[str]:
-  cmd = [sys.executable, "-m", "audiopalm.train", f"--gin_file={TINY_GIN}", f"--gin.MODEL_DIR={model_dir}",
+  cmd = [sys.executable, "-m", "audiopalm.main.train", f"--gin_file={TINY_GIN}", f"--gin.MODEL_DIR={model_dir}",
          f"--gin.TRAIN_STEPS={NUM_STEPS}", "--gin.TrainerConfig.log_every=1",
          f"--gin.CheckpointConfig.save_interval_steps={NUM_STEPS // 2}", f"--gin.MeshConfig.ici={mesh['ici']}"]
   if "dcn" in mesh:

@@ -33,7 +33,7 @@ def test_the_readme_main_job_runs_end_to_end_and_resumes(tmp_path):
   readme = (ROOT / "README.md").read_text()
   block = re.search(r"```bash\n(.*?)```", readme, flags=re.S).group(1)
   main_job = [line for line in block.splitlines() if line and not line.startswith("#")][2]
-  assert main_job == ".venv/bin/python -m audiopalm.pipeline --workdir=runs/main"
+  assert main_job == ".venv/bin/python -m audiopalm.main.pipeline --workdir=runs/main"
   for name in (".venv", "audiopalm", "gin_configs", "tools", "data_pipeline"):
     (tmp_path / name).symlink_to(ROOT / name)
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as a user would run it

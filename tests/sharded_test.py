@@ -9,7 +9,8 @@ from audiopalm.sharding import axes
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules, batch_sharding
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
-from audiopalm.training.train_state import init_train_state, sharding_context
+from audiopalm.training.train_state import init_train_state
+from audiopalm.sharding.params import sharding_context
 from audiopalm.training.train_step import TrainStepConfig, make_train_step
 
 # Loss and gradient norm on 8 devices vs 1 device: same math, different reduction order.
@@ -81,7 +82,7 @@ def test_loss_on_8_devices_equals_1_device():
 
 
 def test_every_parameter_has_logical_names():
-  from audiopalm.training.train_state import abstract_params  # pylint: disable=import-outside-toplevel
+  from audiopalm.model.params import abstract_params  # pylint: disable=import-outside-toplevel
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
   boxed = abstract_params(Transformer(preset("palm_8b")))
   specs = jax.tree.leaves(nn.get_partition_spec(boxed), is_leaf=lambda x: isinstance(x, P))

@@ -1,17 +1,22 @@
-r"""Ahead-of-time check of a training run for a TPU topology, from a CPU machine: does the step compile on that mesh,
-and does it fit in each chip's memory? Catch an OOM or a bad mesh before paying for the pod.
+r"""Ahead-of-time check of a training run for a TPU topology, from a CPU machine: does the run's train step compile
+on that mesh, and does it fit in each chip's memory? Catch an OOM or a bad mesh before paying for the pod.
 
-    python -m tools.aot_compile --topology=v5p-256 --preset=palm_8b --batch_size=256 --seq_len=2048 \
-        [--num_slices=1] [--ici=fsdp=-1] [--dcn=data=2] [--grad_accum_steps=1] [--remat=full] \
-        [--vocab_size=257024] [--model_config=runs/x/model_config.json] [--optimizer=adafactor] [--output=plan.json]
+    python -m tools.aot_compile --topology=v5p-256 --gin_file=gin_configs/experiments/speech_text_from_hf.gin \
+        [--gin.NAME=VALUE ...] [--num_slices=1] [--hbm_gib=G] [--usable_fraction=0.9] [--analytical_only] \
+        [--output=plan.json]
+
+The run is given as the run itself is: its `--gin_file`s and `--gin.NAME=VALUE` bindings (MODEL_DIR and
+TRAIN_STEPS may be left out). What `train` is bound to (model, data, optimizer, step, param groups, mesh, sharding
+rules) goes through the trainer's own step builder (`audiopalm.training.trainer.step_program`: the same
+optimizer with its per-group learning rates, shardings and donation), so the program checked is the program the
+run compiles. A speech-text run's vocabulary comes from its token datasets' metadata.json (not their shards).
 
 Two answers, both per device:
-  compiled     the trainer's jitted train step (same shardings, donation, optimizer) lowered for the topology's
-               devices and compiled by the TPU compiler; XLA's memory figures (arguments + outputs + temporaries −
-               donated aliases). Needs the TPU compiler, libtpu, importable next to the installed JAX; it runs
-               without any TPU (install it apart from the project's environment, e.g.
-               `pip install --target=/opt/libtpu 'libtpu==<what jax[tpu] pins>'` and `PYTHONPATH=/opt/libtpu`;
-               the message without it names the version).
+  compiled     the run's jitted train step lowered for the topology's devices and compiled by the TPU compiler;
+               XLA's memory figures (arguments + outputs + temporaries − donated aliases). Needs the TPU compiler,
+               libtpu, importable next to the installed JAX; it runs without any TPU (install it apart from the
+               project's environment, e.g. `pip install --target=/opt/libtpu 'libtpu==<what jax[tpu] pins>'` and
+               `PYTHONPATH=/opt/libtpu`; the message without it names the version).
   analytical   what the state takes on each device under the mesh (exact: parameters and optimizer state shard
                by shard), plus gradients and an estimate of the activations saved for the backward pass under the
                remat policy, and the logits. Always reported; the only answer where the TPU compiler is missing or
@@ -39,15 +44,16 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import AbstractMesh, AxisType
 
+from audiopalm.cli.gin_flags import add_gin_flags, bound_arguments, parse_gin, split_gin_bindings
 from audiopalm.files.atomic import write_text_atomic
-from audiopalm.model import Transformer, TransformerConfig, param_count, preset
-from audiopalm.model.config import REMAT_POLICIES, config_from
-from audiopalm.sharding.mesh import MESH_AXES, MeshConfig, make_mesh, parse_axis_sizes
+from audiopalm.main.train import TRAIN
+from audiopalm.model import TransformerConfig, param_count
+from audiopalm.sharding.mesh import MESH_AXES, MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules, batch_sharding
-from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
-from audiopalm.training.train_state import sharding_context, state_shardings
-from audiopalm.training.train_step import BATCH_KEYS, TrainStepConfig, make_train_step
-from audiopalm.training.trainer import validate_inputs
+from audiopalm.training.optimizer import OptimizerConfig
+from audiopalm.training.param_groups import ParamGroupsConfig
+from audiopalm.training.train_step import TrainStepConfig
+from audiopalm.training.trainer import StepProgram, step_program, validate_inputs
 
 log = logging.getLogger("tools.aot_compile")
 GIB = 1024 ** 3
@@ -184,22 +190,38 @@ def analytical_plan(cfg: TransformerConfig, abstract: Any, shardings: Any, mesh_
           "note": "state exact from the shardings; activations and logits estimated (XLA may fuse or keep more)"}
 
 
-def compiled_plan(cfg: TransformerConfig, optimizer: OptimizerConfig, step_cfg: TrainStepConfig, devices: list,
-                  mesh_cfg: MeshConfig, rules: ShardingRules, batch_size: int, seq_len: int) -> dict:
-  """The trainer's train step (make_train_step, its shardings and donation) compiled for `devices`."""
-  mesh = make_mesh(mesh_cfg, devices)
-  net = Transformer(cfg)
-  tx = make_optimizer(optimizer)
-  abstract, shardings = state_shardings(net, tx, mesh, rules)
-  input_sharding = batch_sharding(mesh, rules)
-  batch = {k: jax.ShapeDtypeStruct((batch_size, seq_len), jnp.float32 if k == "weights" else jnp.int32,
-                                   sharding=input_sharding) for k in BATCH_KEYS}
-  state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-  step_fn = jax.jit(make_train_step(net, tx, step_cfg, make_schedule(optimizer)),
-                    in_shardings=(shardings, input_sharding), out_shardings=(shardings, None), donate_argnums=0)
+@dataclasses.dataclass(frozen=True)
+class RunStep:
+  """What a run's gin binds to `train` that makes its train step (the rest: where it writes, how long it runs)."""
+
+  model: TransformerConfig
+  data: Any  # the run's input (its batch size, sequence length and vocabulary spec)
+  optimizer: OptimizerConfig
+  step: TrainStepConfig
+  param_groups: ParamGroupsConfig
+  mesh: MeshConfig
+  rules: ShardingRules
+
+  @classmethod
+  def from_gin(cls) -> "RunStep":
+    """From the parsed gin config: `train`'s bindings, its defaults where a parameter is unbound."""
+    return cls(**bound_arguments(TRAIN, "train", [f.name for f in dataclasses.fields(cls)]))
+
+  def program(self, mesh: Any) -> StepProgram:
+    """The trainer's step program on `mesh` (devices, or an AbstractMesh for the analytical plan)."""
+    return step_program(model=self.model, optimizer=self.optimizer, step=self.step, param_groups=self.param_groups,
+                        vocab_spec=getattr(self.data, "vocab_spec", None), mesh=mesh, rules=self.rules)
+
+  def lower(self, devices: Sequence[Any]) -> jax.stages.Lowered:
+    """The run's train step lowered for `devices` (its mesh laid out on them)."""
+    return self.program(make_mesh(self.mesh, devices)).lower(self.data.global_batch_size, self.data.seq_len)
+
+
+def compiled_plan(run: RunStep, devices: list) -> dict:
+  """The run's train step (the trainer's step program: shardings, donation, optimizer) compiled for `devices`."""
   start = time.perf_counter()
-  with sharding_context(mesh, rules):  # the model's logical constraints resolve on this mesh, as in the trainer
-    lowered = step_fn.lower(state, batch)
+  lowered = run.lower(devices)
+  mesh_shape = dict(make_mesh(run.mesh, devices).shape)
   try:
     compiled = lowered.compile()
   except jax.errors.JaxRuntimeError as e:
@@ -207,7 +229,7 @@ def compiled_plan(cfg: TransformerConfig, optimizer: OptimizerConfig, step_cfg: 
       raise
     # The TPU compiler refuses a program that cannot fit: that is this tool's answer, not a failure.
     return {"bytes": {}, "total_bytes": None, "compile_seconds": time.perf_counter() - start,
-            "devices": len(devices), "device_kind": devices[0].device_kind, "mesh": dict(mesh.shape),
+            "devices": len(devices), "device_kind": devices[0].device_kind, "mesh": mesh_shape,
             "compiler_refused": str(e).splitlines()[0]}
   seconds = time.perf_counter() - start
   m = compiled.memory_analysis()
@@ -215,72 +237,50 @@ def compiled_plan(cfg: TransformerConfig, optimizer: OptimizerConfig, step_cfg: 
            "temporaries": int(m.temp_size_in_bytes), "donated_aliases": -int(m.alias_size_in_bytes),
            "generated_code": int(m.generated_code_size_in_bytes)}
   return {"bytes": parts, "total_bytes": int(sum(parts.values())), "compile_seconds": seconds,
-          "devices": len(devices), "device_kind": devices[0].device_kind, "mesh": dict(mesh.shape)}
+          "devices": len(devices), "device_kind": devices[0].device_kind, "mesh": mesh_shape}
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+  """(flags, gin bindings)."""
+  rest, bindings = split_gin_bindings(sys.argv[1:] if argv is None else argv)
   p = argparse.ArgumentParser(prog="python -m tools.aot_compile", description=__doc__.split("\n\n")[0],
                               formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
   p.add_argument("--topology", required=True, help="v5p-256, v4-32, v5litepod-64, v6e-256, v5p:4x4x8 or cpu-N")
   p.add_argument("--num_slices", type=int, default=1, help="slices of --topology (multi-slice)")
   p.add_argument("--hbm_gib", type=float, default=None, help="memory per device (default: the chip's HBM)")
   p.add_argument("--usable_fraction", type=float, default=0.9, help="share of HBM a plan may use")
-  model = p.add_mutually_exclusive_group(required=True)
-  model.add_argument("--preset", help="a model preset: tiny, palm_1b, palm_8b")
-  model.add_argument("--model_config", help="a run's or import's model_config.json (or its directory)")
-  p.add_argument("--vocab_size", type=int, default=None, help="e.g. the text vocabulary extended with audio tokens")
-  p.add_argument("--dtype", default=None, help="compute dtype (default: the model's)")
-  p.add_argument("--remat", default=None, choices=REMAT_POLICIES, help="default: the model's")
-  p.add_argument("--batch_size", type=int, required=True, help="global batch (sequences)")
-  p.add_argument("--seq_len", type=int, required=True)
-  p.add_argument("--grad_accum_steps", type=int, default=1)
-  p.add_argument("--loss_chunk_size", type=int, default=None)
-  p.add_argument("--ici", default=None,
-                 help="mesh axis sizes within a slice, e.g. fsdp=-1,tensor=4 (default: fsdp over all)")
-  p.add_argument("--dcn", default=None,
-                 help="mesh axis sizes across slices, e.g. data=2 (default: data over the slices)")
-  p.add_argument("--optimizer", default="adafactor", choices=("adafactor", "adamw"))
+  add_gin_flags(p)
   p.add_argument("--analytical_only", action="store_true", help="skip compiling even where libtpu is installed")
   p.add_argument("--output", default=None, help="write the plan as JSON")
-  return p.parse_args(argv)
+  return p.parse_args(rest), bindings
 
 
-def _model(args: argparse.Namespace) -> TransformerConfig:
-  cfg = preset(args.preset) if args.preset else config_from(args.model_config)
-  changes = {k: v for k, v in (("vocab_size", args.vocab_size), ("dtype", args.dtype), ("remat", args.remat))
-             if v is not None}
-  return dataclasses.replace(cfg, **changes)
-
-
-def plan(args: argparse.Namespace) -> dict:
+def plan(args: argparse.Namespace, run: RunStep) -> dict:
   """The analytical plan, and the compiled one where the TPU compiler is installed; raises ValueError on bad
   settings (before compiling)."""
   topology = parse_topology(args.topology, args.hbm_gib)
-  if args.num_slices < 1 or args.batch_size < 1 or args.seq_len < 1 or args.grad_accum_steps < 1:
-    raise ValueError("--num_slices, --batch_size, --seq_len and --grad_accum_steps must be positive")
-  cfg = _model(args)
-  ici = parse_axis_sizes(args.ici or "", "--ici") or {"fsdp": -1}
-  dcn = parse_axis_sizes(args.dcn or "", "--dcn") or ({"data": args.num_slices} if args.num_slices > 1 else {})
-  mesh_cfg = MeshConfig(ici=ici, dcn=dcn, num_slices=args.num_slices if args.num_slices > 1 else None)
+  if args.num_slices < 1:
+    raise ValueError("--num_slices must be positive")
+  cfg, mesh_cfg, data = run.model, run.mesh, run.data
   num_devices = topology.devices_per_slice * args.num_slices
-  mesh = abstract_mesh(mesh_cfg, num_devices, args.num_slices)
-  rules = ShardingRules()
-  rules.validate(mesh.axis_names)
-  step_cfg = TrainStepConfig(grad_accum_steps=args.grad_accum_steps, loss_chunk_size=args.loss_chunk_size)
-  input_sharding = batch_sharding(mesh, rules)
-  validate_inputs(args.batch_size, args.seq_len, None, cfg, input_sharding, step_cfg)
-  optimizer = OptimizerConfig(name=args.optimizer)
-  abstract, shardings = state_shardings(Transformer(cfg), make_optimizer(optimizer), mesh, rules)
+  # As `make_mesh` counts slices on the pod: the config's number, else the topology's when the mesh spans slices.
+  slices = mesh_cfg.num_slices or (args.num_slices if mesh_cfg.dcn else 1)
+  mesh = abstract_mesh(mesh_cfg, num_devices, slices)
+  run.rules.validate(mesh.axis_names)
+  validate_inputs(data.global_batch_size, data.seq_len, getattr(data, "vocab_size", None), cfg,
+                  batch_sharding(mesh, run.rules), run.step)
+  program = run.program(mesh)
   usable = topology.hbm_gib * GIB * args.usable_fraction
   result: dict[str, Any] = {
       "topology": topology.name, "num_slices": args.num_slices, "devices": num_devices,
       "hbm_gib_per_device": topology.hbm_gib, "usable_fraction": args.usable_fraction,
       "model": {"params": param_count(cfg), "d_model": cfg.d_model, "num_layers": cfg.num_layers,
                 "vocab_size": cfg.vocab_size, "dtype": cfg.dtype, "param_dtype": cfg.param_dtype, "remat": cfg.remat},
-      "mesh": dict(mesh.shape), "batch_size": args.batch_size, "seq_len": args.seq_len,
-      "grad_accum_steps": args.grad_accum_steps, "optimizer": args.optimizer,
-      "analytical": analytical_plan(cfg, abstract, shardings, dict(mesh.shape), args.batch_size, args.seq_len,
-                                    args.grad_accum_steps, args.loss_chunk_size)}
+      "mesh": dict(mesh.shape), "batch_size": data.global_batch_size, "seq_len": data.seq_len,
+      "grad_accum_steps": run.step.grad_accum_steps, "optimizer": run.optimizer.name,
+      "analytical": analytical_plan(cfg, program.abstract, program.shardings, dict(mesh.shape),
+                                    data.global_batch_size, data.seq_len, run.step.grad_accum_steps,
+                                    run.step.loss_chunk_size)}
   result["analytical"]["fits"] = result["analytical"]["total_bytes"] <= usable
   devices = None if args.analytical_only else tpu_devices(topology, args.num_slices)
   if devices is None:
@@ -290,7 +290,7 @@ def plan(args: argparse.Namespace) -> dict:
                                   "the TPU compiler is not installed here (to compile: pip install "
                                   f"--target=DIR '{libtpu_requirement()}' and PYTHONPATH=DIR)")
   else:
-    compiled = compiled_plan(cfg, optimizer, step_cfg, devices, mesh_cfg, rules, args.batch_size, args.seq_len)
+    compiled = compiled_plan(run, devices)
     compiled["fits"] = compiled["total_bytes"] is not None and compiled["total_bytes"] <= usable
     result["compiled"] = compiled
   result["fits"] = (result["compiled"] or result["analytical"])["fits"]
@@ -334,13 +334,14 @@ def table(result: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  args = parse_args(argv)
+  args, bindings = parse_args(argv)
   # Compile for the topology's devices; JAX itself runs on the CPU (without this, an installed libtpu makes JAX
   # look for TPU chips first). Set before JAX starts a backend.
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   logging.basicConfig(level=logging.WARNING)
+  parse_gin(args.gin_file, bindings, args.gin_search_path, allow_required=True)
   try:
-    result = plan(args)
+    result = plan(args, RunStep.from_gin())
   except (ValueError, FileNotFoundError) as e:
     print(f"aot_compile: {e}", file=sys.stderr)
     return 2

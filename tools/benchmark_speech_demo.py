@@ -3,7 +3,7 @@ steps, judged by held-out perplexity, ASR on the held-out bundled utterances and
 
     python -m tools.benchmark_speech_demo --workdir=runs/benchmark_demo [--steps=1000] [--stages] [--seeds=0,1,2]
 
-Runs the main job's steps (`audiopalm.pipeline`: each kept when it finished earlier with the same command, so
+Runs the main job's steps (`audiopalm.main.pipeline`: each kept when it finished earlier with the same command, so
 rerunning resumes), from the repository root:
   1. tokens of the bundled corpus's train split and of its 40 held-out test utterances (`tokens_train`,
      `tokens_test`: speakers' sentences never in training), and the bundled text that both starts' `text_lm`
@@ -14,7 +14,7 @@ rerunning resumes), from the repository root:
      schedule and seed; for each further seed in `--seeds`, both again (`speech_text_seed<N>`, `scratch_seed<N>`)
      with that seed for the data order and format randomness, dropout and new parameters;
   4. with `--stages`, the AudioLM coarse and fine stages, so the TTS round trip goes through audio;
-  5. `tools.evaluate` of every model on the test split, every transcript kept; prints a table (with each start's
+  5. `audiopalm.main.evaluate` of every model on the test split, every transcript kept; prints a table (with each start's
      mean over the seeds when there are several) and writes `<workdir>/benchmark.json`.
 
 A benchmark, not a test: on 2 CPU cores 1000 steps take ~9 minutes per model (19 minutes per seed). Chance, for
@@ -40,7 +40,7 @@ from typing import Sequence
 
 from etils import epath
 
-from audiopalm import pipeline
+from audiopalm.main import pipeline
 from audiopalm.evaluation.wer import normalize
 from audiopalm.files.atomic import write_text_atomic
 from tools import evaluate
@@ -89,7 +89,7 @@ def run(workdir: str, steps: int, stages: bool, seeds: Sequence[int] = (0,)) -> 
                             "--metrics=perplexity,asr,tts" + (",resynthesis" if stages else ""), *stage_flags,
                             "--samples=all", f"--output={out}"])
     if status:
-      raise RuntimeError(f"tools.evaluate of {step.artefact} failed ({status})")
+      raise RuntimeError(f"audiopalm.main.evaluate of {step.artefact} failed ({status})")
     results[name] = {"start": start, "seed": seed, **json.loads(out.read_text())}
   report = {"steps": steps, "seeds": list(seeds), "workdir": work, "results": results}
   write_text_atomic(f"{work}/benchmark.json", json.dumps(report, indent=2))

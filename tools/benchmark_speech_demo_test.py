@@ -2,7 +2,7 @@
 
 import pytest
 
-from audiopalm import pipeline
+from audiopalm.main import pipeline
 from tools import benchmark_speech_demo as bench
 
 

@@ -40,8 +40,10 @@ from audiopalm.sharding.mesh import MeshConfig, make_mesh, parse_axis_sizes
 from audiopalm.sharding.rules import ShardingRules, batch_sharding
 from audiopalm.training.metrics import mfu, peak_flops_per_device
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
-from audiopalm.training.train_state import init_train_state, sharding_context, state_shardings
-from audiopalm.training.train_step import Batch, TrainStepConfig, make_train_step
+from audiopalm.training.train_state import init_train_state, state_shardings
+from audiopalm.sharding.params import sharding_context
+from audiopalm.data.iterator import Batch
+from audiopalm.training.train_step import TrainStepConfig, make_train_step
 from audiopalm.training.trainer import validate_inputs
 
 # Architecture fields that may be overridden from the command line (ints).

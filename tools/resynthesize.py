@@ -39,12 +39,11 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from audiopalm.audio.io import AudioDecodeError, load_audio, write_audio
+from audiopalm.audio.io import INPUT_SUFFIXES, AudioDecodeError, collect_inputs, load_audio, write_audio
 from audiopalm.codec import checkpoint, spectral
 from audiopalm.codec import model as codec_model
 from audiopalm.codec.config import CodecConfig
 
-AUDIO_EXTENSIONS = (".flac", ".wav", ".ogg", ".oga", ".opus", ".mp3")
 METRIC_SEGMENT_SECONDS = 60.0
 MEL_HOP = 256  # spectral.mel_distance's default hop: one frame per MEL_HOP samples counts
 
@@ -178,22 +177,6 @@ def process(codec: codec_model.Codec, input_path: str, output_path: str, *, num_
   return result
 
 
-def collect_inputs(inputs: Sequence[str]) -> list[tuple[str, str]]:
-  """(path, relative name) of every input file; directories are searched recursively for audio files."""
-  found = []
-  for item in inputs:
-    if os.path.isdir(item):
-      for root, dirs, files in os.walk(item):
-        dirs.sort()
-        for name in sorted(files):
-          if name.lower().endswith(AUDIO_EXTENSIONS):
-            path = os.path.join(root, name)
-            found.append((path, os.path.relpath(path, item)))
-    else:
-      found.append((item, os.path.basename(item)))
-  return found
-
-
 def codec_summary(codec: codec_model.Codec, num_levels: int | None) -> list[str]:
   cfg = codec.config
   levels = num_levels or cfg.num_quantizers
@@ -271,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   inputs = collect_inputs(args.input)
   if not inputs:
-    return _error(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {args.input}")
+    return _error(f"no audio files ({', '.join(INPUT_SUFFIXES)}) in {args.input}")
   names = [os.path.splitext(rel)[0] for _, rel in inputs]
   duplicates = sorted({n for n in names if names.count(n) > 1})
   if duplicates:

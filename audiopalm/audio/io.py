@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
@@ -25,6 +25,7 @@ from etils import epath
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".mp3")  # what list_audio_files finds in directories
+INPUT_SUFFIXES = (".flac", ".wav", ".ogg", ".oga", ".opus", ".mp3")  # what collect_inputs finds in directories
 _WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
 # What a broken, truncated, missing or unsupported file raises inside soundfile/epath.
 _DECODE_ERRORS = (sf.SoundFileError, RuntimeError, OSError, EOFError)
@@ -163,3 +164,20 @@ def list_audio_files(paths: Iterable[str]) -> list[str]:
     else:
       found.add(str(p))
   return sorted(found)
+
+
+def collect_inputs(inputs: Sequence[str]) -> list[tuple[str, str]]:
+  """(path, relative name) of every input file a user names (generation and resynthesis inputs): files as given,
+  directories searched recursively (in sorted order) for audio files (`INPUT_SUFFIXES`); local paths."""
+  found = []
+  for item in inputs:
+    if os.path.isdir(item):
+      for root, dirs, files in os.walk(item):
+        dirs.sort()
+        for name in sorted(files):
+          if name.lower().endswith(INPUT_SUFFIXES):
+            path = os.path.join(root, name)
+            found.append((path, os.path.relpath(path, item)))
+    else:
+      found.append((item, os.path.basename(item)))
+  return found

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+import inspect
 import logging
 import pathlib
 import re
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 import gin
 
@@ -106,6 +107,22 @@ def parse_gin(files: Sequence[str], bindings: Sequence[str], search_paths: Seque
 def _fail(message: str) -> None:
   print(f"error: {message}", file=sys.stderr)
   raise SystemExit(2)
+
+
+def bound_arguments(fn: Any, name: str, params: Sequence[str]) -> dict[str, Any]:
+  """The values gin would pass `fn` (registered as `name`) for `params`: each one's binding (references
+  evaluated), else the parameter's default. ValueError naming a parameter that has neither."""
+  signature = inspect.signature(fn)
+  out = {}
+  for param in params:
+    try:
+      out[param] = query(f"{name}.{param}")
+    except ValueError:
+      default = signature.parameters[param].default
+      if default is inspect.Parameter.empty:
+        raise ValueError(f"{name}.{param} is not bound: give the gin files of the run") from None
+      out[param] = default
+  return out
 
 
 def query(name: str):

@@ -1,4 +1,4 @@
-"""Flags shared by the inference entry points (`tools.generate`, `tools.evaluate`): the AudioLM stage models, and
+"""Flags shared by the inference entry points (`audiopalm.main.generate`, `audiopalm.main.evaluate`): the AudioLM stage models, and
 the line between a usage error (exit 2, a message) and a failure (a traceback).
 
     add_stage_flags(parser, required=True)

@@ -21,7 +21,7 @@ import orbax.checkpoint as ocp
 
 from audiopalm.codec.config import CodecConfig
 from audiopalm.codec.model import Codec, inference_variables, init_variables
-from audiopalm.training.checkpointing import absolute
+from audiopalm.files.paths import absolute
 
 CONFIG_FILE = "codec_config.json"
 VARIABLES_DIR = "variables"

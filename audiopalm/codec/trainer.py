@@ -1,11 +1,15 @@
-"""The codec training loop: validate, build, restore or initialise (k-means on the first batch), loop, export.
+"""The codec's run: checked before compiling, built, restored or initialised (k-means on the first batch).
 
-Library code (no gin): the entry point `audiopalm.train_codec` binds the arguments from gin files. The loop
-runs on the same stack as the language model: a device mesh (the batch of crops is sharded over its data
-and fsdp axes, the small codec and discriminators are replicated), orbax checkpoints of (train state, data
-iterator) with exact resume, SIGTERM handling, TensorBoard/console/JSONL metrics. At the end the codec
-(encoder/decoder + codebooks + config) is exported to `<model_dir>/export`, loadable by
-`audiopalm.codec.checkpoint.load_codec` and so nameable by path in the tokenization job.
+    run = prepare(model_dir=..., codec=..., data=..., ...)
+    run_loop(state=run.state, step_fn=run.step, batches=run.batches(), ..., hooks=[CodecMetricsHook(...), ...])
+
+Library code (no gin): the entry point `audiopalm.main.train_codec` binds the arguments from gin files and hands
+the loop (`audiopalm.training.loop`, the language model's too) its hooks. The run uses the same stack as the
+language model: a device mesh (the batch of crops is sharded over its data and fsdp axes, the small codec and
+discriminators are replicated), orbax checkpoints of (train state, data iterator) with exact resume, SIGTERM
+handling, TensorBoard/console/JSONL metrics. At the end the codec (encoder/decoder + codebooks + config) is
+exported to `<model_dir>/export` (`CodecExportHook`), loadable by `audiopalm.codec.checkpoint.load_codec` and so
+nameable by path in the tokenization job.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ import dataclasses
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import numpy as np
 from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec
 
+from audiopalm.checkpoints.manager import CheckpointConfig, Checkpointer
 from audiopalm.codec import checkpoint as codec_checkpoint
 from audiopalm.codec.audio_crops import AudioCropsConfig
 from audiopalm.codec.config import CodecConfig
@@ -30,10 +35,8 @@ from audiopalm.codec.gan_step import (CodecLossConfig, CodecOptimizerConfig, Cod
 from audiopalm.data.iterator import host_row_range, to_global_batch
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules, batch_sharding
-from audiopalm.training.checkpointing import CheckpointConfig, Checkpointer
-from audiopalm.training.hooks import CheckpointHook
+from audiopalm.training.loop import Hook, LoopResult
 from audiopalm.training.metrics import MetricsWriter
-from audiopalm.training.trainer import Preemption
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +83,39 @@ def validate(codec: CodecConfig, data: AudioCropsConfig, discriminator: Discrimi
     raise ValueError("cannot train this codec: " + "; ".join(problems))
 
 
-def train_codec(*, model_dir: str, codec: CodecConfig, data: AudioCropsConfig,
-                discriminator: DiscriminatorConfig = DiscriminatorConfig(), losses: CodecLossConfig = CodecLossConfig(),
-                optimizer: CodecOptimizerConfig = CodecOptimizerConfig(), mesh: MeshConfig = MeshConfig(),
-                checkpoint: CheckpointConfig = CheckpointConfig(),
-                trainer: CodecTrainerConfig = CodecTrainerConfig()) -> dict[str, Any]:
-  """Trains (or resumes training of) a codec on audio crops up to `trainer.num_steps`.
+@dataclasses.dataclass(eq=False)
+class CodecRun:
+  """A codec run ready for the loop: both step functions, the input, the checkpointer and the first state."""
 
-  Returns {"step", "finished", "model_dir", "export"} (export: the codec's path, or None).
-  """
+  model: GanModel
+  steps: dict[bool, Any]  # adversarial? → the jitted step
+  adversarial_start_step: int
+  rows: NamedSharding  # the batch of crops, over the mesh's batch axes
+  data: AudioCropsConfig
+  data_iter: Any
+  checkpointer: Checkpointer
+  state: CodecTrainState
+  start: int  # steps the state has taken
+  first_batch: Any | None  # a new codec's first batch (its codebooks were fitted on it), trained on first
+
+  def step(self, step: int, state: CodecTrainState, batch: Any) -> tuple[CodecTrainState, dict[str, jax.Array]]:
+    """The loop's step function: reconstruction-only before `adversarial_start_step`, then adversarial."""
+    return self.steps[step >= self.adversarial_start_step](state, batch)
+
+  def batches(self) -> Iterator[Any]:
+    """Global batches of this process's crops (a new codec's first batch first), one read per step."""
+    if self.first_batch is not None:
+      batch, self.first_batch = self.first_batch, None
+      yield batch
+    for local in self.data_iter:
+      yield to_global_batch(local, self.rows, self.data.global_batch_size)
+
+
+def prepare(*, model_dir: str, codec: CodecConfig, data: AudioCropsConfig, discriminator: DiscriminatorConfig,
+            losses: CodecLossConfig, optimizer: CodecOptimizerConfig, mesh: MeshConfig, checkpoint: CheckpointConfig,
+            trainer: CodecTrainerConfig) -> CodecRun:
+  """Validates before compiling, builds the networks, optimizers, steps and input, then restores the newest
+  complete checkpoint, or initialises (codebooks: k-means of the first batch)."""
   # 1. Validate everything that can be checked before compiling.
   if not str(model_dir):
     raise ValueError("model_dir is empty: set MODEL_DIR (--gin.MODEL_DIR=...)")
@@ -118,55 +145,36 @@ def train_codec(*, model_dir: str, codec: CodecConfig, data: AudioCropsConfig,
   # 3. Resume from the newest complete checkpoint, or initialise (codebooks: k-means of the first batch).
   checkpointer = Checkpointer(model_dir, checkpoint)
   state = checkpointer.restore(abstract, shardings, data_iter)
-  pending = None
+  first_batch = None
   if state is None:
     state = jax.jit(lambda: init_state(model, jax.random.key(trainer.seed), data.crop_samples),
                     out_shardings=shardings)()
-    pending = to_global_batch(next(data_iter), rows, data.global_batch_size)
-    state = jax.jit(lambda s, b: kmeans_init_codebooks(model, s, b), out_shardings=shardings)(state, pending)
+    first_batch = to_global_batch(next(data_iter), rows, data.global_batch_size)
+    state = jax.jit(lambda s, b: kmeans_init_codebooks(model, s, b), out_shardings=shardings)(state, first_batch)
     log.info("Initialised a new codec (%s); codebooks from k-means of the first batch", model_dir)
-  current = start = int(jax.device_get(state.step))
-
-  metrics_hook = CodecMetricsHook(model_dir, trainer.log_every, data.global_batch_size * data.crop_samples
-                                  / data.sample_rate)
-  hooks = [metrics_hook, CheckpointHook(checkpointer, data_iter)]
-  preemption = Preemption(checkpointer)
-
-  # 4. The loop.
-  try:
-    while current < trainer.num_steps:
-      if pending is not None:
-        batch, pending = pending, None
-      else:
-        batch = to_global_batch(next(data_iter), rows, data.global_batch_size)
-      state, metrics = steps[current >= losses.adversarial_start_step](state, batch)
-      current += 1
-      if current == start + 1:
-        jax.block_until_ready(state.step)
-        metrics_hook.start(current)
-      for hook in hooks:
-        hook(current, state, metrics)
-      if preemption.reached(current):
-        log.warning("Preemption notice: saving step %d and exiting", current)
-        break
-    checkpointer.save(current, state, data_iter, force=True)
-    checkpointer.wait()
-    export = None
-    if trainer.export and current >= trainer.num_steps:
-      export = str(model_path / "export")
-      if current > start or not (model_path / "export" / codec_checkpoint.VARIABLES_DIR).exists():
-        export_codec(state, codec, export)
-  finally:
-    preemption.restore()
-    metrics_hook.close()
-    checkpointer.close()
-  return {"step": current, "finished": current >= trainer.num_steps, "model_dir": model_dir, "export": export}
+  return CodecRun(model, steps, losses.adversarial_start_step, rows, data, data_iter, checkpointer, state,
+                  int(jax.device_get(state.step)), first_batch)
 
 
 def _axes(spec_entry) -> tuple[str, ...]:
   if spec_entry is None:
     return ()
   return (spec_entry,) if isinstance(spec_entry, str) else tuple(spec_entry)
+
+
+class CodecExportHook(Hook):
+  """Once the run has reached `num_steps`: the codec (`export_codec`) to `<model_dir>/export`; kept as it is when
+  this invocation took no step and the export exists."""
+
+  def __init__(self, model_dir: str, num_steps: int, codec: CodecConfig):
+    self.path = str(epath.Path(model_dir) / "export")
+    self.num_steps, self.codec = num_steps, codec
+
+  def finished(self, result: LoopResult) -> None:
+    if result.step < self.num_steps:
+      return
+    if result.step > result.start or not (epath.Path(self.path) / codec_checkpoint.VARIABLES_DIR).exists():
+      export_codec(result.state, self.codec, self.path)
 
 
 def export_codec(state: CodecTrainState, codec: CodecConfig, path: str) -> None:
@@ -182,7 +190,7 @@ def export_codec(state: CodecTrainState, codec: CodecConfig, path: str) -> None:
   log.info("Exported the codec to %s", target)
 
 
-class CodecMetricsHook:
+class CodecMetricsHook(Hook):
   """Every `every` steps: losses, gradient norms, reconstruction metrics (SI-SNR, mel distance), codebook
   perplexity / usage / replaced codes per level, and audio seconds per second, to TensorBoard, the console and
   `<model_dir>/metrics.jsonl`. The console shows level means; TensorBoard and the JSONL have every level."""
@@ -194,7 +202,7 @@ class CodecMetricsHook:
     self.jsonl = epath.Path(model_dir) / "metrics.jsonl" if jax.process_index() == 0 else None
     self._last: tuple[float, int] | None = None
 
-  def start(self, step: int) -> None:
+  def started(self, step: int) -> None:
     self._last = (time.perf_counter(), step)
 
   def __call__(self, step: int, state: CodecTrainState, metrics: dict[str, jax.Array]) -> None:

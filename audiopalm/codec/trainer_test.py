@@ -11,9 +11,10 @@ from audiopalm.codec import checkpoint as codec_checkpoint, config as config_lib
 from audiopalm.codec.audio_crops import AudioCropsConfig
 from audiopalm.codec.discriminators import DiscriminatorConfig
 from audiopalm.codec.gan_step import CodecLossConfig, CodecOptimizerConfig
-from audiopalm.codec.trainer import CodecTrainerConfig, train_codec
+from audiopalm.codec.trainer import CodecTrainerConfig
+from audiopalm.main.train_codec import train_codec
 from audiopalm.sharding.mesh import MeshConfig
-from audiopalm.training.checkpointing import CheckpointConfig
+from audiopalm.checkpoints.manager import CheckpointConfig
 
 SR = 16000
 

@@ -1,8 +1,7 @@
 """The input interface of the trainer, and assembly of per-host batches into global arrays.
 
 An input iterator yields *host-local* batches (this process's rows of the
-global batch) as dicts of numpy arrays `[rows, length]` with the keys of
-`audiopalm.training.train_step.BATCH_KEYS`, and exposes `get_state()` /
+global batch) as dicts of numpy arrays `[rows, length]` with the keys `BATCH_KEYS`, and exposes `get_state()` /
 `set_state(state)` with a JSON-serialisable state (grain's `DatasetIterator`
 satisfies this). The trainer saves that state in every checkpoint, one file per
 process, and restores it on resume.
@@ -15,6 +14,11 @@ from typing import Any, Iterator, Protocol
 import jax
 import numpy as np
 from jax.sharding import NamedSharding
+
+# What a batch holds (each [batch, length]): inputs, targets (next tokens), positions (within each packed
+# segment) and segment_ids (0 = padding) are int32; weights (the loss weight of each target) float32.
+BATCH_KEYS = ("inputs", "targets", "positions", "segment_ids", "weights")
+Batch = dict[str, jax.Array]
 
 
 class InputIterator(Protocol):

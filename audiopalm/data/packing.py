@@ -29,7 +29,7 @@ import grain
 import numpy as np
 
 from audiopalm.formats.base import TokenSequence
-from audiopalm.training.train_step import BATCH_KEYS
+from audiopalm.data.iterator import BATCH_KEYS
 
 PACKED_KEYS = ("targets", "weights")  # what each sequence carries into the packer
 _GRAIN_PACKERS = {"first_fit": grain.experimental.FirstFitPackIterDataset,

@@ -7,7 +7,7 @@ import pytest
 
 from audiopalm.data import packing
 from audiopalm.formats.base import TokenSequence
-from audiopalm.training.train_step import BATCH_KEYS
+from audiopalm.data.iterator import BATCH_KEYS
 
 
 def _seq(tokens, weights=None):

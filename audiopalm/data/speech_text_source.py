@@ -1,4 +1,4 @@
-"""The speech–text training input of `audiopalm.train`: a mixture of formats over token datasets, packed.
+"""The speech–text training input of `audiopalm.main.train`: a mixture of formats over token datasets, packed.
 
     data = SpeechTextConfig(components=(MixtureComponent("asr", "runs/tokens_demo", rate=1.0),
                                         MixtureComponent("tts", "runs/tokens_demo", rate=1.0)),

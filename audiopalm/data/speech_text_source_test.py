@@ -13,7 +13,7 @@ from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.data.token_source import TokenShardSource
 from audiopalm.formats.audiolm_stages import DELAY_PAD, CoarseAcousticConfig
 from audiopalm.formats.audiopalm_tasks import ContinuationConfig, TtsConfig
-from audiopalm.training.train_step import BATCH_KEYS
+from audiopalm.data.iterator import BATCH_KEYS
 from data_pipeline import dataset_info, shards, synthetic
 
 SMALL = synthetic.SyntheticConfig(examples=60, num_shards=3, min_seconds=1.0, max_seconds=4.0, semantic_vocab=64,

@@ -7,8 +7,7 @@ stream of documents is packed (concatenate, then split into rows of `length`
 tokens) with segment ids and per-segment positions. A document cut at a row
 boundary continues as a new segment in the next row.
 
-Token ids: 0 = padding, 1 = EOS/BOS, 2..257 = bytes; `VOCAB_SIZE` = 258 (the
-model may pad its vocabulary further).
+Token ids are the byte vocabulary's (`audiopalm.vocab.bytes`: 0 = padding, 1 = EOS/BOS, 2..257 = bytes).
 """
 
 from __future__ import annotations
@@ -20,18 +19,11 @@ import grain
 import numpy as np
 from etils import epath
 
-PAD, EOS, BYTE_OFFSET = 0, 1, 2
+from audiopalm.vocab.bytes import EOS, PAD, VOCAB_SIZE, encode
+from audiopalm.vocab.combined import load_text_vocab
+from audiopalm.vocab.spec import make_spec
+
 _MAX_BATCHES = 2**40  # effectively endless (grain needs a length that fits in an index)
-VOCAB_SIZE = 256 + BYTE_OFFSET
-
-
-def encode(text: str) -> np.ndarray:
-  return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32) + BYTE_OFFSET
-
-
-def decode(tokens: Sequence[int]) -> str:
-  data = bytes(int(t) - BYTE_OFFSET for t in tokens if BYTE_OFFSET <= int(t) < VOCAB_SIZE)
-  return data.decode("utf-8", errors="replace")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,8 +49,6 @@ class TextSourceConfig:
   @property
   def vocab_spec(self) -> Any:
     """The byte vocabulary as a spec (saved with the run's checkpoints, so they can be extended with audio)."""
-    from audiopalm.vocab.combined import load_text_vocab  # pylint: disable=import-outside-toplevel
-    from audiopalm.vocab.spec import make_spec  # pylint: disable=import-outside-toplevel
     return make_spec(load_text_vocab("byte").spec)
 
   def __post_init__(self):

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from audiopalm.data.text_source import EOS, TextSourceConfig, decode, encode, make_text_iterator, pack_documents
+from audiopalm.data.text_source import TextSourceConfig, make_text_iterator, pack_documents
+from audiopalm.vocab.bytes import EOS, decode, encode
 
 
 def test_packing_invariants():

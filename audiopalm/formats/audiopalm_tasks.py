@@ -122,6 +122,10 @@ class AsrConfig(_AudioTask):
     if not 0.0 <= self.semantic_noise < 1.0:
       raise ValueError(f"AsrConfig.semantic_noise must be in [0, 1), got {self.semantic_noise}")
 
+  def for_evaluation(self) -> "AsrConfig":
+    """Without the training-time input noise (held-out evaluation reads clean input)."""
+    return dataclasses.replace(self, semantic_noise=0.0)
+
 
 @dataclasses.dataclass(frozen=True)
 class TtsConfig(_AudioTask):

@@ -86,6 +86,24 @@ def default_config(name: str) -> Any:
   return fn.keywords.get("config") if isinstance(fn, functools.partial) else None
 
 
+def evaluation_config(config: Any) -> Any:
+  """`config` as evaluation reads data with it: training-time augmentation off (a config's `for_evaluation()`,
+  e.g. `AsrConfig`'s input noise), everything else as trained. None (the format's default) stays None."""
+  return config.for_evaluation() if hasattr(config, "for_evaluation") else config
+
+
+def config_from_json(name: str, fields: Mapping[str, Any] | None) -> Any:
+  """The config of format `name` from its fields as JSON holds them (`dataclasses.asdict`; lists back to tuples);
+  None stays None (the format's default)."""
+  if fields is None:
+    return None
+  default = default_config(name)
+  if default is None:
+    raise ValueError(f"format {name!r} takes no config (got {dict(fields)})")
+  as_tuples = lambda v: tuple(as_tuples(x) for x in v) if isinstance(v, list) else v  # noqa: E731
+  return type(default)(**{k: as_tuples(v) for k, v in fields.items()})
+
+
 def format_names() -> list[str]:
   _import_builtins()
   return sorted(_FORMATS)

@@ -51,7 +51,8 @@ import numpy as np
 
 from audiopalm.hf.tensors import check_shapes
 from audiopalm.model import Transformer, TransformerConfig
-from audiopalm.training.train_state import abstract_params, unbox
+from audiopalm.model.params import abstract_params
+from audiopalm.sharding.params import unbox
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "gemma": "GemmaForCausalLM", "cohere": "CohereForCausalLM"}
 # The choices each family hard-wires.

@@ -22,7 +22,8 @@ from audiopalm.hf.tensors import read_config  # noqa: E402
 from audiopalm.model import PRESETS, Transformer, TransformerConfig  # noqa: E402
 from audiopalm.sharding.mesh import MeshConfig, make_mesh  # noqa: E402
 from audiopalm.sharding.rules import ShardingRules, params_shardings  # noqa: E402
-from audiopalm.training.train_state import abstract_params, unbox  # noqa: E402
+from audiopalm.model.params import abstract_params  # noqa: E402
+from audiopalm.sharding.params import unbox  # noqa: E402
 
 TOLERANCE = 1e-4
 LLAMA = TransformerConfig(vocab_size=301, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, d_ff=96,

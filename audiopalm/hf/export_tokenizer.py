@@ -23,7 +23,7 @@ import tokenizers
 from etils import epath
 from tokenizers import AddedToken, decoders, models, pre_tokenizers
 
-from audiopalm.data import text_source
+from audiopalm.vocab import bytes as byte_vocab
 from audiopalm.files.atomic import write_text_atomic
 from audiopalm.vocab.combined import LoadedText
 from audiopalm.vocab.spec import VocabSpec
@@ -51,8 +51,8 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def byte_tokenizer() -> tokenizers.Tokenizer:
   """The project's byte vocabulary (`audiopalm.data.text_source`) as a tokenizers.Tokenizer with the same ids."""
-  vocab = {PAD_TOKEN: text_source.PAD, EOS_TOKEN: text_source.EOS}
-  vocab.update({char: b + text_source.BYTE_OFFSET for b, char in _bytes_to_unicode().items()})
+  vocab = {PAD_TOKEN: byte_vocab.PAD, EOS_TOKEN: byte_vocab.EOS}
+  vocab.update({char: b + byte_vocab.BYTE_OFFSET for b, char in _bytes_to_unicode().items()})
   tok = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[]))
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
   tok.decoder = decoders.ByteLevel()

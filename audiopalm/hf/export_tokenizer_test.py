@@ -9,7 +9,7 @@ import tokenizers  # noqa: E402
 import transformers  # noqa: E402
 from transformers.convert_slow_tokenizer import bytes_to_unicode  # noqa: E402
 
-from audiopalm.data import text_source  # noqa: E402
+from audiopalm.vocab import bytes as byte_vocab  # noqa: E402
 from audiopalm.hf.export_tokenizer import _bytes_to_unicode, audio_token, save_tokenizer  # noqa: E402
 from audiopalm.vocab.combined import CombinedVocabulary, load_text_vocab  # noqa: E402
 from audiopalm.vocab.spec import make_spec  # noqa: E402
@@ -26,13 +26,13 @@ def test_byte_vocabulary_with_audio_tokens(tmp_path):
   spec = make_spec(text.spec, semantic=(16, "sem"), acoustic=[(8, "codec")] * 2, specials=("<delay_pad>",))
   save_tokenizer(spec, text, str(tmp_path))
   tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
-  assert tok.encode(TEXT, add_special_tokens=False) == text_source.encode(TEXT).tolist()
+  assert tok.encode(TEXT, add_special_tokens=False) == byte_vocab.encode(TEXT).tolist()
   assert tok.eos_token_id == 1 and tok.pad_token_id == 0
   vocab = CombinedVocabulary(spec, text)
   ids = tok.encode(f"[ASR English]{audio_token('semantic', 3)}{audio_token('acoustic_1', 7)}<delay_pad>",
                    add_special_tokens=False)
   assert ids[-3:] == [spec.semantic.offset + 3, spec.acoustic[1].offset + 7, spec.special_id("<delay_pad>")]
-  assert ids[:-3] == text_source.encode("[ASR English]").tolist()
+  assert ids[:-3] == byte_vocab.encode("[ASR English]").tolist()
   assert tok.decode(ids) == "[ASR English]<|semantic_3|><|acoustic_1_7|><delay_pad>"
   assert len(tok) == spec.used and vocab.spec.used == spec.used
 

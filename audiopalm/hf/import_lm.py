@@ -30,7 +30,8 @@ import numpy as np
 
 from audiopalm.hf.tensors import SafetensorsReader
 from audiopalm.model import Transformer, TransformerConfig
-from audiopalm.training.train_state import abstract_params, unbox
+from audiopalm.model.params import abstract_params
+from audiopalm.sharding.params import unbox
 
 FAMILIES = ("llama", "mistral", "gemma")
 # What each family's transformers config class assumes when config.json leaves a field out.

@@ -5,7 +5,7 @@
 
 A model's vocabulary spec names its tokenizers by identity only. `tokenizer_for` loads the given path, or else
 the first of the usual places that holds the right one: `tokenizers/<role>` in each search directory or its
-parent (`tools.export_checkpoint --tokens_dir` puts them beside the models) and the bundled demo tokenizers.
+parent (`audiopalm.main.export_checkpoint --tokens_dir` puts them beside the models) and the bundled demo tokenizers.
 A tokenizer whose identity differs from the spec's is refused: its tokens would mean something else to the
 model.
 """

@@ -3,8 +3,8 @@
     model = load_model("runs/speech_text_from_text")         # a run directory (newest checkpoint) or an export
     tokens = model.generate(prompts, 64, stop_tokens=[model.eos_id], allowed_mask=model.mask("text"))
 
-`path` is anything `InitFromConfig.path` accepts: an export (`params/` + `model_config.json` + `vocab_spec.json`,
-e.g. a run's `export/`, `tools.export_checkpoint`'s `<name>/`) or a run's model directory. Generation needs the
+`path` is anything `audiopalm.checkpoints.source.find_source` reads: an export (`params/` + `model_config.json` + `vocab_spec.json`,
+e.g. a run's `export/`, `audiopalm.main.export_checkpoint`'s `<name>/`) or a run's model directory. Generation needs the
 vocabulary spec (which ids are text, semantic or which acoustic level), so a checkpoint without one is refused.
 The text vocabulary is loaded from the path its spec records (the byte vocabulary needs none); `text_vocab_path`
 points elsewhere (e.g. an export's `tokenizers/text` on another machine), and its identity must match.
@@ -23,7 +23,7 @@ from audiopalm.inference.sampling import SamplingConfig, allowed_mask
 from audiopalm.model import TransformerConfig
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules
-from audiopalm.training.init_from import find_source, load_source
+from audiopalm.checkpoints.source import find_source, load_source
 from audiopalm.vocab.combined import CombinedVocabulary, load_text_vocab
 from audiopalm.vocab.spec import SPEC_FILE, VocabSpec
 
@@ -41,6 +41,7 @@ class LoadedModel:
   step: int | None
   mesh: jax.sharding.Mesh
   rules: ShardingRules
+  run_config: dict[str, Any] | None = None  # the resolved config of the run that trained it, when saved
 
   @property
   def spec(self) -> VocabSpec:
@@ -88,10 +89,10 @@ def load_model(path: str, *, mesh: jax.sharding.Mesh | None = None, rules: Shard
     raise ValueError(f"{source.path}: no {SPEC_FILE}; generation needs the combined vocabulary the model was "
                      "trained with (runs on speech-text data save it)")
   mesh = mesh if mesh is not None else make_mesh(MeshConfig())
-  params, _ = load_source(source, mesh, rules)
+  params = load_source(source, mesh, rules)
   text = load_text_vocab(source.spec.text.kind, text_vocab_path or source.spec.text.path)
   return LoadedModel(str(source.path), source.model, params, CombinedVocabulary(source.spec, text), source.step,
-                     mesh, rules)
+                     mesh, rules, source.run_config)
 
 
 def audio_codes(model: LoadedModel, ids: np.ndarray, modality: str) -> np.ndarray:

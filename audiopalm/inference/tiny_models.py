@@ -21,7 +21,7 @@ from audiopalm.inference.audio_tokens import BUNDLED
 from audiopalm.model import Transformer, preset
 from audiopalm.semantic.tokenizer import load_semantic_tokenizer
 from audiopalm.tokenizers.codec_tokenizer import CodecTokenizer
-from audiopalm.training.checkpointing import export_params
+from audiopalm.checkpoints.export import export_params
 from audiopalm.vocab.combined import load_text_vocab
 from audiopalm.vocab.spec import VocabSpec, make_spec
 

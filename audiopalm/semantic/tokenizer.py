@@ -3,7 +3,7 @@
     tok = load_semantic_tokenizer("audiopalm/data/assets/demo_semantic")   # or load_tokenizer("semantic", path)
     tokens, token_lengths = tok.encode(waveforms, lengths)   # [B, S] → [B, T, 1] int32 (−1 past the end)
 
-A semantic tokenizer is a directory written by `save_semantic_tokenizer` (`tools.fit_kmeans` makes one):
+A semantic tokenizer is a directory written by `save_semantic_tokenizer` (`audiopalm.main.fit_kmeans` makes one):
 
     semantic_tokenizer.json   the encoder (path, architecture, identity), the layer, the rate, the
                               per-dimension standardization statistics and the k-means settings
@@ -213,5 +213,5 @@ def load_semantic_tokenizer(path: str, encoder_path: str | None = None) -> Seman
   if identity != spec.encoder_identity:
     raise ValueError(f"the encoder at {location} ({identity}) is not the one the k-means at {path} was fitted "
                      f"on ({spec.encoder_identity}): its tokens would be meaningless. Use the same encoder "
-                     "weights and config, or fit a new k-means (tools.fit_kmeans)")
+                     "weights and config, or fit a new k-means (audiopalm.main.fit_kmeans)")
   return SemanticTokenizer(encoder, spec, stats, centroids)

@@ -13,7 +13,7 @@ settings that produced the tokens (it is recorded with every token shard; two to
 identity give the same tokens).
 
 Kinds are registered by name (`register`); the built-in ones, 'semantic' and 'codec', are imported on first
-use. Gin selects one with `load_tokenizer.kind` / `load_tokenizer.path` (see `audiopalm/configurables.py`).
+use. Gin selects one with `load_tokenizer.kind` / `load_tokenizer.path` (see `audiopalm/main/configurables.py`).
 """
 
 from __future__ import annotations

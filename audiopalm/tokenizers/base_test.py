@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from audiopalm import configurables
+from audiopalm.main import configurables
 from audiopalm.codec import checkpoint
 from audiopalm.codec.config import preset
 from audiopalm.codec.model import init_variables

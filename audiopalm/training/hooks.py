@@ -1,31 +1,31 @@
-"""Periodic work that hangs off the training loop: metrics logging and checkpointing (held-out evaluation:
-`eval_hook.py`).
+"""Hooks of the language model's training: metrics, checkpoints, the non-finite guard, the export.
 
-A hook is called after every step with the step number (steps taken so far),
-the state and that step's metrics (device arrays, not yet fetched); it decides
-itself whether it has work to do, so the loop stays one readable function.
+The loop (`audiopalm.training.loop`) calls each hook after every step with the step number (steps taken so far),
+the state and that step's metrics (device arrays, not yet fetched); a hook decides itself whether it has work to
+do. The entry point (`audiopalm.main.train`) picks the hooks; held-out evaluation is
+`audiopalm.evaluation.eval_hook.EvalHook`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any, Protocol
+from typing import Any
 
 import jax
+import numpy as np
 from etils import epath
 
-from audiopalm.training.checkpointing import Checkpointer
+from audiopalm.checkpoints.export import export_params
+from audiopalm.checkpoints.manager import Checkpointer
+from audiopalm.model import TransformerConfig
+from audiopalm.training.loop import Hook, LoopResult
 from audiopalm.training.metrics import MetricsWriter, mfu
 from audiopalm.training.train_state import TrainState
+from audiopalm.vocab.spec import VocabSpec
 
 
-class Hook(Protocol):
-
-  def __call__(self, step: int, state: TrainState, metrics: dict[str, jax.Array]) -> None: ...
-
-
-class MetricsHook:
+class MetricsHook(Hook):
   """Every `every` steps: loss, grad norm, lr, tokens/s, step time and MFU to TensorBoard,
   the console and `<model_dir>/metrics.jsonl` (one JSON object per logged step)."""
 
@@ -41,8 +41,8 @@ class MetricsHook:
     self._last_time: float | None = None
     self._last_step: int | None = None
 
-  def start(self, step: int) -> None:
-    """Marks the point from which throughput is measured (after the first, compiling step)."""
+  def started(self, step: int) -> None:
+    """Marks the point from which throughput is measured (after the first, compiling step; after evaluations)."""
     self._last_time, self._last_step = time.perf_counter(), step
 
   def __call__(self, step: int, state: TrainState, metrics: dict[str, jax.Array]) -> None:
@@ -69,12 +69,62 @@ class MetricsHook:
     self.writer.close()
 
 
-class CheckpointHook:
+class CheckpointHook(Hook):
   """Saves (asynchronously) whenever the checkpoint manager's interval says so."""
 
   def __init__(self, checkpointer: Checkpointer, data_iter: Any):
     self.checkpointer = checkpointer
     self.data_iter = data_iter
 
-  def __call__(self, step: int, state: TrainState, metrics: dict[str, jax.Array]) -> None:
+  def __call__(self, step: int, state: Any, metrics: dict[str, jax.Array]) -> None:
     self.checkpointer.save(step, state, self.data_iter)
+
+
+class NonFiniteError(RuntimeError):
+  """Raised when too many consecutive steps had a non-finite loss or gradient."""
+
+
+class NonFiniteGuard(Hook):
+  """Aborts the run (NonFiniteError, before the final checkpoint: the last good one is kept) once `limit` steps in
+  a row had a non-finite loss or gradient (the step skipped them). Each step's count is read one step late, so
+  the device queue stays full; the last step's is read from the final state."""
+
+  def __init__(self, limit: int):
+    self.limit = limit
+    self._previous: dict[str, jax.Array] | None = None
+    self._ran = False
+
+  def started(self, step: int) -> None:
+    self._ran = True
+
+  def __call__(self, step: int, state: TrainState, metrics: dict[str, jax.Array]) -> None:
+    if self._previous is not None:
+      self._check(self._previous["nonfinite_consecutive"], step - 1)
+    self._previous = metrics
+
+  def stopping(self, step: int, state: TrainState) -> None:
+    if self._ran:
+      self._check(state.nonfinite_consecutive, step)
+
+  def _check(self, count: jax.Array, step: int) -> None:
+    consecutive = int(np.asarray(jax.device_get(count)))
+    if consecutive >= self.limit:
+      raise NonFiniteError(f"{consecutive} consecutive steps up to step {step} had a non-finite loss or gradient "
+                           f"(limit max_consecutive_nonfinite={self.limit}); the last good checkpoint is kept. "
+                           "Lower the learning rate or restart from an earlier checkpoint with other data.")
+
+
+class ExportHook(Hook):
+  """Once the run has reached `num_steps`: a params-only export (`audiopalm.checkpoints.export`) of the final
+  parameters to `<model_dir>/export`, with the model config, vocabulary spec and the run's config; kept as it is
+  when this invocation took no step and the export exists."""
+
+  def __init__(self, model_dir: str, num_steps: int, model: TransformerConfig, vocab: VocabSpec | None,
+               run_config: dict[str, Any] | None = None):
+    self.directory = epath.Path(model_dir) / "export"
+    self.num_steps, self.model, self.vocab, self.run_config = num_steps, model, vocab, run_config
+
+  def finished(self, result: LoopResult) -> None:
+    exported = (self.directory / "model_config.json").exists()
+    if result.step >= self.num_steps and (result.step > result.start or not exported):
+      export_params(result.state.params, self.model, str(self.directory), self.vocab, self.run_config)

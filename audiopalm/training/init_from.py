@@ -4,7 +4,7 @@
 
 `path` is either
   * an export: `params/` (orbax) + `model_config.json` [+ `vocab_spec.json`], as written by
-    `tools.import_checkpoint` (a Hugging Face Gemma / Llama), a run's `export/` or `tools.export_checkpoint`; or
+    `audiopalm.main.import_checkpoint` (a Hugging Face Gemma / Llama), a run's `export/` or `audiopalm.main.export_checkpoint`; or
   * a training run's model directory (the stack's own checkpoints): its newest complete checkpoint is read,
     the parameters, and with `optimizer_state="imported"` the optimizer state too.
 
@@ -19,25 +19,21 @@ checkpoint's run left off). Only the first start of a run reads `path`; resuming
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import logging
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import optax
-import orbax.checkpoint as ocp
-from etils import epath
 
+from audiopalm.checkpoints.source import (Source, check_architecture, find_source, load_source, load_source_state,
+                                          source_layout)
 from audiopalm.model import Transformer, TransformerConfig
-from audiopalm.model.config import FREE_FIELDS
-from audiopalm.sharding.rules import ShardingRules, params_shardings
-from audiopalm.training.checkpointing import absolute
-from audiopalm.training.train_state import (TrainState, abstract_params, fit_sharding, mirrored_params,
-                                            sharding_context, state_shardings, unbox)
+from audiopalm.sharding.params import fit_sharding, sharding_context
+from audiopalm.sharding.rules import ShardingRules
+from audiopalm.training.train_state import TrainState, mirrored_params, state_shardings
 from audiopalm.vocab.extend import INITS, check_extends, extend_params, vocab_axes
-from audiopalm.vocab.spec import SPEC_FILE, VocabSpec, load_spec
+from audiopalm.vocab.spec import SPEC_FILE, VocabSpec
 
 log = logging.getLogger(__name__)
 
@@ -70,58 +66,11 @@ class InitFromConfig:
       raise ValueError(f"InitFromConfig.optimizer_state={self.optimizer_state!r}, allowed: ['fresh', 'imported']")
 
 
-@dataclasses.dataclass(frozen=True)
-class Source:
-  """A checkpoint to start from: its model config, its vocabulary spec (if saved) and where its arrays are."""
-
-  path: epath.Path
-  model: TransformerConfig
-  spec: VocabSpec | None
-  params_dir: epath.Path | None  # an export's params/
-  state_dir: epath.Path | None  # a run's checkpoints/<step>/state
-  step: int | None
-
-
-def find_source(path: str) -> Source:
-  """Reads what `path` holds; FileNotFoundError / ValueError saying what is missing."""
-  root = absolute(path)
-  config_file = root / "model_config.json"
-  if not config_file.exists():
-    hint = (f"; it looks like a Hugging Face directory: import it first (python -m tools.import_checkpoint "
-            f"--hf_dir={root} --output=...)" if (root / "config.json").exists() else "")
-    raise FileNotFoundError(f"{root}: no model_config.json; InitFromConfig.path must be an export (params/ + "
-                            f"model_config.json) or a training run's model directory{hint}")
-  model = TransformerConfig(**json.loads(config_file.read_text()))
-  spec = load_spec(str(root)) if (root / SPEC_FILE).exists() else None
-  if (root / "params").exists():
-    return Source(root, model, spec, root / "params", None, None)
-  if (root / "checkpoints").exists():
-    # Another run's directory (it may still be running): read only.
-    options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
-    with ocp.CheckpointManager(root / "checkpoints", item_names=("state",), options=options) as manager:
-      step = manager.latest_step()
-    if step is not None:
-      return Source(root, model, spec, None, root / "checkpoints" / str(step) / "state", step)
-  hint = f"; its export is {root / 'export'}" if (root / "export" / "params").exists() else ""
-  raise FileNotFoundError(f"{root}: neither params/ (an export) nor a complete checkpoint under checkpoints/{hint}")
-
-
 def provenance(cfg: InitFromConfig) -> dict[str, Any]:
   """What a run started from (written to `<model_dir>/init_from.json`): the config, the resolved path and the
   checkpoint step read (None for an export)."""
   source = find_source(cfg.path)
   return {**dataclasses.asdict(cfg), "resolved_path": str(source.path), "step": source.step}
-
-
-def check_architecture(source: TransformerConfig, run: TransformerConfig, where: str) -> None:
-  """Refuses a run model whose architecture differs from the checkpoint's (all fields but FREE_FIELDS)."""
-  diff = [f"{f.name}: {getattr(source, f.name)!r} in the checkpoint, {getattr(run, f.name)!r} in the run"
-          for f in dataclasses.fields(TransformerConfig)
-          if f.name not in FREE_FIELDS and getattr(source, f.name) != getattr(run, f.name)]
-  if diff:
-    raise ValueError(f"{where}: the run's TransformerConfig differs from the checkpoint's: " + "; ".join(diff)
-                     + ". Start from the checkpoint's model_config.json (gin: train.model = "
-                     "@model_config_from(); model_config_from.path = ...)")
 
 
 def _old_spec(source: Source, run: TransformerConfig, spec: VocabSpec | None) -> VocabSpec | None:
@@ -141,51 +90,6 @@ def _old_spec(source: Source, run: TransformerConfig, spec: VocabSpec | None) ->
   return source.spec
 
 
-@functools.lru_cache(maxsize=4)  # initial_state and load_source both need it: trace the model once
-def _source_layout(model: TransformerConfig, mesh: jax.sharding.Mesh, rules: ShardingRules) -> tuple[Any, Any, Any]:
-  """(boxed abstract params, abstract params, shardings) of the checkpoint's model on `mesh` (vocabulary axes
-  that the mesh does not divide are left unsharded)."""
-  boxed = abstract_params(Transformer(model))
-  abstract = unbox(boxed)
-  shardings = jax.tree.map(lambda s, a: fit_sharding(s, a.shape), params_shardings(boxed, mesh, rules), abstract)
-  return boxed, abstract, shardings
-
-
-def _restore_state_items(state_dir: epath.Path, target: dict[str, Any]) -> dict[str, Any]:
-  """Restores the named subtrees (e.g. params, opt_state) of a saved TrainState into `target`'s shardings."""
-  restore_args = jax.tree.map(lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape,
-                                                              dtype=a.dtype), target)
-  with ocp.PyTreeCheckpointer() as ckptr:
-    return ckptr.restore(state_dir, args=ocp.args.PyTreeRestore(item=target, restore_args=restore_args,
-                                                                partial_restore=True))
-
-
-def load_source(source: Source, mesh: jax.sharding.Mesh, rules: ShardingRules,
-                tx: optax.GradientTransformation | None = None) -> tuple[Any, Any]:
-  """(params, optimizer state or None) of `source`, sharded over `mesh` as its model lays them out (vocabulary
-  axes the mesh does not divide unsharded). The optimizer state is read when `tx` is given (a run directory
-  whose optimizer is configured as `tx`)."""
-  _, abstract, shardings = _source_layout(source.model, mesh, rules)
-  with_sharding = lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)  # noqa: E731
-  params_target = jax.tree.map(with_sharding, abstract, shardings)
-  if source.params_dir is not None:
-    if tx is not None:
-      raise ValueError(f"InitFromConfig.optimizer_state='imported' needs a training run's directory with "
-                       f"checkpoints; {source.path} is a params-only export")
-    return ocp.StandardCheckpointer().restore(source.params_dir, params_target), None
-  target = {"params": params_target}
-  if tx is not None:
-    abstract_state, state_sh = state_shardings(Transformer(source.model), tx, mesh, rules)
-    target["opt_state"] = jax.tree.map(lambda a, s: with_sharding(a, fit_sharding(s, a.shape)),
-                                       abstract_state.opt_state, state_sh.opt_state)
-  try:
-    restored = _restore_state_items(source.state_dir, target)
-  except (ValueError, KeyError) as e:
-    raise ValueError(f"{source.state_dir}: cannot restore {sorted(target)} with the run's configuration (for "
-                     f"optimizer_state='imported' the optimizer must be configured as in that run): {e}") from e
-  return restored["params"], restored.get("opt_state")
-
-
 def initial_state(cfg: InitFromConfig, model_cfg: TransformerConfig, tx: optax.GradientTransformation,
                   mesh: jax.sharding.Mesh, rules: ShardingRules, spec: VocabSpec | None, seed: int) -> TrainState:
   """The first TrainState of a run started from `cfg.path` (see the module docstring)."""
@@ -193,8 +97,11 @@ def initial_state(cfg: InitFromConfig, model_cfg: TransformerConfig, tx: optax.G
   check_architecture(source.model, model_cfg, str(source.path))
   old_spec = _old_spec(source, model_cfg, spec)
   run_abstract, run_shardings = state_shardings(Transformer(model_cfg), tx, mesh, rules)
-  boxed, src_abstract, _ = _source_layout(source.model, mesh, rules)
-  params, opt_state = load_source(source, mesh, rules, tx if cfg.optimizer_state == "imported" else None)
+  boxed, src_abstract, _ = source_layout(source.model, mesh, rules)
+  if cfg.optimizer_state == "imported":
+    params, opt_state = load_source_state(source, mesh, rules, _opt_state_target(source, tx, mesh, rules))
+  else:
+    params, opt_state = load_source(source, mesh, rules), None
 
   rows = model_cfg.vocab_size
   param_dtype = jnp.dtype(model_cfg.param_dtype)
@@ -220,6 +127,15 @@ def initial_state(cfg: InitFromConfig, model_cfg: TransformerConfig, tx: optax.G
     return TrainState(step=zero, params=params, opt_state=opt_state,
                       rng=jax.random.key_data(jax.random.key(seed)), nonfinite_total=zero, nonfinite_consecutive=zero)
   return jax.jit(assemble, out_shardings=run_shardings, donate_argnums=(0, 1))(params, opt_state)
+
+
+def _opt_state_target(source: Source, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh,
+                      rules: ShardingRules) -> Any:
+  """The optimizer state of the source's run (optimizer `tx`) as ShapeDtypeStructs with shardings, laid out as its
+  parameters (vocabulary axes the mesh does not divide unsharded)."""
+  abstract_state, state_sh = state_shardings(Transformer(source.model), tx, mesh, rules)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=fit_sharding(s, a.shape)),
+                      abstract_state.opt_state, state_sh.opt_state)
 
 
 # Optimizer-state fields holding a second moment (Adam's nu, Adafactor's unfactored v): new rows start at the mean

@@ -14,13 +14,15 @@ from audiopalm.data.text_source import TextSourceConfig
 from audiopalm.model import Transformer, preset
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules
-from audiopalm.training.checkpointing import CheckpointConfig, load_exported_params
+from audiopalm.checkpoints.manager import CheckpointConfig
+from audiopalm.checkpoints.export import load_exported_params
 from audiopalm.training.init_from import InitFromConfig, initial_state
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer
 from audiopalm.training.param_groups import ParamGroupsConfig, lr_scales
-from audiopalm.training.train_state import abstract_params
+from audiopalm.model.params import abstract_params
 from audiopalm.training.train_step import optimizer_count
-from audiopalm.training.trainer import TrainerConfig, train
+from audiopalm.training.trainer import TrainerConfig
+from audiopalm.main.train import train
 from audiopalm.vocab.combined import load_text_vocab
 from audiopalm.vocab.spec import load_spec, make_spec
 

@@ -7,10 +7,8 @@ leaves that mirror a parameter take that parameter's sharding.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -18,6 +16,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from audiopalm.model import Transformer
+from audiopalm.model.params import abstract_params, init_params
+from audiopalm.sharding.params import fits, sharding_context, unbox
 from audiopalm.sharding.rules import ShardingRules, params_shardings
 
 
@@ -30,30 +30,6 @@ class TrainState(flax.struct.PyTreeNode):
   rng: jax.Array  # uint32 raw key data
   nonfinite_total: jax.Array  # int32 scalar: skipped non-finite steps so far
   nonfinite_consecutive: jax.Array  # int32 scalar: skipped non-finite steps in a row
-
-
-@contextlib.contextmanager
-def sharding_context(mesh: Mesh, rules: ShardingRules) -> Iterator[None]:
-  """Mesh + logical rules in effect while tracing model code."""
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules.as_flax()):
-    yield
-
-
-def unbox(boxed: Any) -> Any:
-  """Strips the logical-partitioning boxes without applying sharding constraints (usable inside or
-  outside a mesh context; the layout is fixed by `out_shardings` / restore targets instead)."""
-  return jax.tree.map(lambda x: x.value if isinstance(x, nn.LogicallyPartitioned) else x, boxed,
-                      is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
-
-
-def _dummy_inputs(batch: int, length: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-  tokens = jnp.zeros((batch, length), jnp.int32)
-  return tokens, tokens, jnp.ones_like(tokens)
-
-
-def abstract_params(model: Transformer) -> Any:
-  """Boxed abstract parameters (ShapeDtypeStruct leaves with logical names); allocates nothing."""
-  return jax.eval_shape(lambda rng: model.init(rng, *_dummy_inputs(1, 8))["params"], jax.random.key(0))
 
 
 def mirrored_params(opt_tree: Any, params_tree: Any) -> list[int | None]:
@@ -78,7 +54,7 @@ def _opt_state_shardings(abstract_opt: Any, abstract_params: Any, param_sharding
   p_shardings = jax.tree.leaves(param_shardings)
   replicated = NamedSharding(mesh, PartitionSpec())
   leaves, treedef = jax.tree.flatten(abstract_opt)
-  picked = [replicated if i is None or not _fits(p_shardings[i], leaf) else p_shardings[i]
+  picked = [replicated if i is None or not fits(p_shardings[i], leaf) else p_shardings[i]
             for leaf, i in zip(leaves, mirrored_params(abstract_opt, abstract_params))]
   return jax.tree.unflatten(treedef, picked)
 
@@ -101,26 +77,6 @@ def state_shardings(model: Transformer, tx: optax.GradientTransformation, mesh: 
   return abstract, shardings
 
 
-def _fits(sharding: NamedSharding, leaf: jax.ShapeDtypeStruct) -> bool:
-  """Whether `sharding` can lay out `leaf` (rank and divisibility)."""
-  if len(sharding.spec) > leaf.ndim:
-    return False
-  whole = tuple(sharding.spec) + (None,) * (leaf.ndim - len(sharding.spec))
-  return tuple(fit_sharding(sharding, leaf.shape).spec) == whole
-
-
-def fit_sharding(sharding: NamedSharding, shape: tuple[int, ...]) -> NamedSharding:
-  """`sharding` with every dimension the mesh axes do not divide left unsharded (e.g. a 301-row vocabulary)."""
-  spec = []
-  for dim, axes_ in zip(shape, tuple(sharding.spec) + (None,) * (len(shape) - len(sharding.spec))):
-    names = () if axes_ is None else ((axes_,) if isinstance(axes_, str) else tuple(axes_))
-    size = 1
-    for n in names:
-      size *= sharding.mesh.shape[n]
-    spec.append(axes_ if names and dim % size == 0 else None)
-  return NamedSharding(sharding.mesh, PartitionSpec(*spec))
-
-
 def init_train_state(model: Transformer, tx: optax.GradientTransformation, mesh: Mesh, rules: ShardingRules,
                      seed: int) -> TrainState:
   """Initialises parameters and optimizer state directly into their shardings."""
@@ -128,7 +84,7 @@ def init_train_state(model: Transformer, tx: optax.GradientTransformation, mesh:
 
   def init(rng):
     param_rng, state_rng = jax.random.split(rng)
-    params = unbox(model.init(param_rng, *_dummy_inputs(1, 8))["params"])
+    params = unbox(init_params(model, param_rng))
     zero = jnp.zeros((), jnp.int32)
     return TrainState(step=zero, params=params, opt_state=tx.init(params), rng=jax.random.key_data(state_rng),
                       nonfinite_total=zero, nonfinite_consecutive=zero)

@@ -14,13 +14,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from audiopalm.data.iterator import Batch
 from audiopalm.model import Transformer, cross_entropy_with_z_loss
 from audiopalm.sharding import axes
 from audiopalm.sharding.rules import constrain
 from audiopalm.training.train_state import TrainState
 
-Batch = dict[str, jax.Array]  # inputs, targets, positions, segment_ids: [batch, length] int32; weights: float32
-BATCH_KEYS = ("inputs", "targets", "positions", "segment_ids", "weights")
 _DROPOUT_STREAM = 1  # fold_in of the state's rng that keys dropout
 
 

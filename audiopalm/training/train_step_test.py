@@ -6,7 +6,8 @@ from audiopalm.model import Transformer, preset
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
-from audiopalm.training.train_state import init_train_state, sharding_context
+from audiopalm.training.train_state import init_train_state
+from audiopalm.sharding.params import sharding_context
 from audiopalm.training.train_step import TrainStepConfig, make_gradient_fn, make_train_step
 
 # Accumulated (or chunked) vs one-shot: the same sums in a different order. Gradient elements are compared

@@ -10,8 +10,10 @@ import pytest
 from audiopalm.data.text_source import TextSourceConfig
 from audiopalm.model import preset
 from audiopalm.sharding.mesh import MeshConfig
-from audiopalm.training.checkpointing import CheckpointConfig
-from audiopalm.training.trainer import NonFiniteError, TrainerConfig, train
+from audiopalm.checkpoints.manager import CheckpointConfig
+from audiopalm.training.hooks import NonFiniteError
+from audiopalm.training.trainer import TrainerConfig
+from audiopalm.main.train import train
 
 TINY = preset("tiny", num_layers=1, d_model=64, d_ff=128, head_dim=16)
 

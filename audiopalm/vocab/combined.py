@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 from etils import epath
 
-from audiopalm.data import text_source
+from audiopalm.vocab import bytes as byte_vocab
 from audiopalm.vocab.spec import TextVocab, VocabSpec
 
 
@@ -30,7 +30,7 @@ class LoadedText:
 
   def encode(self, text: str) -> np.ndarray:
     if self.spec.kind == "byte":
-      return text_source.encode(text)
+      return byte_vocab.encode(text)
     if self.spec.kind == "sentencepiece":
       return np.asarray(self.model.encode(text), np.int32)
     return np.asarray(self.model.encode(text, add_special_tokens=False).ids, np.int32)
@@ -38,7 +38,7 @@ class LoadedText:
   def decode(self, ids: Sequence[int]) -> str:
     ids = [int(i) for i in ids]
     if self.spec.kind == "byte":
-      return text_source.decode(ids)
+      return byte_vocab.decode(ids)
     if self.spec.kind == "sentencepiece":
       return self.model.decode(ids)
     return self.model.decode(ids, skip_special_tokens=False)
@@ -52,7 +52,7 @@ def load_text_vocab(kind: str, path: str | None = None) -> LoadedText:
   """'byte' (no path), 'sentencepiece' (a .model file) or 'huggingface' (a directory with tokenizer.json, and
   tokenizer_config.json naming the pad/eos tokens if it has them)."""
   if kind == "byte":
-    return LoadedText(TextVocab("byte", text_source.VOCAB_SIZE, "byte", text_source.PAD, text_source.EOS))
+    return LoadedText(TextVocab("byte", byte_vocab.VOCAB_SIZE, "byte", byte_vocab.PAD, byte_vocab.EOS))
   if path is None:
     raise ValueError(f"a {kind!r} text vocabulary needs a path")
   if kind == "sentencepiece":

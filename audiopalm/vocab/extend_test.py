@@ -8,7 +8,8 @@ import pytest
 from audiopalm.model import Transformer, preset
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules, params_shardings
-from audiopalm.training.train_state import abstract_params, unbox
+from audiopalm.model.params import abstract_params
+from audiopalm.sharding.params import unbox
 from audiopalm.vocab.combined import load_text_vocab
 from audiopalm.vocab.extend import check_extends, extend_params
 from audiopalm.vocab.spec import make_spec

@@ -168,7 +168,7 @@ def check_compatible(checkpoint: VocabSpec, data: VocabSpec, what: str = "the da
   if diff:
     raise ValueError(f"the checkpoint's vocabulary and {what}'s disagree: " + "; ".join(diff)
                      + ". Tokens would mean different things: re-make the data with the checkpoint's tokenizers, "
-                     "or extend the checkpoint's vocabulary (tools.import_checkpoint)")
+                     "or extend the checkpoint's vocabulary (audiopalm.main.import_checkpoint)")
 
 
 def save_spec(spec: VocabSpec, path: str) -> None:

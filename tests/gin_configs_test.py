@@ -8,7 +8,7 @@ import sys
 import gin
 import pytest
 
-from audiopalm import configurables  # noqa: F401  (registers the gin configurables)
+from audiopalm.main import configurables  # noqa: F401  (registers the gin configurables)
 from data_pipeline import configurables as _tokenize_configurables  # noqa: F401
 from audiopalm.cli.gin_flags import GIN_ROOT, parse_gin, query, split_gin_bindings
 from audiopalm.codec.config import PRESETS as CODEC_PRESETS
@@ -101,7 +101,7 @@ def test_missing_required_macro_fails_naming_it(capsys):
 @pytest.mark.slow
 def test_cli_rejects_bad_mesh_before_compiling(tmp_path):
   """Mesh sizes that do not divide the device count fail with a message naming them (no compile)."""
-  cmd = [sys.executable, "-m", "audiopalm.train", "--gin_file=gin_configs/experiments/tiny.gin",
+  cmd = [sys.executable, "-m", "audiopalm.main.train", "--gin_file=gin_configs/experiments/tiny.gin",
          f"--gin.MODEL_DIR={tmp_path}", "--gin.MeshConfig.ici={'data': 3, 'fsdp': 1, 'tensor': 1}"]
   proc = subprocess.run(cmd, cwd=pathlib.Path(__file__).resolve().parents[2], capture_output=True, text=True,
                         timeout=300, check=False)

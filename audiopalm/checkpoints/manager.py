@@ -1,16 +1,19 @@
-"""Orbax checkpoints of the train state and the data-iterator state, and params-only export.
+"""Orbax checkpoints of a training state and the data-iterator state.
+
+    checkpointer = Checkpointer(model_dir, CheckpointConfig(save_interval_steps=1000))
+    state = checkpointer.restore(abstract_state, shardings, data_iter)   # None: no checkpoint yet
+    checkpointer.save(step, state, data_iter)                            # when the interval says so
 
 A checkpoint is `<model_dir>/checkpoints/<step>/{state,data}`: `state` is the
-TrainState (sharded arrays, written by every process for its shards), `data`
-holds one JSON iterator state per process (grain's handler). Orbax writes to
-a temporary directory and renames it when complete, so a crash mid-save never
-leaves a checkpoint that looks complete; `latest_step()` only sees finished ones.
+state pytree (sharded arrays, written by every process for its shards: the language model's
+`TrainState`, the codec's `CodecTrainState`), `data` holds one JSON iterator state per process
+(grain's handler). Orbax writes to a temporary directory and renames it when complete, so a
+crash mid-save never leaves a checkpoint that looks complete; `latest_step()` only sees finished ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import signal
@@ -19,10 +22,8 @@ from typing import Any
 import grain
 import jax
 import orbax.checkpoint as ocp
-from etils import epath
 
-from audiopalm.training.train_state import TrainState
-from audiopalm.vocab.spec import save_spec
+from audiopalm.files.paths import absolute
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +54,8 @@ class CheckpointConfig:
       raise ValueError(f"CheckpointConfig.max_to_keep must be >= 1 or None, got {self.max_to_keep}")
 
 
-def absolute(path: str | os.PathLike) -> epath.Path:
-  """`path` as orbax needs it: a relative local path made absolute (against the working directory); URLs as given."""
-  path = os.fspath(path)
-  return epath.Path(path if "://" in path else os.path.abspath(path))
-
-
 class Checkpointer:
-  """Saves and restores (TrainState, data iterator) pairs under `<model_dir>/checkpoints`."""
+  """Saves and restores (state, data iterator) pairs under `<model_dir>/checkpoints`."""
 
   def __init__(self, model_dir: str, cfg: CheckpointConfig):
     self.directory = absolute(model_dir) / "checkpoints"
@@ -76,7 +71,7 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def restore(self, abstract_state: TrainState, shardings: TrainState, data_iter: Any) -> TrainState | None:
+  def restore(self, abstract_state: Any, shardings: Any, data_iter: Any) -> Any | None:
     """Restores the newest complete checkpoint into `shardings` and `data_iter`; None if there is none."""
     step = self.manager.latest_step()
     if step is None:
@@ -87,7 +82,7 @@ class Checkpointer:
     log.info("Restored checkpoint of step %d from %s", step, self.directory)
     return restored.state
 
-  def save(self, step: int, state: TrainState, data_iter: Any, force: bool = False) -> bool:
+  def save(self, step: int, state: Any, data_iter: Any, force: bool = False) -> bool:
     """Starts a save if the interval says so (or `force`); returns whether one started."""
     if step == self._last_saved or step == self.manager.latest_step():
       return False
@@ -109,26 +104,3 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
-
-
-def export_params(params: Any, model_config: Any, export_dir: str, vocab_spec: Any = None) -> None:
-  """Writes a params-only checkpoint (orbax, sharded arrays) + `model_config.json` (+ `vocab_spec.json` when the
-  model was trained with a combined vocabulary) for downstream use."""
-  path = absolute(export_dir)
-  if path.exists():
-    if jax.process_index() == 0:
-      path.rmtree()
-  ckptr = ocp.StandardCheckpointer()
-  ckptr.save(path / "params", params)
-  ckptr.wait_until_finished()
-  if jax.process_index() == 0:
-    (path / "model_config.json").write_text(json.dumps(dataclasses.asdict(model_config), indent=2))
-    if vocab_spec is not None:
-      save_spec(vocab_spec, str(path))
-  log.info("Exported params to %s", path)
-
-
-def load_exported_params(export_dir: str, abstract_params: Any | None = None) -> Any:
-  """Loads params written by `export_params` (into the shardings of `abstract_params`, if given)."""
-  ckptr = ocp.StandardCheckpointer()
-  return ckptr.restore(absolute(export_dir) / "params", abstract_params)

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from audiopalm import pipeline
-from audiopalm.pipeline import Step
+from audiopalm.main import pipeline
+from audiopalm.main.pipeline import Step
 
 OK = ("platform",)  # `python -m platform`: prints this platform, exits 0
 FAIL = ("json.tool", "/nonexistent/input.json")  # exits 2 with the reason on stderr

@@ -1,4 +1,4 @@
-"""`tools.import_checkpoint`: a transformers Llama directory (weights + tokenizer) → orbax params, config and
+"""`audiopalm.main.import_checkpoint`: a transformers Llama directory (weights + tokenizer) → orbax params, config and
 vocabulary spec that give transformers' logits."""
 
 import json
@@ -12,11 +12,13 @@ transformers = pytest.importorskip("transformers")
 
 from audiopalm.data.text_source import TextSourceConfig  # noqa: E402
 from audiopalm.model import Transformer, TransformerConfig, preset  # noqa: E402
-from audiopalm.training.checkpointing import load_exported_params  # noqa: E402
-from audiopalm.training.train_state import abstract_params, unbox  # noqa: E402
-from audiopalm.training.trainer import TrainerConfig, train  # noqa: E402
+from audiopalm.checkpoints.export import load_exported_params  # noqa: E402
+from audiopalm.model.params import abstract_params  # noqa: E402
+from audiopalm.sharding.params import unbox  # noqa: E402
+from audiopalm.training.trainer import TrainerConfig  # noqa: E402
+from audiopalm.main.train import train  # noqa: E402
 from audiopalm.vocab.spec import load_spec  # noqa: E402
-from tools import import_checkpoint  # noqa: E402
+from audiopalm.main import import_checkpoint  # noqa: E402
 
 VOCAB = 301
 

@@ -1,23 +1,25 @@
-"""Gin registration of the public constructors and entry-point functions.
+"""Gin registration of the public constructors.
 
-The library does not import gin; entry points import this module, which makes
-the public config dataclasses and `train` configurable under short names
-(`TransformerConfig.d_model = 512`, `train.model_dir = %MODEL_DIR`, ...).
+The library does not import gin; entry points import this module, which makes the public config dataclasses
+configurable under short names (`TransformerConfig.d_model = 512`, `SpeechTextConfig.seq_len = 1024`, ...). Each
+entry point registers its own function (`train.model_dir = %MODEL_DIR` binds `audiopalm.main.train.train`).
 """
 
 import gin
 
 from audiopalm.codec import audio_crops, discriminators, gan_step
+from audiopalm.checkpoints import manager as checkpoints
 from audiopalm.codec import config as codec_config
 from audiopalm.codec import trainer as codec_trainer
 from audiopalm.data import mixture, speech_text_source, text_source
+from audiopalm.evaluation import eval_hook
 from audiopalm.formats import audiolm_stages, audiopalm_tasks
 from audiopalm.model import config as model_config
 from audiopalm.semantic import fit as semantic_fit
 from audiopalm.semantic import kmeans
 from audiopalm.sharding import mesh, rules
 from audiopalm.tokenizers import base as tokenizers
-from audiopalm.training import checkpointing, eval_hook, init_from, optimizer, param_groups, train_step, trainer
+from audiopalm.training import init_from, optimizer, param_groups, train_step, trainer
 from audiopalm.vocab import build as vocab_build
 
 # Public constructors.
@@ -28,7 +30,7 @@ MeshConfig = gin.external_configurable(mesh.MeshConfig, "MeshConfig")
 ShardingRules = gin.external_configurable(rules.ShardingRules, "ShardingRules")
 OptimizerConfig = gin.external_configurable(optimizer.OptimizerConfig, "OptimizerConfig")
 TrainStepConfig = gin.external_configurable(train_step.TrainStepConfig, "TrainStepConfig")
-CheckpointConfig = gin.external_configurable(checkpointing.CheckpointConfig, "CheckpointConfig")
+CheckpointConfig = gin.external_configurable(checkpoints.CheckpointConfig, "CheckpointConfig")
 TrainerConfig = gin.external_configurable(trainer.TrainerConfig, "TrainerConfig")
 EvalConfig = gin.external_configurable(eval_hook.EvalConfig, "EvalConfig")
 InitFromConfig = gin.external_configurable(init_from.InitFromConfig, "InitFromConfig")
@@ -53,8 +55,3 @@ CodecTrainerConfig = gin.external_configurable(codec_trainer.CodecTrainerConfig,
 KMeansConfig = gin.external_configurable(kmeans.KMeansConfig, "KMeansConfig")
 FeatureDumpConfig = gin.external_configurable(semantic_fit.FeatureDumpConfig, "FeatureDumpConfig")
 load_tokenizer = gin.external_configurable(tokenizers.load_tokenizer, "load_tokenizer")
-
-# Entry-point functions.
-train = gin.external_configurable(trainer.train, "train")
-train_codec = gin.external_configurable(codec_trainer.train_codec, "train_codec")
-fit_semantic_tokenizer = gin.external_configurable(semantic_fit.fit_semantic_tokenizer, "fit_semantic_tokenizer")

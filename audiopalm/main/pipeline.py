@@ -1,6 +1,6 @@
 r"""The main job: the whole AudioPaLM pipeline on the embedded default, one command, resumable.
 
-    python -m audiopalm.pipeline --workdir=runs/main [--text_steps=200] [--speech_steps=1000] [--stage_steps=100]
+    python -m audiopalm.main.pipeline --workdir=runs/main [--text_steps=200] [--speech_steps=1000] [--stage_steps=100]
 
 Each step runs one of the project's entry points (the same commands the README and the gin experiment files
 show), in order:
@@ -13,11 +13,11 @@ show), in order:
                                   mixture (`experiments/speech_text_from_text_demo.gin`)
    5. coarse, fine                the AudioLM acoustic stages (`experiments/audiolm_{coarse,fine}_demo.gin`)
    6. export                      the three models, their tokenizers and Hugging Face checkpoints
-                                  (`tools.export_checkpoint`)
+                                  (`audiopalm.main.export_checkpoint`)
    7. evaluate                    the export on the held-out split: perplexity per task, ASR WER / CER against
-                                  chance, TTS round-trip WER through audio (`tools.evaluate`)
+                                  chance, TTS round-trip WER through audio (`audiopalm.main.evaluate`)
    8. synthesize                  one held-out sentence through text → semantic → coarse → fine → codec, voiced
-                                  like a held-out recording (`tools.generate tts`)
+                                  like a held-out recording (`audiopalm.main.generate tts`)
 It ends with where every artefact is and a table of the results (also `<workdir>/summary.json`).
 
 Rerunning the same command resumes: a step that finished with the same command, after every step before it, is
@@ -71,7 +71,7 @@ def training_step(work: str, name: str, what: str, gin: str, num_steps: int, *fl
   """`experiments/<gin>.gin` trained in `<work>/<name>`: finished when its checkpoint at `num_steps` exists."""
   model_dir = f"{work.rstrip('/')}/{name}"
   return Step(name, what, model_dir,
-              ("audiopalm.train", f"--gin_file=gin_configs/experiments/{gin}.gin", f"--gin.MODEL_DIR='{model_dir}'",
+              ("audiopalm.main.train", f"--gin_file=gin_configs/experiments/{gin}.gin", f"--gin.MODEL_DIR='{model_dir}'",
                *flags, f"--gin.TRAIN_STEPS={num_steps}"), f"{model_dir}/checkpoints/{num_steps}")
 
 
@@ -111,14 +111,14 @@ def steps(work: str, text_steps: int, speech_steps: int, stage_steps: int, eval_
       train("fine", "AudioLM stage 3: coarse to fine acoustic", "audiolm_fine_demo", stage_steps,
             f"--gin.TOKENS_DIR='{tokens}'"),
       Step("export", "the three models for fine-tuning (orbax + Hugging Face) and their tokenizers", f"{w}/export",
-           ("tools.export_checkpoint", f"--models=lm={w}/speech_text", f"--models=coarse={w}/coarse",
+           ("audiopalm.main.export_checkpoint", f"--models=lm={w}/speech_text", f"--models=coarse={w}/coarse",
             f"--models=fine={w}/fine", f"--tokens_dir={tokens}", f"--output={w}/export", "--overwrite")),
       Step("evaluate", "held-out perplexity, ASR and TTS round trip of the export", f"{w}/eval/test.json",
-           ("tools.evaluate", f"--model={w}/export/lm", f"--coarse_model={w}/export/coarse",
+           ("audiopalm.main.evaluate", f"--model={w}/export/lm", f"--coarse_model={w}/export/coarse",
             f"--fine_model={w}/export/fine", f"--tokens_dir={test}", "--split=test", "--metrics=perplexity,asr,tts",
             *limit, f"--output={w}/eval/test.json", f"--tensorboard_dir={w}/eval/tensorboard")),
       Step("synthesize", "a held-out sentence, voiced like a held-out recording", f"{w}/samples",
-           ("tools.generate", "tts", f"--model={w}/export/lm", f"--coarse_model={w}/export/coarse",
+           ("audiopalm.main.generate", "tts", f"--model={w}/export/lm", f"--coarse_model={w}/export/coarse",
             f"--fine_model={w}/export/fine", f"--text={held_out_sentence()}", f"--voice_prompt={SYNTH_VOICE}",
             f"--output={w}/samples")),
   ]
@@ -259,7 +259,7 @@ def format_summary(summary: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m audiopalm.pipeline", description=__doc__.split("\n\n")[0],
+  parser = argparse.ArgumentParser(prog="python -m audiopalm.main.pipeline", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
   parser.add_argument("--workdir", default="runs/main", help="where everything goes")
   parser.add_argument("--text_steps", type=int, default=200, help="training steps of the text checkpoint")

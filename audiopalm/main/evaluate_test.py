@@ -1,4 +1,4 @@
-"""tools.evaluate end to end on the demo tokens with tiny random models: every metric reported, in JSON and
+"""audiopalm.main.evaluate end to end on the demo tokens with tiny random models: every metric reported, in JSON and
 TensorBoard; the ASR WER computed from the model's own transcripts; bad metric choices refused."""
 
 import json
@@ -12,7 +12,7 @@ from audiopalm.evaluation.wer import error_rates
 from audiopalm.inference.models import load_model
 from audiopalm.inference.speech import SpeechConfig, SpeechTasks
 from audiopalm.inference.tiny_models import export_tiny_set
-from tools import evaluate
+from audiopalm.main import evaluate
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 r"""Import a Hugging Face causal LM (Llama family, Mistral, Gemma), or one of the stack's own checkpoints, as the
 stack's params + config + vocabulary.
 
-    python -m tools.import_checkpoint --hf_dir=/models/gemma-2b --output=runs/gemma_2b_import [--dtype=bfloat16]
-    python -m tools.import_checkpoint --checkpoint=runs/tiny --output=runs/tiny_import
+    python -m audiopalm.main.import_checkpoint --hf_dir=/models/gemma-2b --output=runs/gemma_2b_import [--dtype=bfloat16]
+    python -m audiopalm.main.import_checkpoint --checkpoint=runs/tiny --output=runs/tiny_import
 
 `--checkpoint` is a training run's model directory (its newest checkpoint's parameters are taken) or an export;
 its model_config.json and vocab_spec.json are carried over. (A continued-pretraining run can also start from a run
@@ -34,18 +34,17 @@ from audiopalm.hf.tensors import read_config
 from audiopalm.model import Transformer, TransformerConfig
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules, params_shardings
-from audiopalm.training.checkpointing import export_params
-from audiopalm.training.init_from import find_source
-from audiopalm.training.train_state import abstract_params
+from audiopalm.checkpoints.export import check_output, export_params, export_source
+from audiopalm.checkpoints.source import find_source
+from audiopalm.model.params import abstract_params
 from audiopalm.vocab.combined import load_text_vocab
 from audiopalm.vocab.spec import VocabSpec, make_spec
-from tools.export_checkpoint import check_output, export_orbax
 
 log = logging.getLogger(__name__)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m tools.import_checkpoint", description=__doc__.split("\n\n")[0])
+  p = argparse.ArgumentParser(prog="python -m audiopalm.main.import_checkpoint", description=__doc__.split("\n\n")[0])
   source = p.add_mutually_exclusive_group(required=True)
   source.add_argument("--hf_dir", help="a transformers save_pretrained directory, local (copy one on GCS down "
                       "first: gcloud storage cp -r)")
@@ -85,7 +84,7 @@ def import_stack_checkpoint(path: str, output: str, dtype: str = "float32") -> d
   """The newest parameters of a run (or an export) → an export at `output`, stored in `dtype`."""
   start = time.perf_counter()
   source = find_source(path)
-  _, cfg = export_orbax(source, output, dtype)
+  _, cfg = export_source(source, output, dtype)
   summary = {"output": output, "source": str(source.path), "step": source.step, "layers": cfg.num_layers,
              "d_model": cfg.d_model, "vocab_size": cfg.vocab_size, "devices": len(jax.devices()),
              "seconds": round(time.perf_counter() - start, 1)}

@@ -21,7 +21,7 @@ STATS_TOL = 1e-6
 
 def test_cli_reproduces_the_bundled_demo_tokenizer(tmp_path):
   out = tmp_path / "demo_semantic"
-  command = [sys.executable, "-m", "tools.fit_kmeans", "--gin_file=gin_configs/experiments/semantic_demo_mfcc.gin",
+  command = [sys.executable, "-m", "audiopalm.main.fit_kmeans", "--gin_file=gin_configs/experiments/semantic_demo_mfcc.gin",
              f"--gin.OUTPUT_DIR={out}"]
   result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]

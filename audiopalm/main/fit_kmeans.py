@@ -1,6 +1,6 @@
 r"""Entry point: fit a semantic tokenizer (encoder layer + standardization + k-means) on a corpus.
 
-    python -m tools.fit_kmeans --gin_file=gin_configs/experiments/semantic_demo_mfcc.gin \
+    python -m audiopalm.main.fit_kmeans --gin_file=gin_configs/experiments/semantic_demo_mfcc.gin \
         [--gin.OUTPUT_DIR=...] [--gin.NAME=VALUE ...]
 
 Runs `audiopalm.semantic.fit.fit_semantic_tokenizer` as the gin file binds it (see
@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import sys
 
-from audiopalm import configurables
+import gin
+
 from audiopalm.cli import entry_point
+from audiopalm.main import configurables  # noqa: F401  (the gin configurables its arguments name)
+from audiopalm.semantic.fit import fit_semantic_tokenizer
+
+FIT_SEMANTIC_TOKENIZER = gin.external_configurable(fit_semantic_tokenizer, "fit_semantic_tokenizer")
 
 
 def main(argv: list[str] | None = None) -> None:
-  entry_point.run("python -m tools.fit_kmeans", __doc__, configurables.fit_semantic_tokenizer,
+  entry_point.run("python -m audiopalm.main.fit_kmeans", __doc__, FIT_SEMANTIC_TOKENIZER,
                   "fit_semantic_tokenizer.output_dir", argv)
 
 

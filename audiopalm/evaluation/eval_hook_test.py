@@ -8,7 +8,7 @@ import gin
 import pytest
 import tensorflow as tf
 
-from audiopalm import configurables  # noqa: F401  (registers the gin configurables)
+from audiopalm.main import configurables  # noqa: F401  (registers the gin configurables)
 from audiopalm.cli.gin_flags import parse_gin, query
 from audiopalm.data.mixture import MixtureComponent
 from audiopalm.data.speech_text_source import SpeechTextConfig
@@ -16,9 +16,11 @@ from audiopalm.evaluation.perplexity import perplexity
 from audiopalm.formats.audiopalm_tasks import AsrConfig
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules
-from audiopalm.training.checkpointing import CheckpointConfig, load_exported_params
-from audiopalm.training.eval_hook import EVAL_FILE, EvalConfig
-from audiopalm.training.trainer import TrainerConfig, train
+from audiopalm.checkpoints.manager import CheckpointConfig
+from audiopalm.checkpoints.export import load_exported_params
+from audiopalm.evaluation.eval_hook import EVAL_FILE, EvalConfig
+from audiopalm.training.trainer import TrainerConfig
+from audiopalm.main.train import train
 from audiopalm.training.trainer_test import TINY
 from data_pipeline import dataset_info, shards, synthetic
 

@@ -3,7 +3,7 @@ resynthesis. Results go to a JSON file, TensorBoard scalars and a table on the c
 
     python -m data_pipeline.tokenize --gin_file=gin_configs/tokenize/demo_test.gin \
         --gin.OUTPUT_DIR=runs/tokens_demo_test
-    python -m tools.evaluate --model=runs/speech_text_from_text --tokens_dir=runs/tokens_demo_test --split=test \
+    python -m audiopalm.main.evaluate --model=runs/speech_text_from_text --tokens_dir=runs/tokens_demo_test --split=test \
         [--coarse_model=runs/audiolm_coarse_demo --fine_model=runs/audiolm_fine_demo] \
         [--metrics=perplexity,asr,tts,codec,resynthesis] [--max_examples=N] [--samples=N|all] [--output=eval.json]
 
@@ -53,7 +53,7 @@ from audiopalm.tokenizers.codec_tokenizer import CodecTokenizer
 from audiopalm.training.metrics import MetricsWriter
 from audiopalm.vocab.build import VocabConfig
 
-log = logging.getLogger("tools.evaluate")
+log = logging.getLogger("audiopalm.main.evaluate")
 
 METRICS = ("perplexity", "asr", "tts", "codec", "resynthesis")
 NEEDS_STAGES = ("resynthesis",)
@@ -76,7 +76,7 @@ def _sample_count(value: str) -> int | None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog="python -m tools.evaluate", description=__doc__.split("\n\n")[0],
+  parser = argparse.ArgumentParser(prog="python -m audiopalm.main.evaluate", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", required=True, help="the speech-text decoder: run directory or export")
   parser.add_argument("--tokens_dir", required=True, help="a token dataset (data_pipeline.tokenize output)")
@@ -198,7 +198,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     log.info("%s done in %.1f s", name, results[name]["seconds_taken"])
   return {"model": model.path, "step": model.step, "coarse_model": args.coarse_model, "fine_model": args.fine_model,
           "tokens_dir": args.tokens_dir, "split": args.split, "examples": len(examples),
-          "command": "python -m tools.evaluate " + " ".join(argv), "results": results}
+          "command": "python -m audiopalm.main.evaluate " + " ".join(argv), "results": results}
 
 
 def _dataset_codec(args: argparse.Namespace) -> tuple[Any, str]:

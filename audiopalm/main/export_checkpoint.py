@@ -1,12 +1,12 @@
 r"""Export trained models for downstream fine-tuning: orbax params + config + vocabulary, Hugging Face checkpoints
 with the extended vocabulary's tokenizer, and a manifest.
 
-    python -m tools.export_checkpoint --models=lm=runs/speech_text_from_text --output=exports/audiopalm_demo \
+    python -m audiopalm.main.export_checkpoint --models=lm=runs/speech_text_from_text --output=exports/audiopalm_demo \
         [--models=coarse=runs/audiolm_coarse_demo --models=fine=runs/audiolm_fine_demo] \
         [--tokens_dir=runs/tokens_demo] [--dtype=bfloat16] [--no_hf]
 
 Each `--models=NAME=PATH` is a training run's model directory (its newest checkpoint) or an export (`params/` +
-`model_config.json`, e.g. a run's `export/` or tools.import_checkpoint's output). Usual names: `lm` (the AudioPaLM
+`model_config.json`, e.g. a run's `export/` or audiopalm.main.import_checkpoint's output). Usual names: `lm` (the AudioPaLM
 model), `semantic`, `coarse`, `fine` (the AudioLM stages). Written to `--output`:
 
     manifest.json             every model (where it came from, step, architecture, vocabulary) and every tokenizer
@@ -37,16 +37,14 @@ import time
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 from etils import epath
 
 from audiopalm.hf.export_lm import family_of, save_hf_checkpoint
 from audiopalm.hf.export_tokenizer import save_tokenizer
 from audiopalm.model import param_count
-from audiopalm.sharding.mesh import MeshConfig, make_mesh
-from audiopalm.sharding.rules import ShardingRules
-from audiopalm.training.checkpointing import absolute, export_params
-from audiopalm.training.init_from import Source, find_source, load_source
+from audiopalm.files.paths import absolute
+from audiopalm.checkpoints.export import check_output, export_source
+from audiopalm.checkpoints.source import Source, find_source
 from audiopalm.vocab.combined import load_text_vocab
 from audiopalm.vocab.spec import VocabSpec
 
@@ -56,7 +54,7 @@ MANIFEST_VERSION = 1
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(prog="python -m tools.export_checkpoint", description=__doc__.split("\n\n")[0])
+  p = argparse.ArgumentParser(prog="python -m audiopalm.main.export_checkpoint", description=__doc__.split("\n\n")[0])
   p.add_argument("--models", action="append", required=True, metavar="NAME=PATH",
                  help="a model to export: a run's model directory or an export (repeat for the stage models)")
   p.add_argument("--output", required=True, help="the export directory (local)")
@@ -92,34 +90,11 @@ def _vocab_summary(spec: VocabSpec | None) -> dict[str, Any] | None:
                     for r in spec.audio_ranges]}
 
 
-def export_orbax(source: Source, directory: str, dtype: str) -> tuple[Any, Any]:
-  """`source`'s parameters cast to `dtype`, sharded over every local device (fsdp), written with `export_params`
-  (params/, model_config.json with param_dtype = dtype, vocab_spec.json). Returns (params, config)."""
-  mesh = make_mesh(MeshConfig())  # fsdp over every local device
-  params, _ = load_source(source, mesh, ShardingRules())
-  params = jax.jit(lambda p: jax.tree.map(lambda x: x.astype(jnp.dtype(dtype)), p))(params)
-  cfg = source.model.replace(param_dtype=dtype)
-  export_params(params, cfg, directory, source.spec)
-  return params, cfg
-
-
-def check_output(output: str, sources: Sequence[str], overwrite: bool) -> epath.Path:
-  """The output directory, refused when it exists (without `overwrite`) or when it is or holds a source."""
-  final = absolute(output)
-  for source in sources:
-    src = absolute(source)
-    if final == src or str(src).startswith(str(final) + "/") or str(final).startswith(str(src) + "/"):
-      raise ValueError(f"--output {final} overlaps the checkpoint {src}; export somewhere else")
-  if final.exists() and not overwrite:
-    raise FileExistsError(f"{final} exists; pass --overwrite to replace it")
-  return final
-
-
 def export_model(name: str, source: Source, out: epath.Path, dtype: str, hf: bool, text_path: str | None) -> dict:
   """Writes `out/<name>/` (orbax params, config, spec, and hf/ when representable); returns its manifest entry."""
   if jax.process_count() > 1:
-    raise ValueError("tools.export_checkpoint runs as one process (the HF files are written from one host)")
-  params, cfg = export_orbax(source, str(out / name), dtype)
+    raise ValueError("audiopalm.main.export_checkpoint runs as one process (the HF files are written from one host)")
+  params, cfg = export_source(source, str(out / name), dtype)
   entry: dict[str, Any] = {
       "source": str(source.path), "step": source.step, "orbax": f"{name}/params", "config": f"{name}/model_config.json",
       "vocab_spec": f"{name}/vocab_spec.json" if source.spec else None, "dtype": dtype,

@@ -1,11 +1,11 @@
 """Generate with trained models: ASR (audio → text), TTS (text → WAV) and speech continuation (audio → WAV).
 
-    python -m tools.generate asr --model=runs/speech_text_from_text --audio=a.flac [--audio=DIR ...] \
+    python -m audiopalm.main.generate asr --model=runs/speech_text_from_text --audio=a.flac [--audio=DIR ...] \
         [--language=English] [--output=transcripts.jsonl]
-    python -m tools.generate tts --model=runs/speech_text_from_text --coarse_model=runs/audiolm_coarse_demo \
+    python -m audiopalm.main.generate tts --model=runs/speech_text_from_text --coarse_model=runs/audiolm_coarse_demo \
         --fine_model=runs/audiolm_fine_demo --text="turn left twice" [--text_file=lines.txt] \
         [--voice_prompt=speaker.flac] --output=DIR
-    python -m tools.generate continue --model=runs/speech_text_from_text --coarse_model=... --fine_model=... \
+    python -m audiopalm.main.generate continue --model=runs/speech_text_from_text --coarse_model=... --fine_model=... \
         --audio=a.flac [--prompt_seconds=3] [--seconds=5] --output=DIR
 
 `--model` is the speech-text decoder (a run directory or an export, `audiopalm.inference.models`). TTS and
@@ -40,7 +40,7 @@ from typing import Sequence
 
 import numpy as np
 
-from audiopalm.audio.io import AudioDecodeError, load_audio, write_audio
+from audiopalm.audio.io import AudioDecodeError, collect_inputs, load_audio, write_audio
 from audiopalm.cli.logging_setup import setup_logging
 from audiopalm.cli.inference_flags import UsageError, add_stage_flags, load_stages
 from audiopalm.inference.acoustic import AcousticStages
@@ -50,13 +50,12 @@ from audiopalm.inference.sampling import SamplingConfig
 from audiopalm.inference.speech import SpeechConfig, SpeechTasks
 from audiopalm.tokenizers.base import AudioTokenizer
 from audiopalm.tokenizers.codec_tokenizer import CodecTokenizer
-from tools.resynthesize import collect_inputs
 
-log = logging.getLogger("tools.generate")
+log = logging.getLogger("audiopalm.main.generate")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog="python -m tools.generate", description=__doc__.split("\n\n")[0],
+  parser = argparse.ArgumentParser(prog="python -m audiopalm.main.generate", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="task", required=True)
   common = argparse.ArgumentParser(add_help=False)

@@ -1,16 +1,20 @@
-"""Held-out evaluation during training: perplexity on an eval input every `EvalConfig.every` steps, as a hook.
+"""Held-out evaluation during training: perplexity on the test split of the training mixture, as a hook.
 
-    check_eval_data(cfg, eval_data, train_data, batch_sharding)       # before compiling: a usable eval input?
+    eval_data = eval_input(cfg, train_data)                           # the training mixture on the held-out data
+    check_eval_data(cfg, eval_data, train_data)                       # before compiling: a usable eval input?
     hook = EvalHook(model_cfg, eval_data, cfg, mesh, rules, model_dir)
     hook(step, state, metrics)                                        # evaluates when step % cfg.every == 0
-    hook.finish(step, state)                                          # the run's last step, unless just evaluated
+    hook.finished(result)                                             # the run's last step, unless just evaluated
 
-Every evaluation reads the same `num_batches` batches: a fresh iterator over the eval input in dataset order
-(shuffle off, endless, so a small test set wraps around instead of running out). The result of
-`audiopalm.evaluation.perplexity` goes to TensorBoard under `eval/` (eval/loss: the overall mean nll,
-eval/perplexity, eval/<task>/nll, eval/<task>/perplexity, eval/modality/<name>/perplexity), to the console (one
-line) and, by process 0, to `<model_dir>/eval.jsonl` (one JSON object per evaluation: step, seconds, and the
-result's "tasks", "modalities", "overall" and "batches").
+The eval input is derived from the training input, not written twice: the same components (formats, format
+configs, names), each reading `EvalConfig.split` of `EvalConfig.dataset` (None: of its own dataset), with
+training-time augmentation off (`audiopalm.formats.base.evaluation_config`). Every evaluation reads the same
+`num_batches` batches: a fresh iterator over the eval input in dataset order (shuffle off, endless, so a small
+test set wraps around instead of running out). The result of `audiopalm.evaluation.perplexity` goes to
+TensorBoard under `eval/` (eval/loss: the overall mean nll, eval/perplexity, eval/<task>/nll,
+eval/<task>/perplexity, eval/modality/<name>/perplexity), to the console (one line) and, by process 0, to
+`<model_dir>/eval.jsonl` (one JSON object per evaluation: step, seconds, and the result's "tasks", "modalities",
+"overall" and "batches").
 """
 
 from __future__ import annotations
@@ -18,17 +22,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from typing import Any, Callable
 
 import jax
 from etils import epath
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
 
 from audiopalm.evaluation.perplexity import perplexity
+from audiopalm.formats.base import evaluation_config
 from audiopalm.model import TransformerConfig
 from audiopalm.sharding.rules import ShardingRules
+from audiopalm.training.loop import Hook, LoopResult
 from audiopalm.training.metrics import MetricsWriter
 from audiopalm.training.train_state import TrainState
 from audiopalm.vocab.spec import differences
@@ -45,10 +50,15 @@ class EvalConfig:
   Attributes:
     every: evaluate every this many steps, and at the run's last step (0: never).
     num_batches: global batches of the eval input per evaluation (the same ones every time).
+    dataset: the token dataset every component of the mixture reads for evaluation (e.g. the test split
+      tokenized with the training data's tokenizers); None: each component's own dataset.
+    split: the split read.
   """
 
   every: int = 0
   num_batches: int = 8
+  dataset: str | None = None
+  split: str = "test"
 
   def __post_init__(self):
     if self.every < 0 or self.num_batches < 1:
@@ -56,32 +66,33 @@ class EvalConfig:
                        f"num_batches={self.num_batches}")
 
 
-def check_eval_data(cfg: EvalConfig, eval_data: Any, train_data: Any, sharding: NamedSharding) -> None:
-  """Fails (ValueError) when evaluation is on and `eval_data` is missing, has another vocabulary than
-  `train_data` or a global batch that the batch `sharding` cannot lay out. Reads metadata only."""
+def eval_input(cfg: EvalConfig, train_data: Any) -> Any | None:
+  """The eval input of a run on `train_data` (a mixture, `SpeechTextConfig`): its components on the held-out data
+  with training-time augmentation off, in dataset order, endless; None when evaluation is off or the input is not
+  a mixture (`check_eval_data` then says what is wrong)."""
+  if not cfg.every or not hasattr(train_data, "components"):
+    return None
+  components = tuple(dataclasses.replace(c, dataset=cfg.dataset or c.dataset, split=cfg.split,
+                                         config=evaluation_config(c.config)) for c in train_data.components)
+  return dataclasses.replace(train_data, components=components, shuffle=False, num_epochs=None)
+
+
+def check_eval_data(cfg: EvalConfig, eval_data: Any, train_data: Any) -> None:
+  """Fails (ValueError) when evaluation is on and there is no eval input (`eval_input` gave None), or its tokens
+  have another vocabulary than the training input's (other tokenizers). Reads metadata only."""
   if not cfg.every:
     return
   if eval_data is None:
-    raise ValueError(f"EvalConfig.every = {cfg.every} but there is no eval data: set train.eval_data (e.g. add "
-                     "--gin_file=gin_configs/mixtures/audiopalm_eval.gin) or EvalConfig.every = 0")
-  eval_spec, train_spec = getattr(eval_data, "vocab_spec", None), getattr(train_data, "vocab_spec", None)
-  if eval_spec is None or train_spec is None:
-    raise ValueError("held-out perplexity needs a vocabulary spec on both the training data and eval_data "
-                     f"(a SpeechTextConfig); got {type(train_data).__name__} and {type(eval_data).__name__}")
-  diff = differences(train_spec, eval_spec)
+    raise ValueError(f"EvalConfig.every = {cfg.every} but the training input ({type(train_data).__name__}) is not a "
+                     "mixture to evaluate on held-out data: train on a SpeechTextConfig or set EvalConfig.every = 0")
+  diff = differences(train_data.vocab_spec, eval_data.vocab_spec)
   if diff:
-    raise ValueError("eval_data's vocabulary is not the training data's (training vs eval): " + "; ".join(diff)
-                     + ". Its token ids would mean something else: tokenize the eval data with the training data's "
-                     "tokenizers and give both the same VocabConfig")
-  spec = sharding.spec[0] if len(sharding.spec) else None
-  names = (spec,) if isinstance(spec, str) else (spec or ())
-  shards = math.prod(sharding.mesh.shape[name] for name in names)
-  if eval_data.global_batch_size % shards:
-    raise ValueError(f"eval_data's global_batch_size {eval_data.global_batch_size} must be divisible by the batch "
-                     f"shards ({' x '.join(names) or '1'} = {shards})")
+    raise ValueError(f"the eval data's vocabulary (EvalConfig.dataset={cfg.dataset!r}, split {cfg.split!r}) is not "
+                     "the training data's (training vs eval): " + "; ".join(diff) + ". Its token ids would mean "
+                     "something else: tokenize the eval data with the training data's tokenizers")
 
 
-class EvalHook:
+class EvalHook(Hook):
   """Every `cfg.every` steps: held-out perplexity of the state's parameters on `data` (see the module docstring).
 
   Off (does nothing) when `cfg.every` is 0. `writer`: the run's TensorBoard writer (the trainer passes the
@@ -93,8 +104,7 @@ class EvalHook:
   def __init__(self, model_cfg: TransformerConfig, data: Any, cfg: EvalConfig, mesh: Mesh, rules: ShardingRules,
                model_dir: str, writer: MetricsWriter | None = None, on_done: Callable[[int], None] | None = None):
     self.model_cfg, self.cfg, self.mesh, self.rules, self.on_done = model_cfg, cfg, mesh, rules, on_done
-    # The same batches every time: dataset order, and endless (perplexity reads a fixed number of batches).
-    self.data = dataclasses.replace(data, shuffle=False, num_epochs=None) if cfg.every else None
+    self.data = data  # `eval_input`'s: the same batches every time (dataset order, endless)
     self._own_writer = writer is None and bool(cfg.every)
     self.writer = MetricsWriter(str(epath.Path(model_dir) / "tensorboard")) if self._own_writer else writer
     self.jsonl = epath.Path(model_dir) / EVAL_FILE if jax.process_index() == 0 else None
@@ -104,10 +114,11 @@ class EvalHook:
     if self.cfg.every and step % self.cfg.every == 0:
       self.evaluate(step, state.params)
 
-  def finish(self, step: int, state: TrainState) -> None:
-    """Evaluates the final parameters (step `step`) unless that step was just evaluated."""
-    if self.cfg.every and step != self.last_step:
-      self.evaluate(step, state.params)
+  def finished(self, result: LoopResult) -> None:
+    """Evaluates the final parameters unless that step was just evaluated, or the run took no step or was
+    preempted (its next start evaluates)."""
+    if self.cfg.every and result.step > result.start and not result.preempted and result.step != self.last_step:
+      self.evaluate(result.step, result.state.params)
 
   def evaluate(self, step: int, params: Any) -> dict[str, Any]:
     """Runs the evaluation (every process) and writes its result (see the module docstring)."""

@@ -1,4 +1,4 @@
-"""tools.generate end to end with tiny random models and the bundled tokenizers: transcripts for every readable
+"""audiopalm.main.generate end to end with tiny random models and the bundled tokenizers: transcripts for every readable
 input, WAVs as long as their semantic tokens, bad inputs reported."""
 
 import dataclasses
@@ -10,7 +10,7 @@ import soundfile
 
 from audiopalm.inference.audio_tokens import tokenizer_for
 from audiopalm.inference.tiny_models import export_tiny_set, tiny_spec
-from tools import generate
+from audiopalm.main import generate
 
 TEST_AUDIO = pathlib.Path(__file__).resolve().parents[1] / "audiopalm/data/assets/demo_speech/test/101/10102"
 SAMPLES_PER_TOKEN = 16000 // 25

@@ -17,10 +17,10 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from audiopalm.model import Transformer, TransformerConfig  # noqa: E402
-from audiopalm.training.checkpointing import load_exported_params  # noqa: E402
+from audiopalm.checkpoints.export import load_exported_params  # noqa: E402
 from audiopalm.vocab.spec import load_spec  # noqa: E402
-from tools import export_checkpoint, import_checkpoint  # noqa: E402
-from tools.import_checkpoint_test import make_llama_dir  # noqa: E402
+from audiopalm.main import export_checkpoint, import_checkpoint  # noqa: E402
+from audiopalm.main.import_checkpoint_test import make_llama_dir  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -30,7 +30,7 @@ TOL = 1e-4  # of the peak |logit|, as the import parity tests
 def _train(*flags):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env.update(JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
-  proc = subprocess.run([sys.executable, "-m", "audiopalm.train", *flags, "--gin.TrainerConfig.log_every=1"],
+  proc = subprocess.run([sys.executable, "-m", "audiopalm.main.train", *flags, "--gin.TrainerConfig.log_every=1"],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
 
