@@ -13,8 +13,8 @@ from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.evaluation.perplexity import modality_of_ids, perplexity
 from audiopalm.model import Transformer, preset
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
+from audiopalm.tokens import synthetic
 from audiopalm.training.train_state import unbox
-from data_pipeline import synthetic
 
 SMALL = synthetic.SyntheticConfig(examples=40, num_shards=2, min_seconds=1.0, max_seconds=3.0, semantic_vocab=64,
                                   acoustic_vocab=32, num_codebooks=2, words_per_second=2.0)
