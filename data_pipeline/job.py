@@ -16,7 +16,7 @@
    done shards and redoes the others, so every input utterance ends up exactly once in the output or in
    `rejects.jsonl`, however often the job is killed.
 4. **Finish** (process 0, after all processes are done): `rejects.jsonl`, `metadata.json`, `stats.json` and
-   the TFDS files (`dataset_info`), and a summary.
+   the TFDS files (`audiopalm.tokens.dataset_info`), and a summary.
 """
 
 from __future__ import annotations
@@ -32,13 +32,15 @@ import time
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import jax
+import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
 from audiopalm.files.atomic import write_text_atomic
 from audiopalm.tokenizers import AudioTokenizer, load_tokenizer
-from data_pipeline import audio_source, batching, dataset_info
-from data_pipeline import shards as shards_lib
+from audiopalm.tokens import dataset_info, schema
+from audiopalm.tokens import shards as shards_lib
+from data_pipeline import audio_source, batching
 from data_pipeline.audio_prep import AudioPrepConfig, SegmentPlan, prepare
 from data_pipeline.readers import make_reader
 from data_pipeline.records import DUPLICATE_ID, AudioRef, Reject, Segment, Utterance
@@ -189,20 +191,35 @@ class StageTimes:
   rejects: int = 0
 
 
+def tokenized_segment(segment: Segment, semantic: Any, acoustic: Any) -> schema.TokenizedSegment:
+  """A segment with its tokens (semantic [T_s] or [T_s, 1], acoustic [T_a, Q], already cut to their lengths).
+
+  The utterance's transcript goes with the segment only when the segment is the whole utterance
+  (`segment.single`): a piece of a cut utterance has no transcript of its own (None).
+  """
+  semantic = np.asarray(semantic)
+  if semantic.ndim == 2 and semantic.shape[1] == 1:
+    semantic = semantic[:, 0]
+  utt = segment.utterance
+  return schema.TokenizedSegment(id=segment.id, utterance_id=utt.id, segment_index=segment.index,
+                                 source=str(utt.audio), start=float(segment.start), duration=float(segment.duration),
+                                 transcript=utt.transcript if segment.single else None, language=utt.language,
+                                 speaker=utt.speaker, semantic=semantic, acoustic=np.asarray(acoustic))
+
+
 class _Tokenized:
   """Collects the tokens of one shard's segments, keyed by (item position, segment index)."""
 
   def __init__(self):
-    self.results: dict[tuple[int, int], shards_lib.TokenizedSegment] = {}
+    self.results: dict[tuple[int, int], schema.TokenizedSegment] = {}
 
   def add(self, batch: batching.Batch, tokens: Mapping[str, list], keys: Mapping[int, tuple[int, int]]) -> None:
     for i, seg in enumerate(batch.segments):
-      self.results[keys[id(seg)]] = shards_lib.TokenizedSegment.from_segment(seg, tokens["semantic"][i],
-                                                                              tokens["acoustic"][i])
+      self.results[keys[id(seg)]] = tokenized_segment(seg, tokens["semantic"][i], tokens["acoustic"][i])
 
 
 def run_shard(items: Sequence[Utterance | Reject], shard_index: int, num_shards: int, *, output_dir: str,
-              tokenizers: Mapping[str, AudioTokenizer], info: shards_lib.TokensInfo, prep: AudioPrepConfig,
+              tokenizers: Mapping[str, AudioTokenizer], info: schema.TokensInfo, prep: AudioPrepConfig,
               buckets: batching.BucketConfig, job: JobConfig, mesh: Any, loader: Any = None,
               progress: tqdm | None = None, times: StageTimes | None = None
               ) -> tuple[shards_lib.ShardStats, list[Reject]]:
@@ -281,14 +298,14 @@ def run_shard(items: Sequence[Utterance | Reject], shard_index: int, num_shards:
 
 
 def load_tokenizers(semantic: Sequence[Any], acoustic: Sequence[Any]) -> tuple[dict[str, AudioTokenizer],
-                                                                                shards_lib.TokensInfo]:
+                                                                                schema.TokensInfo]:
   """(kind, path[, options]) of each → the tokenizers and their TokensInfo."""
   loaded, specs = {}, {}
   for name, spec in (("semantic", semantic), ("acoustic", acoustic)):
     kind, path, options = spec[0], spec[1], dict(spec[2]) if len(spec) > 2 else {}
     loaded[name] = load_tokenizer(kind, path, **options)
-    specs[name] = shards_lib.TokenizerSpec.from_tokenizer(loaded[name], path)
-  return loaded, shards_lib.TokensInfo(semantic=specs["semantic"], acoustic=specs["acoustic"])
+    specs[name] = schema.TokenizerSpec.from_tokenizer(loaded[name], path)
+  return loaded, schema.TokensInfo(semantic=specs["semantic"], acoustic=specs["acoustic"])
 
 
 def _wait_for_everyone(tag: str) -> None:
@@ -297,7 +314,7 @@ def _wait_for_everyone(tag: str) -> None:
     multihost_utils.sync_global_devices(tag)
 
 
-def finish(output_dir: str, num_shards: int, info: shards_lib.TokensInfo, job: JobConfig,
+def finish(output_dir: str, num_shards: int, info: schema.TokensInfo, job: JobConfig,
            extra: Mapping[str, Any]) -> dict[str, Any]:
   """Process 0: rejects.jsonl, metadata/stats/TFDS files from every shard's record; returns the totals."""
   all_stats, rejects = [], []

@@ -10,7 +10,8 @@ import tensorflow_datasets as tfds
 
 from audiopalm.audio.io import load_audio, write_audio
 from audiopalm.tokenizers import load_tokenizer
-from data_pipeline import audio_source, batching, job, shards
+from audiopalm.tokens import shards
+from data_pipeline import audio_source, batching, job, records
 from data_pipeline.audio_prep import AudioPrepConfig
 from data_pipeline.readers.emilia_test import make_batch
 
@@ -93,6 +94,19 @@ def _broken_corpus(root: pathlib.Path) -> dict[str, str]:
   add("0009", "bad_transcript", text="HELLO\x07WORLD", writer=lambda p: write_audio(p, speech, 16000))
   (chapter / "7-70.trans.txt").write_text("\n".join(lines) + "\n")
   return expected
+
+
+def test_tokenized_segment_keeps_the_transcript_only_for_whole_utterances():
+  utt = records.Utterance(id="u1", audio=records.AudioRef("a.tar", "x/u1.flac"), transcript="hi", language="English",
+                          speaker="s1")
+  wave = np.zeros(16000, np.float32)
+  whole = job.tokenized_segment(records.Segment(utt, 0, 0.0, wave, 16000), np.zeros((25, 1), np.int32),
+                                np.zeros((50, 8), np.int32))
+  assert (whole.id, whole.transcript, whole.source, whole.duration) == ("u1", "hi", "a.tar#x/u1.flac", 1.0)
+  assert whole.semantic.shape == (25,)
+  piece = job.tokenized_segment(records.Segment(utt, 2, 30.0, wave, 16000, single=False),
+                                np.zeros(25, np.int32), np.zeros((50, 8), np.int32))
+  assert (piece.id, piece.segment_index, piece.start, piece.transcript) == ("u1_0002", 2, 30.0, None)
 
 
 def test_broken_inputs_are_rejected_and_nothing_is_lost(tmp_path):

@@ -15,7 +15,7 @@ import time
 import portpicker
 import pytest
 
-from data_pipeline import shards
+from audiopalm.tokens import shards
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEMO_GIN = "gin_configs/tokenize/demo.gin"

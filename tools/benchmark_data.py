@@ -3,7 +3,7 @@ r"""Benchmark of the speech–text training loader: packed tokens per second per
     python -m tools.benchmark_data [--dataset=DIR] [--seconds=10] [--cases=audiopalm,semantic,coarse,fine] \
         [--read_threads=0] [--packing=best_fit_decreasing,best_fit] [--window=4096] [--bins=512]
 
-Without --dataset, writes a synthetic LibriLight-like token dataset first (`data_pipeline.synthetic`: 1000
+Without --dataset, writes a synthetic LibriLight-like token dataset first (`audiopalm.tokens.synthetic`: 1000
 segments of 5-30 s, semantic 25 Hz × 1024 units, acoustic 50 Hz × 12 × 1024, 2.7 words/s; byte-level text).
 For each case (a mixture as in gin_configs/mixtures/), packer and --read_threads value, one host's loader
 (`SpeechTextConfig.make_iterator`) runs from TFRecords to the trainer's batches; after one warm-up batch it
@@ -22,7 +22,7 @@ from audiopalm.data.mixture import MixtureComponent
 from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.formats.audiolm_stages import CoarseAcousticConfig, FineAcousticConfig, SemanticLMConfig
 from audiopalm.formats.audiopalm_tasks import ContinuationConfig
-from data_pipeline import synthetic
+from audiopalm.tokens import synthetic
 
 # case → (components as (format, rate, config), row length). The rates are gin_configs/mixtures/audiopalm.gin's.
 # The stage windows are sized to fill a row of 2048: coarse 9 s × (25 + 4 × 50) tokens/s = 2025 (+ EOS), fine

@@ -42,7 +42,7 @@ from etils import epath
 
 from audiopalm.cli.inference_flags import UsageError
 from audiopalm.files.atomic import write_text_atomic
-from data_pipeline import dataset_info, shards
+from audiopalm.tokens import dataset_info, schema, shards
 
 DEFAULT_PARAGRAPHS_PER_SHARD = 100_000
 MARKER = "import_text.json"  # written first into every output directory: this tool's, rewritable
@@ -79,10 +79,10 @@ def _stem(path: str) -> str:
 
 
 def text_segment(path: str, index: int, text: str, language: str | None, num_codebooks: int
-                 ) -> shards.TokenizedSegment:
+                 ) -> schema.TokenizedSegment:
   """Paragraph `index` of `path` as an example: the transcript, no semantic or acoustic tokens."""
   stem = _stem(path)
-  return shards.TokenizedSegment(
+  return schema.TokenizedSegment(
       id=f"{stem}-{index:07d}", utterance_id=f"{stem}-{index:07d}", segment_index=0, source=f"{path}#{index}",
       start=0.0, duration=0.0, transcript=text, language=language, speaker=None,
       semantic=np.zeros([0], np.int64),  # [T_s = 0]
@@ -126,7 +126,7 @@ def import_text(paths: Sequence[str], like: str, output_dir: str, *, language: s
   return meta
 
 
-def _other_splits(output_dir: str, split: str, info: shards.TokensInfo) -> list[shards.ShardStats]:
+def _other_splits(output_dir: str, split: str, info: schema.TokensInfo) -> list[shards.ShardStats]:
   """Claims `output_dir` for this tool (its MARKER) and returns the shards of other splits an earlier import
   wrote there (kept in the metadata: metadata.json, or REPLACED after an import that stopped part way). Refuses a
   directory holding a dataset this tool did not write, or other splits with other tokenizer names."""

@@ -11,7 +11,7 @@ from audiopalm.cli.inference_flags import UsageError
 from audiopalm.data.mixture import MixtureComponent
 from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.data.token_source import TokenShardSource
-from data_pipeline import dataset_info, shards, synthetic
+from audiopalm.tokens import dataset_info, shards, synthetic
 from tools import import_text
 
 SMALL = synthetic.SyntheticConfig(examples=8, num_shards=1, min_seconds=1.0, max_seconds=2.0, semantic_vocab=64,

@@ -28,7 +28,7 @@ from typing import Any, Sequence, TextIO
 import numpy as np
 import tensorflow as tf
 
-from data_pipeline import dataset_info, shards
+from audiopalm.tokens import dataset_info, shards
 
 
 @dataclasses.dataclass

@@ -11,7 +11,8 @@ import soundfile as sf
 
 from audiopalm.audio.io import load_audio
 from audiopalm.tokenizers import load_tokenizer
-from data_pipeline import dataset_info, records, shards
+from audiopalm.tokens import dataset_info, schema, shards
+from data_pipeline import job, records
 from tools import inspect_tokens
 
 ASSETS = pathlib.Path(__file__).resolve().parents[1] / "audiopalm" / "data" / "assets"
@@ -24,8 +25,8 @@ UTTERANCES = ["102/10202/102-10202-0000", "102/10202/102-10202-0002"]  # 1.60 s 
 def dataset(tmp_path_factory):
   """Two shards of one utterance each (the second without a transcript); tokens from the bundled tokenizers."""
   semantic_tok, codec_tok = load_tokenizer("semantic", SEMANTIC), load_tokenizer("codec", CODEC)
-  info = shards.TokensInfo(semantic=shards.TokenizerSpec.from_tokenizer(semantic_tok, SEMANTIC),
-                           acoustic=shards.TokenizerSpec.from_tokenizer(codec_tok, CODEC))
+  info = schema.TokensInfo(semantic=schema.TokenizerSpec.from_tokenizer(semantic_tok, SEMANTIC),
+                           acoustic=schema.TokenizerSpec.from_tokenizer(codec_tok, CODEC))
   paths = [ASSETS / "demo_speech" / "test" / f"{u}.flac" for u in UTTERANCES]
   waves = [load_audio(p, 16000) for p in paths]
   lengths = np.array([len(w) for w in waves], np.int32)
@@ -38,9 +39,8 @@ def dataset(tmp_path_factory):
     utt = records.Utterance(id=path.stem, audio=records.AudioRef(str(path)),
                             transcript="MOVE THE PINK BOX LEFT" if i == 0 else None, language="English",
                             speaker="102")
-    seg = shards.TokenizedSegment.from_segment(records.Segment(utt, 0, 0.0, wave, 16000),
-                                               semantic[i, :int(semantic_lengths[i])],
-                                               acoustic[i, :int(acoustic_lengths[i])])
+    seg = job.tokenized_segment(records.Segment(utt, 0, 0.0, wave, 16000), semantic[i, :int(semantic_lengths[i])],
+                                acoustic[i, :int(acoustic_lengths[i])])
     with shards.ShardWriter(out, i, 2, info, dataset_name="demo") as writer:
       writer.write(seg)
     stats.append(writer.stats)
@@ -100,9 +100,9 @@ def test_decode_writes_a_wav_of_the_segment_length(dataset, tmp_path, capsys):
 def test_decode_refuses_another_codec(dataset, tmp_path, capsys):
   out, info, _, segs, _ = dataset
   meta = dataset_info.read_metadata(out)
-  fake = shards.TokenizerSpec(**{**info.acoustic.to_json(), "identity": "codec-other"})
+  fake = schema.TokenizerSpec(**{**info.acoustic.to_json(), "identity": "codec-other"})
   bad = str(tmp_path / "bad")
-  with shards.ShardWriter(bad, 0, 1, shards.TokensInfo(semantic=info.semantic, acoustic=fake)) as writer:
+  with shards.ShardWriter(bad, 0, 1, schema.TokensInfo(semantic=info.semantic, acoustic=fake)) as writer:
     writer.write(segs[0])
   assert meta.tokens.acoustic.path == CODEC
   wav = str(tmp_path / "y.wav")

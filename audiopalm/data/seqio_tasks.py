@@ -36,7 +36,7 @@ import tensorflow as tf
 from audiopalm.data.mixture import MixtureComponent, component_seed
 from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.formats.base import get_format
-from data_pipeline import dataset_info, shards
+from audiopalm.tokens import dataset_info, schema, shards
 
 def _check_weights(component: MixtureComponent) -> None:
   config = component.resolved_config
@@ -51,7 +51,7 @@ def format_preprocessor(component: MixtureComponent, vocab: Any, base_seed: int 
   fn = get_format(component.format, component.config)
 
   def run(*values):
-    example = shards.example_from_features(dict(zip(shards.FEATURE_NAMES, values)))
+    example = schema.example_from_features(dict(zip(schema.FEATURE_NAMES, values)))
     rng = np.random.default_rng([base_seed, zlib.crc32(example["id"].encode("utf-8"))])
     seqs = [s for s in fn(example, vocab, rng) if len(s)]
     tokens = np.concatenate([s.tokens for s in seqs]).astype(np.int32) if seqs else np.zeros(0, np.int32)
@@ -65,7 +65,7 @@ def format_preprocessor(component: MixtureComponent, vocab: Any, base_seed: int 
 
   def preprocess(dataset: tf.data.Dataset) -> tf.data.Dataset:
     def to_sequences(ex):
-      args = [ex[k] for k in shards.FEATURE_NAMES]
+      args = [ex[k] for k in schema.FEATURE_NAMES]
       tokens, weights, lengths = tf.numpy_function(run, args, (tf.int32, tf.float32, tf.int64), stateful=False)
       tokens.set_shape([None])
       weights.set_shape([None])
@@ -96,7 +96,7 @@ def register(config: SpeechTextConfig, prefix: str = "audiopalm", replace: bool 
     if replace:
       seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add(
-        name, source=seqio.TFExampleDataSource(patterns, shards.feature_spec(), num_input_examples=counts),
+        name, source=seqio.TFExampleDataSource(patterns, schema.feature_spec(), num_input_examples=counts),
         preprocessors=[format_preprocessor(component, vocab, component_seed(config.seed, i))], output_features=features)
     names.append(name)
   if replace:

@@ -10,7 +10,7 @@ from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.data.token_source import TokenShardSource
 from audiopalm.formats.audiopalm_tasks import AsrConfig
 from audiopalm.formats.base import get_format
-from data_pipeline import synthetic
+from audiopalm.tokens import synthetic
 
 
 @pytest.fixture(scope="module")

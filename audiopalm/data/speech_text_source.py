@@ -32,10 +32,10 @@ from audiopalm.data import mixture, packing
 from audiopalm.data.mixture import MixtureComponent
 from audiopalm.data.token_source import TokenShardSource
 from audiopalm.formats import audiolm_stages
+from audiopalm.tokens import dataset_info
 from audiopalm.vocab.build import VocabConfig, build_vocabulary, check_tokens
 from audiopalm.vocab.combined import CombinedVocabulary
 from audiopalm.vocab.spec import VocabSpec
-from data_pipeline import dataset_info
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from audiopalm.data.token_source import TokenShardSource
 from audiopalm.formats.audiolm_stages import DELAY_PAD, CoarseAcousticConfig
 from audiopalm.formats.audiopalm_tasks import ContinuationConfig, TtsConfig
 from audiopalm.data.iterator import BATCH_KEYS
-from data_pipeline import dataset_info, shards, synthetic
+from audiopalm.tokens import dataset_info, schema, shards, synthetic
 
 SMALL = synthetic.SyntheticConfig(examples=60, num_shards=3, min_seconds=1.0, max_seconds=4.0, semantic_vocab=64,
                                   acoustic_vocab=32, num_codebooks=4, words_per_second=2.0)
@@ -38,10 +38,10 @@ PALM = (("asr", 0.5, None), ("tts", 0.3, None), ("continuation", 0.2, Continuati
 
 
 def test_golden_batch_from_a_hand_made_shard(tmp_path):
-  info = shards.TokensInfo(
-      semantic=shards.TokenizerSpec("semantic", "sem", "sem-hand", 16, 1, 25.0, 16000),
-      acoustic=shards.TokenizerSpec("codec", "codec", "codec-hand", 4, 2, 50.0, 16000))
-  segs = [shards.TokenizedSegment(id=f"u{i}", utterance_id=f"u{i}", segment_index=0, source="x.flac", start=0.0,
+  info = schema.TokensInfo(
+      semantic=schema.TokenizerSpec("semantic", "sem", "sem-hand", 16, 1, 25.0, 16000),
+      acoustic=schema.TokenizerSpec("codec", "codec", "codec-hand", 4, 2, 50.0, 16000))
+  segs = [schema.TokenizedSegment(id=f"u{i}", utterance_id=f"u{i}", segment_index=0, source="x.flac", start=0.0,
                                   duration=0.12, transcript=text, language="English", speaker="s",
                                   semantic=np.array(sem), acoustic=np.zeros((2 * len(sem), 2), np.int64))
           for i, (text, sem) in enumerate([("HI", [3, 3, 7]), ("ALL", [5])])]

@@ -1,7 +1,7 @@
-"""Random access to the examples of a token dataset (`data_pipeline` TFRecord shards), for grain.
+"""Random access to the examples of a token dataset (`audiopalm.tokens` TFRecord shards), for grain.
 
     source = TokenShardSource("runs/tokens_demo")     # a grain RandomAccessDataSource
-    len(source), source[i]                             # parsed example dicts (`data_pipeline.shards.parse_example`)
+    len(source), source[i]                             # parsed example dicts (`audiopalm.tokens.schema.parse_example`)
 
 TFRecord files have no index, but their framing makes one cheap: each record is an 8-byte little-endian length,
 a 4-byte length CRC, the data, and a 4-byte data CRC, so reading the headers gives every record's offset.
@@ -24,7 +24,8 @@ import numpy as np
 import tensorflow as tf
 
 from audiopalm.files.atomic import write_bytes_atomic
-from data_pipeline import shards as shards_lib
+from audiopalm.tokens import schema
+from audiopalm.tokens import shards as shards_lib
 
 _HEADER = 12  # uint64 length + uint32 masked CRC of the length
 _FOOTER = 4  # uint32 masked CRC of the data
@@ -121,7 +122,7 @@ class TokenShardSource:
     return f.read(int(self.ends[shard][i]) - start)
 
   def __getitem__(self, index: int) -> dict[str, Any]:
-    return shards_lib.parse_example(self.read(int(index)))
+    return schema.parse_example(self.read(int(index)))
 
   def __repr__(self) -> str:
     return f"TokenShardSource({self.directory!r}, {len(self.paths)} shards, {len(self)} examples)"

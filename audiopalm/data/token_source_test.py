@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from audiopalm.data.token_source import TokenShardSource, record_offsets
-from data_pipeline import shards
-from data_pipeline.shards_test import make_info, make_segment
+from audiopalm.tokens import shards
+from audiopalm.tokens.schema_test import make_info, make_segment
 
 
 def _dataset(tmp_path, sizes=(3, 0, 5)):

@@ -16,13 +16,13 @@ from audiopalm.evaluation.perplexity import perplexity
 from audiopalm.formats.audiopalm_tasks import AsrConfig
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules
-from audiopalm.checkpoints.manager import CheckpointConfig
 from audiopalm.checkpoints.export import load_exported_params
+from audiopalm.checkpoints.manager import CheckpointConfig
 from audiopalm.evaluation.eval_hook import EVAL_FILE, EvalConfig
-from audiopalm.training.trainer import TrainerConfig
 from audiopalm.main.train import train
+from audiopalm.tokens import dataset_info, shards, synthetic
+from audiopalm.training.trainer import TrainerConfig
 from audiopalm.training.trainer_test import TINY
-from data_pipeline import dataset_info, shards, synthetic
 
 SIZES = dict(examples=24, num_shards=2, min_seconds=0.5, max_seconds=1.5, semantic_vocab=64, acoustic_vocab=32,
              num_codebooks=2, words_per_second=2.0)

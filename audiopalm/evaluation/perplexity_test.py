@@ -14,7 +14,7 @@ from audiopalm.evaluation.perplexity import modality_of_ids, perplexity
 from audiopalm.model import Transformer, preset
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.params import unbox
-from data_pipeline import synthetic
+from audiopalm.tokens import synthetic
 
 SMALL = synthetic.SyntheticConfig(examples=40, num_shards=2, min_seconds=1.0, max_seconds=3.0, semantic_vocab=64,
                                   acoustic_vocab=32, num_codebooks=2, words_per_second=2.0)

@@ -1,6 +1,6 @@
 """AudioLM's three stages (Borsos et al. 2022) as training-sequence formats: semantic, coarse and fine acoustic.
 
-Each format turns one token-shard example (`data_pipeline.shards.parse_example`: `semantic` [T_s] codes at
+Each format turns one token-shard example (`audiopalm.tokens.schema.parse_example`: `semantic` [T_s] codes at
 `semantic_frame_rate` Hz, `acoustic` [T_a, Q] RVQ codes at `acoustic_frame_rate` Hz) into one sequence of
 combined-vocabulary ids (`base.TokenSequence`). Notation: sem(x) = `vocab.semantic`, a_q(t) = the id of
 acoustic level q at frame t (`vocab.acoustic`: each level in its own range, AudioLM's per-level offsets),

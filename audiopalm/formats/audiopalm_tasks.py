@@ -2,7 +2,7 @@
 
 Each format is a function `(example, vocab, rng, config) -> Iterator[TokenSequence]`, registered under its name
 with its default config (`functools.partial`), so a mixture names it and may bind another config. An example is a
-`data_pipeline.shards.parse_example` dict (transcript None = no transcript, language None = unknown, `semantic`
+`audiopalm.tokens.schema.parse_example` dict (transcript None = no transcript, language None = unknown, `semantic`
 [T_s] codes, `semantic_frame_rate`); the translation tasks also read `translation_text`, `translation_language`
 and `translation_semantic` [T'] codes, and `interleaved` reads `alignments` when present. Layouts ('|' separates
 the unweighted prompt, weight `prompt_weight`, from the output, weight `output_weight`; EOS is the text

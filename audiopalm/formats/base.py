@@ -1,6 +1,6 @@
 """What a format produces, and the registry of formats by name.
 
-A format turns one example of a token shard (`data_pipeline.shards.parse_example`: id, transcript, language,
+A format turns one example of a token shard (`audiopalm.tokens.schema.parse_example`: id, transcript, language,
 speaker, `semantic` [T_s] codes, `acoustic` [T_a, Q] codes, ...) into zero or more training sequences:
 
     for seq in format_fn(example, vocab, rng):     # TokenSequence; vocab: a CombinedVocabulary

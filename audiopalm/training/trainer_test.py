@@ -72,8 +72,8 @@ def test_model_vocabulary_must_cover_the_input(tmp_path):
 def test_vocab_spec_is_saved_and_a_different_vocabulary_is_refused_on_resume(tmp_path):
   from audiopalm.data.mixture import MixtureComponent  # pylint: disable=import-outside-toplevel
   from audiopalm.data.speech_text_source import SpeechTextConfig  # pylint: disable=import-outside-toplevel
+  from audiopalm.tokens import synthetic  # pylint: disable=import-outside-toplevel
   from audiopalm.vocab.spec import load_spec  # pylint: disable=import-outside-toplevel
-  from data_pipeline import synthetic  # pylint: disable=import-outside-toplevel
 
   def data(name, semantic_vocab):
     synthetic.write_synthetic_dataset(str(tmp_path / name), synthetic.SyntheticConfig(

@@ -15,8 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-from data_pipeline.shards import TokensInfo
-
+from audiopalm.tokens.schema import TokensInfo
 from audiopalm.vocab.combined import CombinedVocabulary, load_text_vocab
 from audiopalm.vocab.spec import TEXT_KINDS, VocabSpec, load_spec, make_spec
 

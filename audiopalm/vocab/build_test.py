@@ -4,9 +4,9 @@ import dataclasses
 
 import pytest
 
+from audiopalm.tokens import synthetic
 from audiopalm.vocab.build import VocabConfig, build_vocabulary, check_tokens
 from audiopalm.vocab.spec import save_spec
-from data_pipeline import synthetic
 
 TOKENS = synthetic.tokens_info(synthetic.SyntheticConfig(semantic_vocab=1024, acoustic_vocab=1024, num_codebooks=12))
 

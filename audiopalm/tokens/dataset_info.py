@@ -31,15 +31,16 @@ from typing import Any, Mapping, Sequence
 import tensorflow as tf
 
 from audiopalm.files.atomic import write_text_atomic
-from data_pipeline import shards as shards_lib
-from data_pipeline.shards import ShardStats, TokensInfo
+from audiopalm.tokens import shards as shards_lib
+from audiopalm.tokens.schema import TokensInfo
+from audiopalm.tokens.shards import ShardStats
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 STATS_FILE = "stats.json"
 TFDS_VERSION = "1.0.0"
 ENCODING = {
-    "example": "tf.train.Example, one per segment (data_pipeline/shards.py)",
+    "example": "tf.train.Example, one per segment (audiopalm/tokens/schema.py)",
     "tokens": "int64 lists of raw codes in [0, vocab_size): no vocabulary offsets, valid frames only",
     "semantic": "[T_s]",
     "acoustic": "[T_a * Q] frame-major (t0q0 t0q1 ...); acoustic_shape = [T_a, Q]",
@@ -163,7 +164,8 @@ def write_dataset_info(output_dir: str, *, tokens: TokensInfo, shards: Sequence[
     output_dir: the directory holding the shards (local or gs://).
     tokens: the tokenizers.
     shards: the statistics of every shard (`ShardWriter.stats`, or `compute_shard_stats`).
-    rejects: rejected utterances per reason (e.g. `records.Reject.code` → count), as the job counted them.
+    rejects: rejected utterances per reason (e.g. `data_pipeline.records.Reject.code` → count), as the job
+      counted them.
     dataset_name: the name in the shard file names.
     description: free text, also TFDS's description.
     extra_stats: more JSON-serialisable entries for stats.json (input counts, timings, ...).
@@ -202,7 +204,7 @@ def read_stats(output_dir: str) -> dict[str, Any]:
 
 
 def tfds_features(num_codebooks: int) -> Any:
-  """The `tfds.features.FeaturesDict` of the examples, matching `shards.to_example` feature by feature.
+  """The `tfds.features.FeaturesDict` of the examples, matching `schema.to_example` feature by feature.
 
   Tokens decode to int32: semantic [T_s], acoustic [T_a, Q] (the int64 list is parsed as a sequence of
   Q-vectors). Text decodes to tf.string; has_transcript to bool.

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from data_pipeline import dataset_info, shards
-from data_pipeline.shards_test import make_info, make_segment
+from audiopalm.tokens import dataset_info, shards
+from audiopalm.tokens.schema_test import make_info, make_segment
 
 
 def write_dataset(out: str, num_codebooks: int, layout: dict[str, list[int]], dataset_name: str = "demo_tokens"):

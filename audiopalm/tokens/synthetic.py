@@ -1,22 +1,23 @@
 """Synthetic token datasets: real shards and metadata with random codes, for benchmarks and loader tests.
 
-    python -m data_pipeline.synthetic --output=/tmp/synth --examples=2000 --min_seconds=5 --max_seconds=30
+    meta = write_synthetic_dataset("/tmp/synth", SyntheticConfig(examples=2000, min_seconds=5, max_seconds=30))
+    info, seg = tokens_info(cfg), segment(cfg, i)   # the tokenizers, and segment i, for shards written by hand
 
 writes what `data_pipeline.tokenize` writes (TFRecord shards, metadata.json, stats.json, TFDS files) for
 `examples` segments of uniformly drawn durations at the given token rates, with random-word transcripts of
 `words_per_second`. The codes are random, so only sizes and speeds mean anything: loaders, packing and
-benchmarks can run at LibriLight-like lengths without audio or tokenizers.
+benchmarks can run at LibriLight-like lengths without audio or tokenizers. From the command line:
+`python -m tools.make_synthetic_tokens --output=/tmp/synth --examples=2000 --min_seconds=5 --max_seconds=30`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 
 import numpy as np
 
-from data_pipeline import dataset_info, shards
+from audiopalm.tokens import dataset_info, schema, shards
 
 _WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have an "
           "they you were her she there one all we their been has would when if more will out so said what up its "
@@ -53,21 +54,21 @@ class SyntheticConfig:
   seed: int = 0
 
 
-def tokens_info(cfg: SyntheticConfig) -> shards.TokensInfo:
-  return shards.TokensInfo(
-      semantic=shards.TokenizerSpec("semantic", "synthetic", f"semantic-synthetic-k{cfg.semantic_vocab}",
+def tokens_info(cfg: SyntheticConfig) -> schema.TokensInfo:
+  return schema.TokensInfo(
+      semantic=schema.TokenizerSpec("semantic", "synthetic", f"semantic-synthetic-k{cfg.semantic_vocab}",
                                     cfg.semantic_vocab, 1, cfg.semantic_rate, 16000),
-      acoustic=shards.TokenizerSpec("codec", "synthetic", f"codec-synthetic-k{cfg.acoustic_vocab}-q{cfg.num_codebooks}",
+      acoustic=schema.TokenizerSpec("codec", "synthetic", f"codec-synthetic-k{cfg.acoustic_vocab}-q{cfg.num_codebooks}",
                                     cfg.acoustic_vocab, cfg.num_codebooks, cfg.acoustic_rate, 16000))
 
 
-def segment(cfg: SyntheticConfig, i: int) -> shards.TokenizedSegment:
+def segment(cfg: SyntheticConfig, i: int) -> schema.TokenizedSegment:
   """Segment i (a pure function of the config's seed and i)."""
   rng = np.random.default_rng([cfg.seed, i])
   seconds = float(rng.uniform(cfg.min_seconds, cfg.max_seconds))
   words = int(round(seconds * cfg.words_per_second))
   transcript = " ".join(rng.choice(_WORDS, words)) if cfg.words_per_second > 0 else None
-  return shards.TokenizedSegment(
+  return schema.TokenizedSegment(
       id=f"synth{i:07d}_0000", utterance_id=f"synth{i:07d}", segment_index=0, source=f"synthetic/{i}.flac",
       start=0.0, duration=seconds, transcript=transcript, language=cfg.language, speaker=f"spk{i % 97}",
       semantic=rng.integers(0, cfg.semantic_vocab, int(seconds * cfg.semantic_rate)),  # [T_s]
@@ -89,17 +90,3 @@ def write_synthetic_dataset(output_dir: str, cfg: SyntheticConfig = SyntheticCon
     stats.append(writer.stats)
   return dataset_info.write_dataset_info(output_dir, tokens=info, shards=stats, description="synthetic (random codes)")
 
-
-def main(argv: list[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-  parser.add_argument("--output", required=True, help="dataset directory to write")
-  for field in dataclasses.fields(SyntheticConfig):
-    parser.add_argument(f"--{field.name}", type=type(field.default), default=field.default)
-  args = parser.parse_args(argv)
-  cfg = SyntheticConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SyntheticConfig)})
-  meta = write_synthetic_dataset(args.output, cfg)
-  print(f"wrote {meta.totals.examples} examples ({meta.totals.hours:.2f} h) in {cfg.num_shards} shards to {args.output}")
-
-
-if __name__ == "__main__":
-  main()
