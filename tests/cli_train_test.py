@@ -13,8 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from audiopalm.model import Transformer, TransformerConfig
 from audiopalm.checkpoints.export import load_exported_params
+from audiopalm.model import Transformer, TransformerConfig
 from audiopalm.model.params import abstract_params
 from audiopalm.sharding.params import unbox
 from audiopalm.vocab.spec import load_spec

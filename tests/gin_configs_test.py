@@ -1,4 +1,4 @@
-"""Every gin file parses; the model gin files agree with the Python presets; bad bindings fail clearly."""
+"""Every gin file parses; the presets are the model gin files; bad bindings fail clearly."""
 
 import pathlib
 import shlex
@@ -8,11 +8,12 @@ import sys
 import gin
 import pytest
 
-from audiopalm.main import configurables  # noqa: F401  (registers the gin configurables)
-from data_pipeline import configurables as _tokenize_configurables  # noqa: F401
 from audiopalm.cli.gin_flags import GIN_ROOT, parse_gin, query, split_gin_bindings
-from audiopalm.codec.config import PRESETS as CODEC_PRESETS
-from audiopalm.model import PRESETS
+from audiopalm.codec.config import CodecConfig
+from audiopalm.main import fit_kmeans, train, train_codec  # noqa: F401  (register the entry functions with gin)
+from audiopalm.main.presets import codec_preset, codec_presets, model_preset, model_presets
+from audiopalm.model import TransformerConfig
+from data_pipeline import configurables as _tokenize_configurables  # noqa: F401
 
 ALL_GIN_FILES = sorted(str(p.relative_to(GIN_ROOT)) for p in GIN_ROOT.rglob("*.gin"))
 
@@ -44,16 +45,27 @@ def test_gin_file_parses(name):
   parse_gin(files, bindings, allow_required=not runnable)
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
-def test_model_gin_file_matches_python_preset(name):
+def test_presets_are_the_model_gin_files():
+  """A preset is written once, as a gin file; `model_preset` / `codec_preset` read it for code outside gin."""
+  assert model_presets() == ["demo", "palm_1b", "palm_8b", "tiny"]
+  assert codec_presets() == ["demo_16khz", "encodec_24khz", "soundstream_16khz", "soundstream_24khz", "tiny"]
+  tiny = model_preset("tiny")
+  assert tiny == TransformerConfig(vocab_size=512, d_model=128, num_layers=2, num_heads=4, num_kv_heads=1,
+                                   head_dim=32, d_ff=512)
+  assert model_preset("demo") == tiny.replace(num_layers=4)  # models/demo.gin includes models/tiny.gin
+  assert model_preset("palm_8b", vocab_size=1024).vocab_size == 1024
+  assert codec_preset("soundstream_16khz") == CodecConfig()  # CodecConfig's defaults are AudioLM's SoundStream
+  assert codec_preset("demo_16khz").codebook_size == 256
+  with pytest.raises(ValueError, match="unknown model preset 'palm_9b'; choose one of"):
+    model_preset("palm_9b")
+  with pytest.raises(ValueError, match="unknown codec preset 'nope'"):
+    codec_preset("nope")
+
+
+@pytest.mark.parametrize("name", model_presets())
+def test_a_preset_is_what_an_entry_point_reads(name):
   parse_gin([f"models/{name}.gin"], [])
-  assert query("MODEL") == PRESETS[name]
-
-
-@pytest.mark.parametrize("name", sorted(p.stem for p in (GIN_ROOT / "models" / "codec").glob("*.gin")))
-def test_codec_gin_file_matches_python_preset(name):
-  parse_gin([f"models/codec/{name}.gin"], [])
-  assert query("CODEC") == CODEC_PRESETS[name]
+  assert query("MODEL") == model_preset(name)
 
 
 def test_cli_bindings_are_quoted_when_bare():
@@ -103,7 +115,7 @@ def test_cli_rejects_bad_mesh_before_compiling(tmp_path):
   """Mesh sizes that do not divide the device count fail with a message naming them (no compile)."""
   cmd = [sys.executable, "-m", "audiopalm.main.train", "--gin_file=gin_configs/experiments/tiny.gin",
          f"--gin.MODEL_DIR={tmp_path}", "--gin.MeshConfig.ici={'data': 3, 'fsdp': 1, 'tensor': 1}"]
-  proc = subprocess.run(cmd, cwd=pathlib.Path(__file__).resolve().parents[2], capture_output=True, text=True,
+  proc = subprocess.run(cmd, cwd=pathlib.Path(__file__).resolve().parents[1], capture_output=True, text=True,
                         timeout=300, check=False)
   assert proc.returncode != 0
   assert "uses 3 devices but" in proc.stderr

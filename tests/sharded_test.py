@@ -4,19 +4,20 @@ import jax
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from audiopalm.model import Transformer, preset
+from audiopalm.main.presets import model_preset
+from audiopalm.model import Transformer
 from audiopalm.sharding import axes
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
+from audiopalm.sharding.params import sharding_context
 from audiopalm.sharding.rules import ShardingRules, batch_sharding
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
 from audiopalm.training.train_state import init_train_state
-from audiopalm.sharding.params import sharding_context
 from audiopalm.training.train_step import TrainStepConfig, make_train_step
 
 # Loss and gradient norm on 8 devices vs 1 device: same math, different reduction order.
 SHARDED_VS_SINGLE_RTOL = 1e-5
 
-CFG = preset("tiny", num_kv_heads=2)  # GQA, so kv heads could be sharded by other rules
+CFG = model_preset("tiny", num_kv_heads=2)  # GQA, so kv heads could be sharded by other rules
 RULES = ShardingRules()
 
 
@@ -82,9 +83,10 @@ def test_loss_on_8_devices_equals_1_device():
 
 
 def test_every_parameter_has_logical_names():
-  from audiopalm.model.params import abstract_params  # pylint: disable=import-outside-toplevel
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
-  boxed = abstract_params(Transformer(preset("palm_8b")))
+
+  from audiopalm.model.params import abstract_params  # pylint: disable=import-outside-toplevel
+  boxed = abstract_params(Transformer(model_preset("palm_8b")))
   specs = jax.tree.leaves(nn.get_partition_spec(boxed), is_leaf=lambda x: isinstance(x, P))
   for spec in specs:
     assert len(spec) > 0 and all(name is None or name in axes.ALL_AXES for name in spec)

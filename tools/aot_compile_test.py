@@ -1,6 +1,7 @@
-"""The ahead-of-time check: topology names, the analytical plan (its state part exact against a real sharded
-state), verdicts and refusals, and a real TPU compilation on this CPU machine with the TPU compiler (libtpu,
-installed apart from the project's environment, as the tool's documentation says)."""
+"""The ahead-of-time check: it lowers exactly the program a run compiles (StableHLO equal to the train step JAX
+dumps from a real run of the same gin files), topology names, the analytical plan (its state part exact against a
+real sharded state), verdicts and refusals, and a real TPU compilation on this CPU machine with the TPU compiler
+(libtpu, installed apart from the project's environment, as the tool's documentation says)."""
 
 import json
 import os
@@ -8,10 +9,13 @@ import pathlib
 import subprocess
 import sys
 
+import gin
 import jax
 import pytest
 
-from audiopalm.model import Transformer, preset
+from audiopalm.cli.gin_flags import parse_gin, split_gin_bindings
+from audiopalm.main.presets import model_preset
+from audiopalm.model import Transformer
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer
@@ -19,6 +23,38 @@ from audiopalm.training.train_state import init_train_state, state_shardings
 from tools import aot_compile
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+# A run whose program depends on more than the model: per-group learning rates (the trainer's lr_scales), a
+# 2 x 2 x 2 mesh, two microbatches.
+RUN = ["--gin_file=gin_configs/experiments/tiny.gin", "--gin.ParamGroupsConfig.text_rows_lr_scale=0.5",
+       "--gin.ParamGroupsConfig.other_lr_scale=2.0", "--gin.MeshConfig.ici={'data': 2, 'fsdp': 2, 'tensor': 2}",
+       "--gin.TrainStepConfig.grad_accum_steps=2"]
+
+
+def _lowered_by_aot_compile(flags: list[str]) -> str:
+  gin.clear_config()
+  try:
+    parse_gin([f.split("=", 1)[1] for f in flags if f.startswith("--gin_file=")], split_gin_bindings(flags)[1],
+              allow_required=True)
+    return aot_compile.RunStep.from_gin().lower(jax.devices()).as_text(debug_info=False)
+  finally:
+    gin.clear_config()
+
+
+@pytest.mark.slow
+def test_lowers_the_program_a_run_compiles(tmp_path):
+  """One step of a real run (`python -m audiopalm.main.train`, JAX dumping the IR of what it compiles) and the
+  tool's lowering for the same gin files and devices: the same StableHLO, character for character."""
+  dump = tmp_path / "ir"
+  env = {**os.environ, "JAX_DUMP_IR_TO": str(dump), "JAX_INCLUDE_DEBUG_INFO_IN_DUMPS": "false"}
+  proc = subprocess.run([sys.executable, "-m", "audiopalm.main.train", *RUN, f"--gin.MODEL_DIR={tmp_path / 'run'}",
+                         "--gin.TRAIN_STEPS=1"], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  (step,) = dump.glob("*jit_train_step*.mlir")  # the trainer compiles one train step
+  assert _lowered_by_aot_compile(RUN) == step.read_text()
+  # The comparison sees what the old tool missed: without the run's param groups the program differs.
+  assert _lowered_by_aot_compile(RUN[:1] + RUN[3:]) != step.read_text()
 
 
 @pytest.mark.parametrize("name, generation, grid, hbm", [
@@ -39,7 +75,7 @@ def test_unknown_topologies_are_refused(name, message):
 
 def test_state_part_of_the_analytical_plan_is_exact():
   """Bytes per device of parameters and optimizer state: the plan (abstract mesh) = a real sharded state."""
-  cfg = preset("tiny")
+  cfg = model_preset("tiny")
   mesh_cfg = MeshConfig(ici={"data": 2, "fsdp": 2, "tensor": 2})
   tx = make_optimizer(OptimizerConfig(name="adamw"))
   abstract, shardings = state_shardings(Transformer(cfg), tx, aot_compile.abstract_mesh(mesh_cfg, 8, 1),
@@ -58,21 +94,27 @@ def _run(*args, env=None):
                         timeout=900, env={**os.environ, **(env or {})})
 
 
+def _text_run(model: str, batch_size: int, seq_len: int) -> list[str]:
+  """A text pretraining run's flags (MODEL_DIR and TRAIN_STEPS left out: the check does not need them)."""
+  return [f"--gin_file=models/{model}.gin", "--gin_file=runs/pretrain_text.gin", "--gin.TEXT_FILES=('README.md',)",
+          f"--gin.BATCH_SIZE={batch_size}", f"--gin.SEQ_LEN={seq_len}"]
+
+
 def test_verdicts_and_refusals(tmp_path):
-  fits = _run("--topology=v5p-256", "--preset=palm_8b", "--batch_size=256", "--seq_len=2048", "--analytical_only",
+  fits = _run("--topology=v5p-256", *_text_run("palm_8b", 256, 2048), "--analytical_only",
               f"--output={tmp_path / 'plan.json'}")
   assert fits.returncode == 0 and "FITS" in fits.stdout, fits.stderr
   plan = json.loads((tmp_path / "plan.json").read_text())
   assert plan["mesh"] == {"data": 1, "fsdp": 128, "tensor": 1} and plan["compiled"] is None
+  assert (plan["batch_size"], plan["seq_len"], plan["optimizer"]) == (256, 2048, "adafactor")  # the run's
   assert aot_compile.libtpu_requirement().startswith("libtpu==")  # what the installed jax[tpu] pins
   assert 8.5e9 < plan["model"]["params"] < 8.7e9  # PaLM 8B at this vocabulary
   # The same model on 16 chips of 16 GiB: the f32 state alone is ~8 GiB per chip, plus the activations.
-  big = _run("--topology=v5litepod-16", "--preset=palm_8b", "--batch_size=256", "--seq_len=2048",
-             "--analytical_only")
+  big = _run("--topology=v5litepod-16", *_text_run("palm_8b", 256, 2048), "--analytical_only")
   assert big.returncode == 1 and "DOES NOT FIT" in big.stdout
-  bad_mesh = _run("--topology=v5p-8", "--preset=tiny", "--batch_size=16", "--seq_len=128", "--ici=tensor=3")
+  bad_mesh = _run("--topology=v5p-8", *_text_run("tiny", 16, 128), "--gin.MeshConfig.ici={'tensor': 3}")
   assert bad_mesh.returncode == 2 and "aot_compile:" in bad_mesh.stderr and "tensor" in bad_mesh.stderr
-  bad_batch = _run("--topology=v5p-16", "--preset=tiny", "--batch_size=6", "--seq_len=128")
+  bad_batch = _run("--topology=v5p-16", *_text_run("tiny", 6, 128))
   assert bad_batch.returncode == 2 and "global_batch_size 6 must be divisible" in bad_batch.stderr
 
 
@@ -89,15 +131,16 @@ def libtpu(tmp_path_factory) -> pathlib.Path:
 @pytest.mark.slow
 def test_compiles_the_train_step_for_a_tpu_slice_and_a_multi_slice(libtpu, tmp_path):
   env = {"PYTHONPATH": f"{REPO}{os.pathsep}{libtpu}", "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
-  one = _run("--topology=v5p-16", "--preset=tiny", "--batch_size=16", "--seq_len=128", "--remat=full",
+  one = _run("--topology=v5p-16", *_text_run("tiny", 16, 128), "--gin.TransformerConfig.remat='full'",
              f"--output={tmp_path / 'one.json'}", env=env)
   assert one.returncode == 0, one.stdout + one.stderr[-3000:]
   plan = json.loads((tmp_path / "one.json").read_text())
   assert plan["compiled"]["devices"] == 8 and plan["compiled"]["device_kind"].startswith("TPU v5")
   assert plan["compiled"]["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
   assert plan["compiled"]["total_bytes"] > 0 and "compiled for 8 x TPU v5" in one.stdout
-  two = _run("--topology=v5p-8", "--num_slices=2", "--preset=tiny", "--batch_size=16", "--seq_len=128",
-             "--ici=fsdp=2,tensor=2", f"--output={tmp_path / 'two.json'}", env=env)
+  two = _run("--topology=v5p-8", "--num_slices=2", *_text_run("tiny", 16, 128),
+             "--gin.MeshConfig.ici={'fsdp': 2, 'tensor': 2}", "--gin.MeshConfig.dcn={'data': 2}",
+             f"--output={tmp_path / 'two.json'}", env=env)
   assert two.returncode == 0, two.stdout + two.stderr[-3000:]
   plan = json.loads((tmp_path / "two.json").read_text())
   assert plan["compiled"]["devices"] == 8 and plan["compiled"]["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}

@@ -43,7 +43,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from audiopalm.inference import generate
-from audiopalm.model import Transformer, TransformerConfig, param_count, preset
+from audiopalm.main.presets import model_preset
+from audiopalm.model import Transformer, TransformerConfig, param_count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +137,7 @@ def format_table(rows: Sequence[DecodeRow], cfg: TransformerConfig) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m tools.benchmark_decode", description=__doc__.split("\n\n")[0])
-  p.add_argument("--preset", default="tiny", help="model preset name (audiopalm.model.PRESETS)")
+  p.add_argument("--preset", default="tiny", help="model preset: a gin_configs/models/*.gin name (tiny, demo, palm_1b, palm_8b)")
   p.add_argument("--batch_sizes", default="1,8,32", help="comma-separated batch sizes")
   p.add_argument("--prompt_len", type=int, default=64, help="tokens per prompt (all rows the same length)")
   p.add_argument("--new_tokens", type=int, default=128, help="max_new_tokens (every row runs all of them)")
@@ -149,7 +150,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
   args = parse_args(argv)
   overrides = {"dtype": args.dtype} if args.dtype else {}
-  cfg = preset(args.preset, **overrides)
+  cfg = model_preset(args.preset, **overrides)
   name = args.preset + (f" + dtype={args.dtype}" if args.dtype else "")
   rows = benchmark_rows(cfg=cfg, batch_sizes=[int(b) for b in args.batch_sizes.split(",") if b.strip()],
                         prompt_len=args.prompt_len, new_tokens=args.new_tokens, repeats=args.repeats,

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from audiopalm.model import preset
+from audiopalm.main.presets import model_preset
 from tools import benchmark_decode
 
 
@@ -12,7 +12,7 @@ def test_rows_have_finite_positive_timings_and_all_tokens():
   # 48 new tokens: the n = 48 minus n = 1 difference stays well above the timing noise of a few calls. Medians of
   # 5: with one call each, one stall of the n = 1 call on a loaded machine (15.7 ms against 1.4) made the
   # difference negative.
-  rows = benchmark_decode.benchmark_rows(cfg=preset("tiny"), batch_sizes=(1, 2), prompt_len=8, new_tokens=48,
+  rows = benchmark_decode.benchmark_rows(cfg=model_preset("tiny"), batch_sizes=(1, 2), prompt_len=8, new_tokens=48,
                                          repeats=5, preset_name="tiny")
   assert [r.batch for r in rows] == [1, 2]
   for r in rows:
@@ -21,7 +21,7 @@ def test_rows_have_finite_positive_timings_and_all_tokens():
     for value in (r.compile_s, r.prefill_ms, r.total_ms, r.step_ms, r.step_tokens_per_s, r.total_tokens_per_s):
       assert math.isfinite(value) and value > 0
   with pytest.raises(ValueError, match="new_tokens >= 2"):
-    benchmark_decode.benchmark_rows(cfg=preset("tiny"), batch_sizes=(1,), new_tokens=1)
+    benchmark_decode.benchmark_rows(cfg=model_preset("tiny"), batch_sizes=(1,), new_tokens=1)
 
 
 def test_main_prints_table(capsys):

@@ -40,10 +40,9 @@ from typing import Sequence
 
 from etils import epath
 
-from audiopalm.main import pipeline
 from audiopalm.evaluation.wer import normalize
 from audiopalm.files.atomic import write_text_atomic
-from tools import evaluate
+from audiopalm.main import evaluate, pipeline
 from tools import make_demo_corpus as corpus
 
 CORPUS_SEED = 0  # the bundled corpus's --seed (audiopalm/data/assets/demo_speech/README.md)

@@ -4,8 +4,8 @@
     python -m tools.benchmark_train --preset=palm_1b --dtype=bfloat16 --remat=dots_no_batch \
         --batch_size=16 --seq_len=2048 --grad_accum_steps=4 --steps=20 --warmup_steps=3
 
-The state is initialised sharded (`init_train_state`), `make_train_step` is
-jitted with the trainer's in/out shardings and `donate_argnums=0`, and a random
+The state is initialised sharded (`init_train_state`), the step is the trainer's own
+(`audiopalm.training.trainer.step_program`: its in/out shardings and donation), and a random
 token batch is generated once, directly in the batch sharding, so the input
 pipeline is not measured. After `--warmup_steps` steps (compilation is timed
 separately before them), `--steps` steps are timed one by one, each until
@@ -34,17 +34,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from audiopalm.model import Transformer, TransformerConfig, flops_per_token, param_count, preset
+from audiopalm.data.iterator import Batch
+from audiopalm.main.presets import model_preset
+from audiopalm.model import TransformerConfig, flops_per_token, param_count
 from audiopalm.model.config import REMAT_POLICIES
 from audiopalm.sharding.mesh import MeshConfig, make_mesh, parse_axis_sizes
+from audiopalm.sharding.params import sharding_context
 from audiopalm.sharding.rules import ShardingRules, batch_sharding
 from audiopalm.training.metrics import mfu, peak_flops_per_device
-from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
-from audiopalm.training.train_state import init_train_state, state_shardings
-from audiopalm.sharding.params import sharding_context
-from audiopalm.data.iterator import Batch
-from audiopalm.training.train_step import TrainStepConfig, make_train_step
-from audiopalm.training.trainer import validate_inputs
+from audiopalm.training.optimizer import OptimizerConfig
+from audiopalm.training.param_groups import ParamGroupsConfig
+from audiopalm.training.train_state import init_train_state
+from audiopalm.training.train_step import TrainStepConfig
+from audiopalm.training.trainer import step_program, validate_inputs
 
 # Architecture fields that may be overridden from the command line (ints).
 ARCH_OVERRIDES = ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "d_ff")
@@ -173,15 +175,13 @@ def run_benchmark(*, model_cfg: TransformerConfig, preset_name: str = "custom", 
   validate_inputs(batch_size, seq_len, None, model_cfg, input_sharding, step_cfg)
   devices = list(device_mesh.devices.flat)
 
-  net = Transformer(model_cfg)
-  tx = make_optimizer(optimizer_cfg)
-  _, shardings = state_shardings(net, tx, device_mesh, rules)
-  step_fn = jax.jit(make_train_step(net, tx, step_cfg, make_schedule(optimizer_cfg)),
-                    in_shardings=(shardings, input_sharding), out_shardings=(shardings, None), donate_argnums=0)
+  program = step_program(model=model_cfg, optimizer=optimizer_cfg, step=step_cfg, param_groups=ParamGroupsConfig(),
+                         vocab_spec=None, mesh=device_mesh, rules=rules)
+  step_fn = program.step_fn
 
   _progress(f"initialising {preset_name} ({param_count(model_cfg) / 1e6:.2f}M params) on mesh "
             f"{dict(device_mesh.shape)} ...")
-  state = init_train_state(net, tx, device_mesh, rules, seed)  # enters sharding_context itself, as in the trainer
+  state = init_train_state(program.net, program.tx, device_mesh, rules, seed)  # enters sharding_context itself, as in the trainer
   with sharding_context(device_mesh, rules):
     batch = make_synthetic_batch(batch_size=batch_size, seq_len=seq_len, vocab_size=model_cfg.vocab_size,
                                  sharding=input_sharding, seed=seed + 1)
@@ -280,7 +280,7 @@ def format_report(r: BenchmarkResult) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m tools.benchmark_train", description=__doc__.split("\n\n")[0])
-  p.add_argument("--preset", default="tiny", help="model preset name (audiopalm.model.PRESETS)")
+  p.add_argument("--preset", default="tiny", help="model preset: a gin_configs/models/*.gin name (tiny, demo, palm_1b, palm_8b)")
   p.add_argument("--batch_size", type=int, default=16, help="global batch size (sequences)")
   p.add_argument("--seq_len", type=int, default=128)
   p.add_argument("--steps", type=int, default=10, help="timed steps")
@@ -310,7 +310,7 @@ def benchmark_kwargs(args: argparse.Namespace) -> dict[str, Any]:
   overrides = {k: getattr(args, k) for k in ("dtype", "remat", "attention") + ARCH_OVERRIDES
                if getattr(args, k) is not None}
   name = args.preset + (" + " + ",".join(f"{k}={v}" for k, v in overrides.items()) if overrides else "")
-  return dict(model_cfg=preset(args.preset, **overrides), preset_name=name, batch_size=args.batch_size,
+  return dict(model_cfg=model_preset(args.preset, **overrides), preset_name=name, batch_size=args.batch_size,
               seq_len=args.seq_len, steps=args.steps, warmup_steps=args.warmup_steps,
               mesh_cfg=MeshConfig(ici=parse_axis_sizes(args.mesh)),
               step_cfg=TrainStepConfig(grad_accum_steps=args.grad_accum_steps,

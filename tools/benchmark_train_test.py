@@ -4,14 +4,14 @@ import math
 
 import pytest
 
-from audiopalm.model import preset
+from audiopalm.main.presets import model_preset
 from audiopalm.sharding.mesh import MeshConfig, parse_axis_sizes
 from tools import benchmark_train
 
 
 def test_run_benchmark_tiny_returns_finite_positive_figures():
   result = benchmark_train.run_benchmark(
-      model_cfg=preset("tiny"), preset_name="tiny", batch_size=8, seq_len=16, steps=2, warmup_steps=1,
+      model_cfg=model_preset("tiny"), preset_name="tiny", batch_size=8, seq_len=16, steps=2, warmup_steps=1,
       mesh_cfg=MeshConfig(ici={"data": 2, "fsdp": -1, "tensor": 1}), matmul_peak="always", matmul_size=128)
   assert result.num_devices >= 1 and result.global_batch == 8 and result.seq_len == 16
   assert result.tokens_per_s > 0 and result.step_time_median_s > 0 and result.flops_per_token > 0
@@ -22,7 +22,7 @@ def test_run_benchmark_tiny_returns_finite_positive_figures():
 
 
 def test_peak_override_gives_mfu_and_parse_axis_sizes():
-  result = benchmark_train.run_benchmark(model_cfg=preset("tiny"), batch_size=8, seq_len=16, steps=1,
+  result = benchmark_train.run_benchmark(model_cfg=model_preset("tiny"), batch_size=8, seq_len=16, steps=1,
                                          warmup_steps=0, peak_flops_override=1e12, matmul_peak="never")
   assert result.peak_source == "override" and math.isfinite(result.mfu) and result.mfu > 0
   assert result.matmul_peak_flops_per_device is None

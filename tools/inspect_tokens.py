@@ -225,7 +225,7 @@ def _decode(*, directory: str, meta: dataset_info.DatasetMetadata | None, paths:
   # Imported here: the report alone needs no JAX.
   from audiopalm.audio.io import write_audio  # pylint: disable=import-outside-toplevel
   from audiopalm.codec.checkpoint import load_codec  # pylint: disable=import-outside-toplevel
-  from audiopalm.tokenizers.codec_tokenizer import CodecTokenizer  # pylint: disable=import-outside-toplevel
+  from audiopalm.codec.tokenizer import CodecTokenizer  # pylint: disable=import-outside-toplevel
 
   if out is None:
     print("error: --decode_id needs --out", file=sys.stderr)

@@ -40,8 +40,9 @@ import jax
 import numpy as np
 
 from audiopalm.audio.io import INPUT_SUFFIXES, AudioDecodeError, collect_inputs, load_audio, write_audio
-from audiopalm.codec import checkpoint, spectral
+from audiopalm.codec import checkpoint
 from audiopalm.codec import model as codec_model
+from audiopalm.codec import spectral
 from audiopalm.codec.config import CodecConfig
 
 METRIC_SEGMENT_SECONDS = 60.0

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from audiopalm.codec import checkpoint, config as config_lib, model as codec_model
+from audiopalm.codec import checkpoint
+from audiopalm.codec import model as codec_model
+from audiopalm.main.presets import codec_preset
 from tools import resynthesize
 
 DEMO = pathlib.Path(__file__).resolve().parents[1] / "audiopalm" / "data" / "assets" / "demo_speech"
@@ -32,7 +34,7 @@ def _random_variables(cfg, seed=0):
 @pytest.fixture(scope="module")
 def codec_dir(tmp_path_factory):
   path = tmp_path_factory.mktemp("codec") / "tiny"
-  cfg = config_lib.preset("tiny")
+  cfg = codec_preset("tiny")
   checkpoint.save_codec(str(path), cfg, _random_variables(cfg))
   return str(path)
 

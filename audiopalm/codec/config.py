@@ -1,4 +1,4 @@
-"""The codec's architecture: one frozen config for SoundStream- and EnCodec-style codecs, plus presets.
+"""The codec's architecture: one frozen config for SoundStream- and EnCodec-style codecs.
 
 One SEANet-style layout covers both papers (`../shared/reference/papers.md`):
 
@@ -12,6 +12,9 @@ One SEANet-style layout covers both papers (`../shared/reference/papers.md`):
 
 Every convolution is causal: it sees only the current and past samples, so encoding can run chunk by chunk
 with carried state, and padding after the end of a recording never changes an earlier frame.
+
+The defaults are AudioLM's SoundStream at 16 kHz (50 Hz × 12 levels × 1024). Named presets are gin files,
+`gin_configs/models/codec/*.gin` (`audiopalm.main.presets.codec_preset` reads them in Python).
 
 SoundStream (`soundstream_*` presets): residual units with dilations (1, 3, 9), kernel 7, identity skip,
 no LSTM, no weight norm, zero left padding, encoder output kernel 3. EnCodec (`encodec_24khz`): one residual
@@ -128,30 +131,3 @@ class CodecConfig:
   def bottleneck_channels(self) -> int:
     """Channels at the deepest point (after the last downsampling)."""
     return self.channels * 2 ** len(self.strides)
-
-
-PRESETS: dict[str, CodecConfig] = {
-    # AudioLM's acoustic tokenizer: 16 kHz, hop 320 → 50 Hz, 12 levels × 1024 = 6 kbps.
-    "soundstream_16khz": CodecConfig(),
-    # SoundStream at 24 kHz: hop 320 → 75 Hz, 8 levels × 1024 = 6 kbps (the paper's 24 kHz model).
-    "soundstream_24khz": CodecConfig(sample_rate=24000, num_quantizers=8),
-    # transformers.EncodecModel's default (facebook/encodec_24khz): 75 Hz, up to 32 levels (24 kbps).
-    "encodec_24khz": CodecConfig(
-        sample_rate=24000, channels=32, strides=(2, 4, 5, 8), latent_dim=128, dilations=(1,),
-        residual_kernel_size=3, residual_compress=2, residual_conv_shortcut=True, first_kernel_size=7,
-        encoder_last_kernel_size=7, decoder_last_kernel_size=7, lstm_layers=2, weight_norm=True,
-        pad_mode="reflect", num_quantizers=32, kmeans_iters=50),
-    # Small enough to train on 2 CPU cores in under an hour (codec_demo.gin): 16 kHz, hop 320 → 50 Hz,
-    # 8 levels × 256 codes; the bundled demo codec (audiopalm/data/assets/demo_codec) is this preset.
-    "demo_16khz": CodecConfig(channels=8, latent_dim=64, codebook_size=256, num_quantizers=8),
-    # Unit tests only.
-    "tiny": CodecConfig(channels=4, strides=(2, 4), latent_dim=8, dilations=(1, 3), codebook_size=16,
-                        num_quantizers=4),
-}
-
-
-def preset(name: str, **overrides) -> CodecConfig:
-  """A preset by name, with fields overridden; unknown names list the choices."""
-  if name not in PRESETS:
-    raise ValueError(f"unknown codec preset {name!r}; choose one of {sorted(PRESETS)}")
-  return dataclasses.replace(PRESETS[name], **overrides)

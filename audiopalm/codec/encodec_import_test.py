@@ -11,7 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from audiopalm.codec import checkpoint, config as config_lib, encodec_import, model as model_lib
+from audiopalm.codec import checkpoint, encodec_import
+from audiopalm.codec import model as model_lib
+from audiopalm.main.presets import codec_preset
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -108,7 +110,7 @@ def test_partial_last_frame_is_the_only_difference(tmp_path):
 
 def test_default_config_maps_to_the_preset():
   hf = transformers.EncodecConfig().to_dict()
-  assert encodec_import.config_from_hf(hf) == config_lib.preset("encodec_24khz")
+  assert encodec_import.config_from_hf(hf) == codec_preset("encodec_24khz")
 
 
 @pytest.mark.parametrize("override,message", [

@@ -2,12 +2,14 @@ import jax
 import numpy as np
 import pytest
 
-from audiopalm.codec import config as config_lib, model as model_lib
+from audiopalm.codec import config as config_lib
+from audiopalm.codec import model as model_lib
+from audiopalm.main.presets import codec_preset
 
 # The tiny preset (zero padding, no LSTM) and an EnCodec-like one (reflect padding, LSTM, weight norm).
 CONFIGS = {
-    "tiny": config_lib.preset("tiny"),
-    "encodec_like": config_lib.preset("tiny", lstm_layers=2, weight_norm=True, pad_mode="reflect",
+    "tiny": codec_preset("tiny"),
+    "encodec_like": codec_preset("tiny", lstm_layers=2, weight_norm=True, pad_mode="reflect",
                                       residual_conv_shortcut=True, residual_compress=2, residual_kernel_size=3,
                                       encoder_last_kernel_size=7),
 }
@@ -72,14 +74,14 @@ def test_fewer_levels_and_bitrate():
   assert codec.decode(two)[0].shape == (1, audio.shape[1])
   with pytest.raises(ValueError, match="num_levels"):
     codec.encode(audio, num_levels=5)
-  assert config_lib.preset("soundstream_16khz").bitrate() == 6000.0
-  assert config_lib.preset("encodec_24khz").bitrate(8) == 6000.0
+  assert codec_preset("soundstream_16khz").bitrate() == 6000.0
+  assert codec_preset("encodec_24khz").bitrate(8) == 6000.0
 
 
 @pytest.mark.parametrize("name,params_millions", [("soundstream_16khz", None), ("soundstream_24khz", None),
                                                   ("encodec_24khz", 14.85)])
 def test_presets_build_abstractly(name, params_millions):
-  cfg = config_lib.preset(name)
+  cfg = codec_preset(name)
   variables = jax.eval_shape(lambda: model_lib.init_variables(cfg, jax.random.key(0)))
   assert variables["codebooks"]["embed"].shape == (cfg.num_quantizers, cfg.codebook_size, cfg.latent_dim)
   latents = jax.eval_shape(
@@ -95,4 +97,4 @@ def test_bad_config_is_named():
   with pytest.raises(ValueError, match="pad_mode"):
     config_lib.CodecConfig(pad_mode="edge")
   with pytest.raises(ValueError, match="unknown codec preset"):
-    config_lib.preset("nope")
+    codec_preset("nope")

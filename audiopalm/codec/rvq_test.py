@@ -2,9 +2,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audiopalm.codec import config as config_lib, rvq
+from audiopalm.codec import rvq
+from audiopalm.main.presets import codec_preset
 
-CFG = config_lib.preset("tiny")  # 4 levels × 16 codes × 8 dims
+CFG = codec_preset("tiny")  # 4 levels × 16 codes × 8 dims
 
 
 def _clusters(key, n=400, k=5, d=8, spread=0.01):

@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 
 from audiopalm.audio.io import write_audio
-from audiopalm.codec import checkpoint as codec_checkpoint, config as config_lib
+from audiopalm.checkpoints.manager import CheckpointConfig
+from audiopalm.codec import checkpoint as codec_checkpoint
 from audiopalm.codec.audio_crops import AudioCropsConfig
 from audiopalm.codec.discriminators import DiscriminatorConfig
 from audiopalm.codec.gan_step import CodecLossConfig, CodecOptimizerConfig
 from audiopalm.codec.trainer import CodecTrainerConfig
+from audiopalm.main.presets import codec_preset
 from audiopalm.main.train_codec import train_codec
 from audiopalm.sharding.mesh import MeshConfig
-from audiopalm.checkpoints.manager import CheckpointConfig
 
 SR = 16000
 
@@ -35,7 +36,7 @@ def audio_dir(tmp_path_factory):
 
 def _run(model_dir, audio_dir, steps, save_every=10):
   return train_codec(
-      model_dir=str(model_dir), codec=config_lib.preset("tiny"),
+      model_dir=str(model_dir), codec=codec_preset("tiny"),
       data=AudioCropsConfig(paths=(audio_dir,), sample_rate=SR, crop_seconds=0.1, global_batch_size=8),
       discriminator=DiscriminatorConfig(waveform_scales=(1, 2), waveform_channels=4, waveform_max_channels=16,
                                         stft_windows=(256, 128), stft_channels=4),
@@ -72,7 +73,7 @@ def test_codec_trainer_learns_resumes_exactly_and_exports(tmp_path, audio_dir):
       assert again[step][key] == m[step][key], (step, key)
 
   codec = codec_checkpoint.load_codec(result["export"])
-  assert codec.config == config_lib.preset("tiny")
+  assert codec.config == codec_preset("tiny")
   wave = np.sin(np.arange(SR // 4) * 0.05).astype(np.float32)[None]
   codes, code_lengths = codec.encode(wave)
   assert codes.shape == (1, SR // 4 // 8, 4) and int(code_lengths[0]) == SR // 4 // 8
@@ -80,11 +81,11 @@ def test_codec_trainer_learns_resumes_exactly_and_exports(tmp_path, audio_dir):
 
 def test_mismatched_data_and_codec_fail_before_compiling(tmp_path, audio_dir):
   with pytest.raises(ValueError, match="sample_rate 24000 differs"):
-    train_codec(model_dir=str(tmp_path), codec=config_lib.preset("tiny"),
+    train_codec(model_dir=str(tmp_path), codec=codec_preset("tiny"),
                 data=AudioCropsConfig(paths=(audio_dir,), sample_rate=24000, global_batch_size=8))
   with pytest.raises(ValueError, match="not a multiple of the codec hop"):
-    train_codec(model_dir=str(tmp_path), codec=config_lib.preset("tiny"),
+    train_codec(model_dir=str(tmp_path), codec=codec_preset("tiny"),
                 data=AudioCropsConfig(paths=(audio_dir,), sample_rate=SR, crop_seconds=0.1003, global_batch_size=8))
   with pytest.raises(ValueError, match="longest STFT window"):
-    train_codec(model_dir=str(tmp_path), codec=config_lib.preset("tiny"),
+    train_codec(model_dir=str(tmp_path), codec=codec_preset("tiny"),
                 data=AudioCropsConfig(paths=(audio_dir,), sample_rate=SR, crop_seconds=0.1, global_batch_size=8))

@@ -39,7 +39,7 @@ class MixtureComponent:
   Attributes:
     format: a registered format name ('asr', 'tts', 'semantic_lm', 'coarse_acoustic', ...).
     dataset: the token dataset directory (a `data_pipeline.tokenize` output, or for text formats a
-      `tools.import_text` one; local or gs://).
+      `audiopalm.main.import_text` one; local or gs://).
     rate: relative share of the mixture's sequences (rates are normalised over the components).
     config: the format's config (e.g. `AsrConfig(...)`); None: the format's default.
     split: the dataset split to read.

@@ -28,8 +28,8 @@ from typing import Any
 import grain
 import numpy as np
 
-from audiopalm.formats.base import TokenSequence
 from audiopalm.data.iterator import BATCH_KEYS
+from audiopalm.formats.base import TokenSequence
 
 PACKED_KEYS = ("targets", "weights")  # what each sequence carries into the packer
 _GRAIN_PACKERS = {"first_fit": grain.experimental.FirstFitPackIterDataset,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from audiopalm.data import packing
-from audiopalm.formats.base import TokenSequence
 from audiopalm.data.iterator import BATCH_KEYS
+from audiopalm.formats.base import TokenSequence
 
 
 def _seq(tokens, weights=None):

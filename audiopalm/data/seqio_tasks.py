@@ -38,6 +38,7 @@ from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.formats.base import get_format
 from audiopalm.tokens import dataset_info, schema, shards
 
+
 def _check_weights(component: MixtureComponent) -> None:
   config = component.resolved_config
   prompt, output = getattr(config, "prompt_weight", 0.0), getattr(config, "output_weight", 1.0)

@@ -40,7 +40,7 @@ from audiopalm.vocab.spec import VocabSpec
 log = logging.getLogger(__name__)
 
 ACOUSTIC_FORMATS = ("coarse_acoustic", "fine_acoustic")  # formats that read acoustic tokens
-TEXT_FORMATS = ("text_lm",)  # formats that read only transcripts (a tools.import_text dataset serves them)
+TEXT_FORMATS = ("text_lm",)  # formats that read only transcripts (a audiopalm.main.import_text dataset serves them)
 REMOTE_READ_THREADS = 16  # default read threads when a dataset is remote (gs://, ...)
 _PACKING_SEED = 1 << 30  # the packer's row-order seed is component_seed(seed, this)
 
@@ -119,7 +119,7 @@ class SpeechTextConfig:
     for c in self.components:
       if c.dataset not in out:
         if not tf.io.gfile.exists(os.path.join(c.dataset, dataset_info.METADATA_FILE)):
-          make = (f"python -m tools.import_text --text=audiopalm/data/assets/demo_text.txt --like=<the speech "
+          make = (f"python -m audiopalm.main.import_text --text=audiopalm/data/assets/demo_text.txt --like=<the speech "
                   f"tokens> --output_dir={c.dataset} (text-only examples)" if c.format in TEXT_FORMATS else
                   "python -m data_pipeline.tokenize --gin_file=gin_configs/tokenize/demo.gin "
                   f"--gin.OUTPUT_DIR={c.dataset}")

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from audiopalm.data import mixture
+from audiopalm.data.iterator import BATCH_KEYS
 from audiopalm.data.mixture import MixtureComponent
 from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.data.token_source import TokenShardSource
 from audiopalm.formats.audiolm_stages import DELAY_PAD, CoarseAcousticConfig
 from audiopalm.formats.audiopalm_tasks import ContinuationConfig, TtsConfig
-from audiopalm.data.iterator import BATCH_KEYS
 from audiopalm.tokens import dataset_info, schema, shards, synthetic
 
 SMALL = synthetic.SyntheticConfig(examples=60, num_shards=3, min_seconds=1.0, max_seconds=4.0, semantic_vocab=64,
@@ -172,7 +172,7 @@ def test_config_errors_name_the_problem(small, tmp_path):
   with pytest.raises(FileNotFoundError, match="no token dataset at .*data_pipeline.tokenize"):
     missing.vocab_size  # pylint: disable=pointless-statement
   missing_text = SpeechTextConfig(components=(MixtureComponent("text_lm", str(tmp_path / "text")),))
-  with pytest.raises(FileNotFoundError, match="no token dataset at .*tools.import_text"):
+  with pytest.raises(FileNotFoundError, match="no token dataset at .*audiopalm.main.import_text"):
     missing_text.vocab_size  # pylint: disable=pointless-statement
   with pytest.raises(ValueError, match="equal, aligned share"):
     _config(small, ("asr", 1.0, None)).make_iterator(1, 3)

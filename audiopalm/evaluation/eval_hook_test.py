@@ -1,4 +1,5 @@
-"""Held-out evaluation from the trainer: when it runs, what it writes, and config errors before training."""
+"""Held-out evaluation from the trainer: its input derived from the training mixture, when it runs, what it writes,
+and config errors before training."""
 
 import dataclasses
 import json
@@ -8,18 +9,19 @@ import gin
 import pytest
 import tensorflow as tf
 
-from audiopalm.main import configurables  # noqa: F401  (registers the gin configurables)
+from audiopalm.checkpoints.export import load_exported_params
+from audiopalm.checkpoints.manager import CheckpointConfig
 from audiopalm.cli.gin_flags import parse_gin, query
 from audiopalm.data.mixture import MixtureComponent
 from audiopalm.data.speech_text_source import SpeechTextConfig
+from audiopalm.data.text_source import TextSourceConfig
+from audiopalm.evaluation.eval_hook import EVAL_FILE, EvalConfig, eval_input
 from audiopalm.evaluation.perplexity import perplexity
 from audiopalm.formats.audiopalm_tasks import AsrConfig
+from audiopalm.main import configurables  # noqa: F401  (registers the gin configurables)
+from audiopalm.main.train import train
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules
-from audiopalm.checkpoints.export import load_exported_params
-from audiopalm.checkpoints.manager import CheckpointConfig
-from audiopalm.evaluation.eval_hook import EVAL_FILE, EvalConfig
-from audiopalm.main.train import train
 from audiopalm.tokens import dataset_info, shards, synthetic
 from audiopalm.training.trainer import TrainerConfig
 from audiopalm.training.trainer_test import TINY
@@ -48,12 +50,13 @@ def _mixture(dataset: str, split: str, **kwargs) -> SpeechTextConfig:
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-  """(training input, held-out input with the same tokenizers, held-out input with another semantic tokenizer)."""
+  """(training input, held-out dataset with the same tokenizers, held-out dataset with another semantic
+  tokenizer): the two datasets hold split 'test'."""
   root = tmp_path_factory.mktemp("eval_data")
   synthetic.write_synthetic_dataset(str(root / "train"), synthetic.SyntheticConfig(**SIZES))
   held_out = _test_split(str(root / "test"), synthetic.SyntheticConfig(**SIZES, seed=1))
   other = _test_split(str(root / "other"), synthetic.SyntheticConfig(**{**SIZES, "semantic_vocab": 32}, seed=1))
-  return _mixture(str(root / "train"), "train"), _mixture(held_out, "test"), _mixture(other, "test")
+  return _mixture(str(root / "train"), "train"), held_out, other
 
 
 def _run(model_dir, data, **kwargs):
@@ -73,16 +76,15 @@ def _tensorboard_scalars(model_dir) -> dict[str, dict[int, float]]:
 
 def test_evaluates_every_n_steps_and_at_the_last_step(tmp_path, inputs):
   data, held_out, _ = inputs
-  _run(tmp_path, data, trainer=TrainerConfig(num_steps=5, log_every=1), evaluation=EvalConfig(every=2, num_batches=2),
-       eval_data=held_out)
+  evaluation = EvalConfig(every=2, num_batches=2, dataset=held_out)
+  _run(tmp_path, data, trainer=TrainerConfig(num_steps=5, log_every=1), evaluation=evaluation)
   logged = [json.loads(line) for line in (tmp_path / EVAL_FILE).read_text().splitlines()]
   assert [e["step"] for e in logged] == [2, 4, 5]
 
   # The last entry is the perplexity of the final (exported) parameters on the same batches.
   model = TINY.replace(vocab_size=data.vocab_spec.size)
   params = load_exported_params(str(tmp_path / "export"))
-  expected = perplexity(params, model, dataclasses.replace(held_out, shuffle=False), 2, make_mesh(MESH),
-                        ShardingRules())
+  expected = perplexity(params, model, _mixture(held_out, "test", shuffle=False), 2, make_mesh(MESH), ShardingRules())
   last = logged[-1]
   assert last["batches"] == 2 and set(last["tasks"]) == {"asr", "tts"}
   assert set(last["modalities"]) == {"text", "semantic"}
@@ -108,43 +110,55 @@ def test_evaluates_every_n_steps_and_at_the_last_step(tmp_path, inputs):
   assert metrics[3]["step_time_s"] < logged[0]["seconds"]
 
   # Resuming a finished run takes no step and evaluates nothing more; continuing evaluates on the same schedule.
-  _run(tmp_path, data, trainer=TrainerConfig(num_steps=5, log_every=1), evaluation=EvalConfig(every=2, num_batches=2),
-       eval_data=held_out)
+  _run(tmp_path, data, trainer=TrainerConfig(num_steps=5, log_every=1), evaluation=evaluation)
   assert len((tmp_path / EVAL_FILE).read_text().splitlines()) == 3
-  _run(tmp_path, data, trainer=TrainerConfig(num_steps=6, log_every=1), evaluation=EvalConfig(every=2, num_batches=2),
-       eval_data=held_out)
+  _run(tmp_path, data, trainer=TrainerConfig(num_steps=6, log_every=1), evaluation=evaluation)
   assert [json.loads(line)["step"] for line in (tmp_path / EVAL_FILE).read_text().splitlines()] == [2, 4, 5, 6]
 
 
 def test_off_writes_nothing(tmp_path, inputs):
   data, held_out, _ = inputs
-  _run(tmp_path, data, trainer=TrainerConfig(num_steps=2, log_every=1), evaluation=EvalConfig(every=0),
-       eval_data=held_out)
+  _run(tmp_path, data, trainer=TrainerConfig(num_steps=2, log_every=1), evaluation=EvalConfig(every=0, dataset=held_out))
   assert not (tmp_path / EVAL_FILE).exists()
   scalars = _tensorboard_scalars(tmp_path)
   assert "loss" in scalars and not [tag for tag in scalars if tag.startswith("eval/")]
 
 
-def test_eval_without_eval_data_fails_before_training(tmp_path, inputs):
-  with pytest.raises(ValueError, match=r"EvalConfig.every = 2 but there is no eval data: set train.eval_data"):
-    _run(tmp_path / "m", inputs[0], trainer=TrainerConfig(num_steps=2), evaluation=EvalConfig(every=2))
+def test_the_eval_input_is_the_training_mixture_on_the_held_out_data(inputs):
+  """Same components, format configs, shares, rows and vocabulary; the held-out dataset and split, in dataset
+  order, endless, and training-time augmentation off."""
+  data, held_out, _ = inputs
+  noisy = dataclasses.replace(data, components=(
+      MixtureComponent("asr", data.components[0].dataset, rate=0.7, config=AsrConfig(semantic_noise=0.2)),
+      MixtureComponent("tts", data.components[1].dataset, rate=0.3)))
+  got = eval_input(EvalConfig(every=2, dataset=held_out), noisy)
+  assert got == dataclasses.replace(noisy, shuffle=False, num_epochs=None, components=(
+      MixtureComponent("asr", held_out, rate=0.7, split="test", config=AsrConfig(semantic_noise=0.0)),
+      MixtureComponent("tts", held_out, rate=0.3, split="test")))
+  # Without a dataset each component reads the split of its own dataset.
+  assert {(c.dataset, c.split) for c in eval_input(EvalConfig(every=2, split="dev"), data).components} == {
+      (data.components[0].dataset, "dev")}
+  assert eval_input(EvalConfig(every=0, dataset=held_out), data) is None
+
+
+def test_eval_of_an_input_that_is_not_a_mixture_fails_before_training(tmp_path):
+  text = tmp_path / "text.txt"
+  text.write_text("a few words\n\nand more words\n")
+  data = TextSourceConfig(paths=(str(text),), seq_len=16, global_batch_size=8)
+  with pytest.raises(ValueError, match=r"EvalConfig.every = 2 but the training input \(TextSourceConfig\) is not a "
+                     r"mixture"):
+    train(model_dir=str(tmp_path / "m"), model=TINY, data=data, mesh=MESH, trainer=TrainerConfig(num_steps=2),
+          evaluation=EvalConfig(every=2))
   assert not (tmp_path / "m").exists()
 
 
 def test_eval_data_with_another_vocabulary_fails_before_training(tmp_path, inputs):
   data, _, other = inputs
-  with pytest.raises(ValueError, match=r"eval_data's vocabulary is not the training data's \(training vs eval\): "
-                     r"semantic: ids \[258, 322\) of semantic-synthetic-k64 vs ids \[258, 290\) of "
-                     r"semantic-synthetic-k32"):
-    _run(tmp_path / "m", data, trainer=TrainerConfig(num_steps=2), evaluation=EvalConfig(every=2), eval_data=other)
+  with pytest.raises(ValueError, match=r"the eval data's vocabulary \(EvalConfig.dataset='.*other', split 'test'\) is "
+                     r"not the training data's \(training vs eval\): semantic: ids \[258, 322\) of "
+                     r"semantic-synthetic-k64 vs ids \[258, 290\) of semantic-synthetic-k32"):
+    _run(tmp_path / "m", data, trainer=TrainerConfig(num_steps=2), evaluation=EvalConfig(every=2, dataset=other))
   assert not (tmp_path / "m").exists()
-
-
-def test_eval_batch_that_cannot_be_sharded_fails_before_training(tmp_path, inputs):
-  data, held_out, _ = inputs
-  with pytest.raises(ValueError, match=r"eval_data's global_batch_size 6 must be divisible by the batch shards"):
-    _run(tmp_path / "m", data, trainer=TrainerConfig(num_steps=2), evaluation=EvalConfig(every=2),
-         eval_data=dataclasses.replace(held_out, global_batch_size=6))
 
 
 def test_bad_config():
@@ -154,46 +168,22 @@ def test_bad_config():
     EvalConfig(num_batches=0)
 
 
-def test_eval_gin_file_is_the_training_mixture_on_the_test_split():
-  """mixtures/audiopalm_eval.gin, given after an experiment, repeats the training mixture's tasks and configs."""
+def test_eval_gin_file_evaluates_the_training_mixture_on_the_test_split():
+  """mixtures/audiopalm_eval.gin, given after an experiment, names the held-out data; the mixture is the run's."""
   gin.clear_config()
   try:
     parse_gin(["experiments/speech_text_from_text_demo.gin", "mixtures/audiopalm_eval.gin"],
               ["MODEL_DIR = 'm'", "INIT_DIR = 'i'", "EVAL_TOKENS_DIR = 'runs/tokens_demo_test'"])
-    train_mixture, eval_data = query("train.data").components, query("train.eval_data")
-    assert query("train.evaluation") == EvalConfig(every=50)
+    data, evaluation = query("train.data"), query("train.evaluation")
   finally:
     gin.clear_config()
-  # The same tasks and format configs, except what only shapes training: the demo mixture's shares
-  # (mixtures/audiopalm_demo.gin), its loss weights on audio outputs (a uniform weight leaves a task's perplexity
-  # unchanged) and its ASR input noise (eval reads clean input).
-  def task(c):
-    config = c.config
-    if config is not None:
-      config = dataclasses.replace(config, output_weight=1.0)
-      if isinstance(config, AsrConfig):
-        config = dataclasses.replace(config, semantic_noise=0.0)
-      if config == type(config)():
-        config = None
-    return (c.name, c.format, config)
-  assert [task(c) for c in eval_data.components] == [task(c) for c in train_mixture]
-  demo_asr = next(c.config for c in train_mixture if c.format == "asr")
-  assert demo_asr.semantic_noise > 0
-  assert {(c.dataset, c.split) for c in eval_data.components} == {("runs/tokens_demo_test", "test")}
-  assert not eval_data.shuffle and (eval_data.seq_len, eval_data.global_batch_size) == (256, 16)
-
-
-def test_eval_gin_file_repeats_the_plain_mixtures_shares():
-  """After an experiment on mixtures/audiopalm.gin itself, the eval components equal the training ones, shares
-  included (only the data differs)."""
-  gin.clear_config()
-  try:
-    parse_gin(["experiments/speech_text_from_hf.gin", "mixtures/audiopalm_eval.gin"],
-              ["MODEL_DIR = 'm'", "INIT_DIR = 'i'", "HF_DIR = 'h'", "VOCAB_SIZE = 1024", "TOKENS_DIR = 't'",
-               "EVAL_TOKENS_DIR = 'e'"])
-    train_mixture, eval_data = query("train.data").components, query("train.eval_data")
-  finally:
-    gin.clear_config()
-  assert [dataclasses.replace(c, dataset="d", split="s") for c in eval_data.components] == [
-      dataclasses.replace(c, dataset="d", split="s") for c in train_mixture]
-  assert [c.rate for c in train_mixture] == [0.4, 0.3, 0.2, 0.1]
+  assert evaluation == EvalConfig(every=50, dataset="runs/tokens_demo_test", split="test")
+  held_out = eval_input(evaluation, data)
+  assert [(c.name, c.format, c.rate) for c in held_out.components] == [(c.name, c.format, c.rate)
+                                                                         for c in data.components]
+  assert {(c.dataset, c.split) for c in held_out.components} == {("runs/tokens_demo_test", "test")}
+  demo_asr = next(c.config for c in data.components if c.format == "asr")
+  assert demo_asr.semantic_noise > 0  # the demo mixture's ASR input noise: training only
+  assert next(c.config for c in held_out.components if c.format == "asr") == dataclasses.replace(
+      demo_asr, semantic_noise=0.0)
+  assert not held_out.shuffle and (held_out.seq_len, held_out.global_batch_size) == (256, 16)

@@ -24,8 +24,8 @@ import numpy as np
 from audiopalm.data.iterator import host_row_range, to_global_batch
 from audiopalm.model import Transformer, TransformerConfig
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
-from audiopalm.sharding.rules import ShardingRules, batch_sharding
 from audiopalm.sharding.params import sharding_context
+from audiopalm.sharding.rules import ShardingRules, batch_sharding
 from audiopalm.vocab.spec import VocabSpec
 
 _KEYS = ("inputs", "targets", "positions", "segment_ids", "weights", "task_ids")

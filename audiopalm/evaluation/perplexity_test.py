@@ -11,7 +11,8 @@ import pytest
 from audiopalm.data.mixture import MixtureComponent
 from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.evaluation.perplexity import modality_of_ids, perplexity
-from audiopalm.model import Transformer, preset
+from audiopalm.main.presets import model_preset
+from audiopalm.model import Transformer
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.params import unbox
 from audiopalm.tokens import synthetic
@@ -30,7 +31,7 @@ def data(tmp_path_factory):
 
 
 def test_perplexity_matches_a_numpy_computation(data):
-  cfg = preset("tiny", num_layers=1, d_model=32, d_ff=64, head_dim=8, vocab_size=data.vocab_spec.size)
+  cfg = model_preset("tiny", num_layers=1, d_model=32, d_ff=64, head_dim=8, vocab_size=data.vocab_spec.size)
   net = Transformer(cfg)
   tokens = jnp.zeros((1, 8), jnp.int32)
   params = unbox(net.init(jax.random.key(0), tokens, tokens, jnp.ones_like(tokens))["params"])
@@ -66,7 +67,7 @@ def test_perplexity_matches_a_numpy_computation(data):
 
 
 def test_bad_arguments(data):
-  cfg = preset("tiny", vocab_size=128)
+  cfg = model_preset("tiny", vocab_size=128)
   with pytest.raises(ValueError, match="larger than the model's"):
     perplexity({}, cfg, data, num_batches=1)
   with pytest.raises(ValueError, match="num_batches"):

@@ -93,15 +93,15 @@ def evaluation_config(config: Any) -> Any:
 
 
 def config_from_json(name: str, fields: Mapping[str, Any] | None) -> Any:
-  """The config of format `name` from its fields as JSON holds them (`dataclasses.asdict`; lists back to tuples);
-  None stays None (the format's default)."""
+  """The config of format `name` from its fields as JSON holds them (lists back to tuples; keys such as "__type__"
+  are not fields); None stays None (the format's default)."""
   if fields is None:
     return None
   default = default_config(name)
   if default is None:
     raise ValueError(f"format {name!r} takes no config (got {dict(fields)})")
   as_tuples = lambda v: tuple(as_tuples(x) for x in v) if isinstance(v, list) else v  # noqa: E731
-  return type(default)(**{k: as_tuples(v) for k, v in fields.items()})
+  return type(default)(**{k: as_tuples(v) for k, v in fields.items() if not k.startswith("__")})
 
 
 def format_names() -> list[str]:

@@ -19,11 +19,12 @@ from audiopalm.hf import export_lm  # noqa: E402
 from audiopalm.hf.export_lm import export_tensors, family_of, hf_config, save_hf_checkpoint  # noqa: E402
 from audiopalm.hf.import_lm import config_from_hf, load_hf_params  # noqa: E402
 from audiopalm.hf.tensors import read_config  # noqa: E402
-from audiopalm.model import PRESETS, Transformer, TransformerConfig  # noqa: E402
-from audiopalm.sharding.mesh import MeshConfig, make_mesh  # noqa: E402
-from audiopalm.sharding.rules import ShardingRules, params_shardings  # noqa: E402
+from audiopalm.main.presets import model_preset, model_presets  # noqa: E402
+from audiopalm.model import Transformer, TransformerConfig  # noqa: E402
 from audiopalm.model.params import abstract_params  # noqa: E402
+from audiopalm.sharding.mesh import MeshConfig, make_mesh  # noqa: E402
 from audiopalm.sharding.params import unbox  # noqa: E402
+from audiopalm.sharding.rules import ShardingRules, params_shardings  # noqa: E402
 
 TOLERANCE = 1e-4
 LLAMA = TransformerConfig(vocab_size=301, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16, d_ff=96,
@@ -38,11 +39,10 @@ CASES = {
                                    "llama"),
     "gemma_mqa_unscanned": (GEMMA.replace(scan_layers=False), "gemma"),
     "gemma_untied_llama3_rope": (GEMMA.replace(tie_embeddings=False, rope_scaling=LLAMA3_ROPE), "gemma"),
-    "cohere_palm_default": (TransformerConfig(), "cohere"),  # MQA, tied, logits scaled by 1/sqrt(d_model)
+    "cohere_palm_default": (model_preset("tiny"), "cohere"),  # MQA, tied, logits scaled by 1/sqrt(d_model)
     # head_dim * num_heads != d_model; untied output (no logits scale), GQA, Llama 3 RoPE
-    "cohere_gqa_untied_llama3_rope": (TransformerConfig(vocab_size=301, d_model=64, num_kv_heads=2, head_dim=8,
-                                                        d_ff=96, tie_embeddings=False, rope_scaling=LLAMA3_ROPE),
-                                      "cohere"),
+    "cohere_gqa_untied_llama3_rope": (model_preset("tiny", vocab_size=301, d_model=64, num_kv_heads=2, head_dim=8,
+                                                   d_ff=96, tie_embeddings=False, rope_scaling=LLAMA3_ROPE), "cohere"),
 }
 ROUND_TRIP = [name for name, (_, family) in CASES.items() if family != "cohere"]  # import_lm has no Cohere
 
@@ -180,7 +180,7 @@ def test_existing_directory_and_wrong_params_are_refused(tmp_path):
 
 
 def test_config_fields():
-  assert {family_of(cfg) for cfg in PRESETS.values()} == {"cohere"}  # the PaLM presets
+  assert {family_of(cfg) for cfg in map(model_preset, model_presets())} == {"cohere"}  # the PaLM presets
   config = hf_config(CASES["cohere_palm_default"][0], torch_dtype="bfloat16", eos_token_id=1, pad_token_id=0)
   assert config["logit_scale"] == 128 ** -0.5 and config["dtype"] == "bfloat16" and config["head_dim"] == 32
   assert (config["bos_token_id"], config["eos_token_id"], config["pad_token_id"]) == (None, 1, 0)

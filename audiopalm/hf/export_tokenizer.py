@@ -23,8 +23,8 @@ import tokenizers
 from etils import epath
 from tokenizers import AddedToken, decoders, models, pre_tokenizers
 
-from audiopalm.vocab import bytes as byte_vocab
 from audiopalm.files.atomic import write_text_atomic
+from audiopalm.vocab import bytes as byte_vocab
 from audiopalm.vocab.combined import LoadedText
 from audiopalm.vocab.spec import VocabSpec
 

@@ -9,8 +9,8 @@ import tokenizers  # noqa: E402
 import transformers  # noqa: E402
 from transformers.convert_slow_tokenizer import bytes_to_unicode  # noqa: E402
 
-from audiopalm.vocab import bytes as byte_vocab  # noqa: E402
 from audiopalm.hf.export_tokenizer import _bytes_to_unicode, audio_token, save_tokenizer  # noqa: E402
+from audiopalm.vocab import bytes as byte_vocab  # noqa: E402
 from audiopalm.vocab.combined import CombinedVocabulary, load_text_vocab  # noqa: E402
 from audiopalm.vocab.spec import make_spec  # noqa: E402
 

@@ -15,10 +15,10 @@ import jax  # noqa: E402
 from audiopalm.hf.import_lm import config_from_hf, load_hf_params  # noqa: E402
 from audiopalm.hf.tensors import read_config  # noqa: E402
 from audiopalm.model import Transformer  # noqa: E402
-from audiopalm.sharding.mesh import MeshConfig, make_mesh  # noqa: E402
-from audiopalm.sharding.rules import ShardingRules, params_shardings  # noqa: E402
 from audiopalm.model.params import abstract_params  # noqa: E402
+from audiopalm.sharding.mesh import MeshConfig, make_mesh  # noqa: E402
 from audiopalm.sharding.params import unbox  # noqa: E402
+from audiopalm.sharding.rules import ShardingRules, params_shardings  # noqa: E402
 
 TOLERANCE = 1e-4
 SMALL = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, vocab_size=301,

@@ -34,11 +34,10 @@ import jax
 import numpy as np
 
 from audiopalm.codec.model import PAD_CODE, Codec
-from audiopalm.formats.audiolm_stages import (CoarseAcousticConfig, FineAcousticConfig, aligned_block,
-                                              dedupe_consecutive)
+from audiopalm.codec.tokenizer import CodecTokenizer
+from audiopalm.formats.audiolm_stages import CoarseAcousticConfig, FineAcousticConfig, aligned_block, dedupe_consecutive
 from audiopalm.inference.models import LoadedModel
 from audiopalm.inference.sampling import SamplingConfig, allowed_mask
-from audiopalm.tokenizers.codec_tokenizer import CodecTokenizer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,6 +10,7 @@ from audiopalm.inference.acoustic import AcousticConfig, AcousticStages, VoicePr
 from audiopalm.inference.audio_tokens import BUNDLED
 from audiopalm.inference.models import load_model
 from audiopalm.inference.tiny_models import export_tiny
+from audiopalm.main.presets import model_preset
 
 HOP = 320  # the bundled codec: 16 kHz, 50 Hz frames; semantic tokens at 25 Hz: 2 acoustic frames each
 
@@ -17,8 +18,8 @@ HOP = 320  # the bundled codec: 16 kHz, 50 Hz frames; semantic tokens at 25 Hz: 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
   root = tmp_path_factory.mktemp("acoustic_models")
-  return (load_model(export_tiny(root / "coarse", "acoustic", seed=1)),
-          load_model(export_tiny(root / "fine", "acoustic", seed=2)))
+  return (load_model(export_tiny(root / "coarse", "acoustic", model_preset("tiny"), seed=1)),
+          load_model(export_tiny(root / "fine", "acoustic", model_preset("tiny"), seed=2)))
 
 
 def _stages(models, **kwargs):

@@ -29,10 +29,10 @@ from jax.sharding import Mesh, NamedSharding
 
 from audiopalm.inference.sampling import SamplingConfig, sample
 from audiopalm.model import KVCache, Transformer, TransformerConfig, cache_logical_axes, init_cache
-from audiopalm.sharding import axes
-from audiopalm.sharding.rules import ShardingRules, logical_to_mesh_spec, logical_to_sharding, params_shardings
 from audiopalm.model.params import abstract_params
+from audiopalm.sharding import axes
 from audiopalm.sharding.params import fit_sharding, sharding_context
+from audiopalm.sharding.rules import ShardingRules, logical_to_mesh_spec, logical_to_sharding, params_shardings
 
 
 def cache_shardings(cfg: TransformerConfig, batch: int, max_len: int, mesh: Mesh, rules: ShardingRules) -> KVCache:

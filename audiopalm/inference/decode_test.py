@@ -11,10 +11,11 @@ import pytest
 
 from audiopalm.inference import SamplingConfig, allowed_mask, generate
 from audiopalm.inference.decode import _generate
-from audiopalm.model import Transformer, preset
+from audiopalm.main.presets import model_preset
+from audiopalm.model import Transformer
 from audiopalm.vocab.spec import TextVocab, make_spec
 
-TINY = preset("tiny")
+TINY = model_preset("tiny")
 CONFIGS = {
     "palm": TINY,
     "llama_gqa": TINY.replace(block="sequential", norm="rmsnorm", tie_embeddings=False, num_kv_heads=2,

@@ -18,12 +18,13 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
+from audiopalm.checkpoints.source import find_source, load_source
+from audiopalm.formats.base import config_from_json, default_config, evaluation_config
 from audiopalm.inference.decode import generate
 from audiopalm.inference.sampling import SamplingConfig, allowed_mask
 from audiopalm.model import TransformerConfig
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules
-from audiopalm.checkpoints.source import find_source, load_source
 from audiopalm.vocab.combined import CombinedVocabulary, load_text_vocab
 from audiopalm.vocab.spec import SPEC_FILE, VocabSpec
 
@@ -46,6 +47,15 @@ class LoadedModel:
   @property
   def spec(self) -> VocabSpec:
     return self.vocab.spec
+
+  def format_config(self, name: str) -> Any:
+    """The config of format `name` as this model was trained with it: the first component of that format in its
+    run's mixture (`train_config.json`), training-time augmentation off; the format's default when the run had
+    none or saved no config."""
+    components = ((self.run_config or {}).get("data") or {}).get("components") or ()
+    trained = [config_from_json(name, c.get("config")) for c in components if c.get("format") == name]
+    config = trained[0] if trained else None
+    return evaluation_config(config if config is not None else default_config(name))
 
   @property
   def eos_id(self) -> int:

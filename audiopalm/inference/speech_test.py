@@ -8,11 +8,12 @@ from audiopalm.formats.audiopalm_tasks import asr, asr_prompt, tts, tts_prompt
 from audiopalm.inference.models import load_model
 from audiopalm.inference.speech import SpeechConfig, SpeechTasks
 from audiopalm.inference.tiny_models import export_tiny
+from audiopalm.main.presets import model_preset
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-  return load_model(export_tiny(tmp_path_factory.mktemp("speech") / "main", "speech_text", seed=3))
+  return load_model(export_tiny(tmp_path_factory.mktemp("speech") / "main", "speech_text", model_preset("tiny"), seed=3))
 
 
 def test_asr_prompt_and_batching(model):

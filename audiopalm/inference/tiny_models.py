@@ -1,7 +1,7 @@
 """Tiny randomly initialised speech models for tests: real decoders with the bundled tokenizers' vocabulary.
 
-    main, coarse, fine = (export_tiny(tmp / n, stage) for n, stage in
-                          (("main", "speech_text"), ("coarse", "acoustic"), ("fine", "acoustic")))
+    main = export_tiny(tmp / "main", "speech_text", model_preset("tiny"))   # any small TransformerConfig
+    paths = export_tiny_set(tmp / "models", model_preset("tiny"))           # {"main", "coarse", "fine"}
 
 'speech_text' models have the AudioPaLM vocabulary (bytes + the bundled semantic tokenizer's units), 'acoustic'
 models the AudioLM stages' (bytes + semantic + every level of the bundled codec), laid out as `VocabConfig`
@@ -16,12 +16,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from audiopalm.codec.checkpoint import load_codec
-from audiopalm.inference.audio_tokens import BUNDLED
-from audiopalm.model import Transformer, preset
-from audiopalm.semantic.tokenizer import load_semantic_tokenizer
-from audiopalm.tokenizers.codec_tokenizer import CodecTokenizer
 from audiopalm.checkpoints.export import export_params
+from audiopalm.codec.checkpoint import load_codec
+from audiopalm.codec.tokenizer import CodecTokenizer
+from audiopalm.inference.audio_tokens import BUNDLED
+from audiopalm.model import Transformer, TransformerConfig
+from audiopalm.semantic.tokenizer import load_semantic_tokenizer
 from audiopalm.vocab.combined import load_text_vocab
 from audiopalm.vocab.spec import VocabSpec, make_spec
 
@@ -44,17 +44,19 @@ def tiny_spec(kind: str) -> VocabSpec:
   raise ValueError(f"unknown tiny model kind {kind!r}")
 
 
-def export_tiny(directory: str, kind: str, seed: int = 0) -> str:
-  """Writes a random tiny model of `kind` as an export (params/, model_config.json, vocab_spec.json)."""
+def export_tiny(directory: str, kind: str, model: TransformerConfig, seed: int = 0) -> str:
+  """Writes a random `model` (its vocabulary sized for `kind`) as an export (params/, model_config.json,
+  vocab_spec.json)."""
   spec = tiny_spec(kind)
-  cfg = preset("tiny", vocab_size=spec.size)
+  cfg = model.replace(vocab_size=spec.size)
   tokens = jnp.zeros((1, 8), jnp.int32)
   params = nn.unbox(Transformer(cfg).init(jax.random.key(seed), tokens, tokens, tokens))["params"]
   export_params(params, cfg, str(directory), spec)
   return str(directory)
 
 
-def export_tiny_set(directory: str, seed: int = 0) -> dict[str, str]:
+def export_tiny_set(directory: str, model: TransformerConfig, seed: int = 0) -> dict[str, str]:
   """A speech-text model ('main') and the two acoustic stage models ('coarse', 'fine'), seeds seed..seed+2."""
   kinds = {"main": "speech_text", "coarse": "acoustic", "fine": "acoustic"}
-  return {name: export_tiny(f"{directory}/{name}", kind, seed=seed + i) for i, (name, kind) in enumerate(kinds.items())}
+  return {name: export_tiny(f"{directory}/{name}", kind, model, seed=seed + i)
+          for i, (name, kind) in enumerate(kinds.items())}

@@ -7,9 +7,10 @@ entry point registers its own function (`train.model_dir = %MODEL_DIR` binds `au
 
 import gin
 
-from audiopalm.codec import audio_crops, discriminators, gan_step
 from audiopalm.checkpoints import manager as checkpoints
+from audiopalm.codec import audio_crops
 from audiopalm.codec import config as codec_config
+from audiopalm.codec import discriminators, gan_step
 from audiopalm.codec import trainer as codec_trainer
 from audiopalm.data import mixture, speech_text_source, text_source
 from audiopalm.evaluation import eval_hook
@@ -24,7 +25,6 @@ from audiopalm.vocab import build as vocab_build
 
 # Public constructors.
 TransformerConfig = gin.external_configurable(model_config.TransformerConfig, "TransformerConfig")
-model_preset = gin.external_configurable(model_config.preset, "model_preset")
 model_config_from = gin.external_configurable(model_config.config_from, "model_config_from")
 MeshConfig = gin.external_configurable(mesh.MeshConfig, "MeshConfig")
 ShardingRules = gin.external_configurable(rules.ShardingRules, "ShardingRules")
@@ -46,7 +46,6 @@ FORMAT_CONFIGS = {cls.__name__: gin.external_configurable(cls, cls.__name__) for
     audiopalm_tasks.S2stConfig, audiopalm_tasks.CombinedConfig, audiolm_stages.SemanticLMConfig,
     audiolm_stages.CoarseAcousticConfig, audiolm_stages.FineAcousticConfig)}
 CodecConfig = gin.external_configurable(codec_config.CodecConfig, "CodecConfig")
-codec_preset = gin.external_configurable(codec_config.preset, "codec_preset")
 AudioCropsConfig = gin.external_configurable(audio_crops.AudioCropsConfig, "AudioCropsConfig")
 DiscriminatorConfig = gin.external_configurable(discriminators.DiscriminatorConfig, "DiscriminatorConfig")
 CodecLossConfig = gin.external_configurable(gan_step.CodecLossConfig, "CodecLossConfig")

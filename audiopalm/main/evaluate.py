@@ -17,7 +17,9 @@ Metrics (`--metrics`, default: every one the given models allow):
                 source audio (needs the source files the dataset was made from)
   resynthesis   WER of audio made by the stage models from the examples' real semantic tokens
 (`audiopalm.evaluation.speech_metrics` defines each.) Stage models are needed for `resynthesis` and the audio
-round trip of `tts`; the codec for `codec` and both of those.
+round trip of `tts`; the codec for `codec` and both of those. Each task is read as the model was trained on it:
+its format config from the run's saved config (`train_config.json`, carried into exports), training-time
+augmentation off; so are the stage models' windows and levels.
 
 Outputs: `--output` (default `<model>/eval/<split>.json`): the results, the models and step, the command;
 TensorBoard scalars (`--tensorboard_dir`, default `<model>/tensorboard/eval_<split>` for a run directory) at
@@ -36,34 +38,41 @@ from typing import Any, Sequence
 
 from etils import epath
 
+from audiopalm.checkpoints.source import RUN_CONFIG_FILE
+from audiopalm.cli.inference_flags import UsageError, add_stage_flags, load_stages
 from audiopalm.cli.logging_setup import setup_logging
+from audiopalm.codec.tokenizer import CodecTokenizer
 from audiopalm.data.mixture import MixtureComponent
 from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.evaluation import speech_metrics
 from audiopalm.evaluation.perplexity import perplexity
 from audiopalm.files.atomic import write_text_atomic
-from audiopalm.formats.audiopalm_tasks import AsrConfig, ContinuationConfig, TextLmConfig, TtsConfig
-from audiopalm.cli.inference_flags import UsageError, add_stage_flags, load_stages
 from audiopalm.inference.audio_tokens import tokenizer_for
 from audiopalm.inference.models import LoadedModel, load_model
 from audiopalm.inference.sampling import SamplingConfig
 from audiopalm.inference.speech import SpeechConfig, SpeechTasks
 from audiopalm.tokenizers.base import load_tokenizer
-from audiopalm.tokenizers.codec_tokenizer import CodecTokenizer
 from audiopalm.training.metrics import MetricsWriter
 from audiopalm.vocab.build import VocabConfig
 
 log = logging.getLogger("audiopalm.main.evaluate")
 
 METRICS = ("perplexity", "asr", "tts", "codec", "resynthesis")
+DEFAULT_SEQ_LEN = 256  # perplexity's row length for a model whose training runs saved none
 NEEDS_STAGES = ("resynthesis",)
 
 
-def task_configs(dedupe_semantic: bool) -> dict[str, Any]:
-  """The AudioPaLM mixture's format configs (gin_configs/mixtures/audiopalm.gin), by task."""
-  return {"asr": AsrConfig(dedupe_semantic=dedupe_semantic), "tts": TtsConfig(dedupe_semantic=dedupe_semantic),
-          "continuation": ContinuationConfig(prefix_fraction=(0.3, 0.7), dedupe_semantic=dedupe_semantic),
-          "text_lm": TextLmConfig()}
+TASKS = ("asr", "tts", "continuation", "text_lm")  # the AudioPaLM tasks evaluated
+
+
+def task_configs(model: LoadedModel) -> dict[str, Any]:
+  """Each AudioPaLM task's format config as the model was trained with it (its run's mixture, saved with the
+  checkpoint as `train_config.json`), training-time augmentation off; the format's default for a task its
+  mixture did not have."""
+  if model.run_config is None:
+    log.warning("%s has no %s: the tasks are evaluated with their formats' default configs", model.path,
+                RUN_CONFIG_FILE)
+  return {task: model.format_config(task) for task in TASKS}
 
 
 def _sample_count(value: str) -> int | None:
@@ -85,11 +94,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--semantic_tokenizer", default=None, help="default: the one the model's vocabulary names")
   parser.add_argument("--metrics", default=None, help=f"comma-separated subset of {','.join(METRICS)}")
   parser.add_argument("--max_examples", type=int, default=None, help="the first N transcribed examples")
-  parser.add_argument("--seq_len", type=int, default=256, help="perplexity: packed row length")
+  parser.add_argument("--seq_len", type=int, default=None,
+                      help="perplexity: packed row length (default: the model's training runs', else 256)")
   parser.add_argument("--batch_size", type=int, default=16, help="rows / prompts at a time")
   parser.add_argument("--speech_temperature", type=float, default=0.6)
-  parser.add_argument("--dedupe_semantic", action="store_true",
-                      help="the model was trained with AsrConfig / TtsConfig / ContinuationConfig.dedupe_semantic")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--samples", type=_sample_count, default=speech_metrics.SAMPLES,
                       help="(reference, hypothesis) pairs kept per metric in the JSON, from the first: N or 'all'")
@@ -102,8 +110,6 @@ def _metrics(args: argparse.Namespace) -> list[str]:
   stages = args.coarse_model is not None and args.fine_model is not None
   if (args.coarse_model is None) != (args.fine_model is None):
     raise UsageError("give both --coarse_model and --fine_model, or neither")
-  if stages and args.dedupe_semantic:
-    raise UsageError("--dedupe_semantic: the stages need one semantic token per frame (drop the stage models)")
   if args.metrics is None:
     return [m for m in METRICS if stages or m not in NEEDS_STAGES]
   chosen = [m.strip() for m in args.metrics.split(",") if m.strip()]
@@ -173,7 +179,11 @@ def _setup(args: argparse.Namespace, metrics: list[str]):
 def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
   metrics = _metrics(args)
   model, semantic, stages, codec, examples = _setup(args, metrics)
-  configs = task_configs(args.dedupe_semantic)
+  configs = task_configs(model)
+  if stages is not None and any(configs[t].dedupe_semantic for t in ("asr", "tts", "continuation")):
+    raise UsageError(f"{model.path} was trained with dedupe_semantic: the stages need one semantic token per frame "
+                     "(drop the stage models)")
+  seq_len = args.seq_len or ((model.run_config or {}).get("data") or {}).get("seq_len") or DEFAULT_SEQ_LEN
   speech = SpeechTasks(model, SpeechConfig(asr=configs["asr"], tts=configs["tts"],
                                            continuation=configs["continuation"],
                                            speech_sampling=SamplingConfig(temperature=args.speech_temperature),
@@ -184,7 +194,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
   for name in metrics:
     start = time.perf_counter()
     if name == "perplexity":
-      results[name] = held_out_perplexity(model, args.tokens_dir, args.split, args.seq_len, args.batch_size, configs)
+      results[name] = held_out_perplexity(model, args.tokens_dir, args.split, seq_len, args.batch_size, configs)
     elif name == "asr":
       results[name] = speech_metrics.asr(speech, examples, args.samples)
     elif name == "tts":

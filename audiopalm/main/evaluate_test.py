@@ -7,18 +7,32 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from audiopalm.checkpoints.source import RUN_CONFIG_FILE
+from audiopalm.data.mixture import MixtureComponent
+from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.evaluation import speech_metrics
 from audiopalm.evaluation.wer import error_rates
 from audiopalm.inference.models import load_model
 from audiopalm.inference.speech import SpeechConfig, SpeechTasks
+from audiopalm.formats.audiopalm_tasks import ContinuationConfig
 from audiopalm.inference.tiny_models import export_tiny_set
 from audiopalm.main import evaluate
+from audiopalm.main.presets import model_preset
+from audiopalm.main.train import run_config
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
+  """The tiny models as a trained run exports them: the main one carries its run's config (`train_config.json`),
+  whose mixture prompts continuation with 30-70% of each utterance (the demo's utterances are shorter than the
+  format's default 3 s prompt)."""
   root = tmp_path_factory.mktemp("evaluate_models")
-  return export_tiny_set(str(root), seed=7)
+  paths = export_tiny_set(str(root), model_preset("tiny"), seed=7)
+  continuation = MixtureComponent(format="continuation", dataset="unused",
+                                  config=ContinuationConfig(prefix_fraction=(0.3, 0.7)))
+  config = run_config(data=SpeechTextConfig(components=(continuation,), seq_len=evaluate.DEFAULT_SEQ_LEN))
+  (root / "main" / RUN_CONFIG_FILE).write_text(json.dumps(config))
+  return paths
 
 
 @pytest.mark.slow

@@ -39,12 +39,12 @@ from typing import Any, Sequence
 import jax
 from etils import epath
 
+from audiopalm.checkpoints.export import check_output, export_source
+from audiopalm.checkpoints.source import Source, find_source
+from audiopalm.files.paths import absolute
 from audiopalm.hf.export_lm import family_of, save_hf_checkpoint
 from audiopalm.hf.export_tokenizer import save_tokenizer
 from audiopalm.model import param_count
-from audiopalm.files.paths import absolute
-from audiopalm.checkpoints.export import check_output, export_source
-from audiopalm.checkpoints.source import Source, find_source
 from audiopalm.vocab.combined import load_text_vocab
 from audiopalm.vocab.spec import VocabSpec
 

@@ -16,13 +16,13 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from audiopalm.model import Transformer, TransformerConfig  # noqa: E402
 from audiopalm.checkpoints.export import load_exported_params  # noqa: E402
-from audiopalm.vocab.spec import load_spec  # noqa: E402
 from audiopalm.main import export_checkpoint, import_checkpoint  # noqa: E402
 from audiopalm.main.import_checkpoint_test import make_llama_dir  # noqa: E402
+from audiopalm.model import Transformer, TransformerConfig  # noqa: E402
+from audiopalm.vocab.spec import load_spec  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 TOL = 1e-4  # of the peak |logit|, as the import parity tests
 

@@ -11,7 +11,7 @@ import pytest
 from audiopalm.semantic.kmeans_test import SHARDED_VS_SINGLE_ATOL
 from audiopalm.semantic.standardize import FeatureStats
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 BUNDLED = ROOT / "audiopalm" / "data" / "assets" / "demo_semantic"
 # float32 features differ across CPUs by a few ulps (~1e-7 relative); averaged over 16,466 frames the statistics
 # differ by far less. Measured between a run on an AMD EPYC and the bundle: 3.4e-10 of a std for the means,

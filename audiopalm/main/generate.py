@@ -12,10 +12,11 @@
 continuation turn semantic tokens into audio with the coarse and fine stage models and the codec
 (`audiopalm.inference.acoustic`): `--voice_prompt` is a recording of the voice to use (its first
 `--voice_prompt_seconds`); without one the stages choose a voice. Continuation prompts the stages with the
-input's own first seconds, and writes the input's prompt followed by the generated continuation. The stage
-flags (`--coarse_levels`, `--coarse_window_seconds`, `--fine_chunk_seconds`, `--num_levels`) must say how the
-stage models were trained (the defaults are the demo's). The stages need one semantic token per frame: models
-trained with `dedupe_semantic` (the AudioLM semantic stage) cannot drive them.
+input's own first seconds, and writes the input's prompt followed by the generated continuation. Every model is
+prompted as it was trained (task tags, `dedupe_semantic`, the stages' windows and levels: its run's saved config,
+`train_config.json`); the stage flags (`--coarse_levels`, `--coarse_window_seconds`, `--fine_chunk_seconds`,
+`--num_levels`) override the stages'. The stages need one semantic token per frame: models trained with
+`dedupe_semantic` (the AudioLM semantic stage) cannot drive them.
 
 The semantic tokenizer and codec default to the ones the models' vocabularies name, found in an export's
 `tokenizers/` or the bundled assets (`--semantic_tokenizer`, `--codec` to point elsewhere; identities are
@@ -36,20 +37,20 @@ import logging
 import os
 import sys
 import time
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from audiopalm.audio.io import AudioDecodeError, collect_inputs, load_audio, write_audio
-from audiopalm.cli.logging_setup import setup_logging
 from audiopalm.cli.inference_flags import UsageError, add_stage_flags, load_stages
+from audiopalm.cli.logging_setup import setup_logging
+from audiopalm.codec.tokenizer import CodecTokenizer
 from audiopalm.inference.acoustic import AcousticStages
 from audiopalm.inference.audio_tokens import tokenize, tokenizer_for
 from audiopalm.inference.models import LoadedModel, load_model
 from audiopalm.inference.sampling import SamplingConfig
 from audiopalm.inference.speech import SpeechConfig, SpeechTasks
 from audiopalm.tokenizers.base import AudioTokenizer
-from audiopalm.tokenizers.codec_tokenizer import CodecTokenizer
 
 log = logging.getLogger("audiopalm.main.generate")
 
@@ -138,8 +139,9 @@ def run_asr(args: argparse.Namespace) -> int:
   model, semantic, _ = _setup(args)
   inputs, bad = _load_inputs(args.audio, semantic.sample_rate)
   codes = [c[:, 0] for c in tokenize(semantic, [w for _, _, w in inputs])]
-  speech = SpeechTasks(model, SpeechConfig(max_text_tokens=args.max_text_tokens, batch_size=args.batch_size,
-                                           semantic_frame_rate=semantic.frame_rate, seed=args.seed))
+  speech = SpeechTasks(model, SpeechConfig(**trained_tasks(model), max_text_tokens=args.max_text_tokens,
+                                           batch_size=args.batch_size, semantic_frame_rate=semantic.frame_rate,
+                                           seed=args.seed))
   start = time.perf_counter()
   texts = speech.transcribe(codes, args.language)
   log.info("transcribed %d inputs in %.1f s", len(texts), time.perf_counter() - start)
@@ -153,9 +155,15 @@ def run_asr(args: argparse.Namespace) -> int:
   return 1 if bad else 0
 
 
-def _speech_config(args: argparse.Namespace, rate: float, **kwargs) -> SpeechConfig:
-  return SpeechConfig(speech_sampling=_sampling(args.speech_temperature), max_speech_seconds=args.max_seconds,
-                      semantic_frame_rate=rate, batch_size=args.batch_size, seed=args.seed, **kwargs)
+def trained_tasks(model: LoadedModel) -> dict[str, Any]:
+  """SpeechConfig's asr / tts / continuation: the format configs the model was trained with (tags, dedupe)."""
+  return {task: model.format_config(task) for task in ("asr", "tts", "continuation")}
+
+
+def _speech_config(args: argparse.Namespace, model: LoadedModel, rate: float, **kwargs) -> SpeechConfig:
+  return SpeechConfig(**trained_tasks(model), speech_sampling=_sampling(args.speech_temperature),
+                      max_speech_seconds=args.max_seconds, semantic_frame_rate=rate, batch_size=args.batch_size,
+                      seed=args.seed, **kwargs)
 
 
 def run_tts(args: argparse.Namespace) -> int:
@@ -174,7 +182,7 @@ def run_tts(args: argparse.Namespace) -> int:
     acoustic = _codec_tokens(stages, [args.voice_prompt], args.voice_prompt_seconds)[1][0]
     prompt = stages.voice_prompt(tokenize(semantic, [inputs[0][2]])[0][:, 0], acoustic)
   start = time.perf_counter()
-  codes = SpeechTasks(model, _speech_config(args, semantic.frame_rate)).synthesize(texts, args.language)
+  codes = SpeechTasks(model, _speech_config(args, model, semantic.frame_rate)).synthesize(texts, args.language)
   log.info("semantic tokens for %d texts in %.1f s", len(texts), time.perf_counter() - start)
   waves = stages.synthesize(codes, prompt)
   log.info("waveforms in %.1f s", time.perf_counter() - start)
@@ -190,7 +198,7 @@ def run_continue(args: argparse.Namespace) -> int:
   inputs, bad = _load_inputs(args.audio, semantic.sample_rate, args.prompt_seconds)
   sem = [c[:, 0] for c in tokenize(semantic, [w for _, _, w in inputs])]
   codec_waves, acoustic = _codec_tokens(stages, [path for path, _, _ in inputs], args.prompt_seconds)
-  new = SpeechTasks(model, _speech_config(args, semantic.frame_rate)).continue_speech(sem, args.seconds or
+  new = SpeechTasks(model, _speech_config(args, model, semantic.frame_rate)).continue_speech(sem, args.seconds or
                                                                                      args.max_seconds)
   records = []
   for (path, name, _), prompt_audio, s, a, n in zip(inputs, codec_waves, sem, acoustic, new):

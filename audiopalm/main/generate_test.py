@@ -11,15 +11,16 @@ import soundfile
 from audiopalm.inference.audio_tokens import tokenizer_for
 from audiopalm.inference.tiny_models import export_tiny_set, tiny_spec
 from audiopalm.main import generate
+from audiopalm.main.presets import model_preset
 
-TEST_AUDIO = pathlib.Path(__file__).resolve().parents[1] / "audiopalm/data/assets/demo_speech/test/101/10102"
+TEST_AUDIO = pathlib.Path(__file__).resolve().parents[2] / "audiopalm/data/assets/demo_speech/test/101/10102"
 SAMPLES_PER_TOKEN = 16000 // 25
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
   root = tmp_path_factory.mktemp("generate_models")
-  return export_tiny_set(str(root), seed=4)
+  return export_tiny_set(str(root), model_preset("tiny"), seed=4)
 
 
 def _stage_flags(models, out):
@@ -65,7 +66,7 @@ def test_tts_and_continuation_write_waveforms_of_their_tokens(models, tmp_path):
 
 
 def test_a_tokenizer_of_other_tokens_is_refused(models, tmp_path, capsys):
-  codec = pathlib.Path(__file__).resolve().parents[1] / "audiopalm/data/assets/demo_codec"
+  codec = pathlib.Path(__file__).resolve().parents[2] / "audiopalm/data/assets/demo_codec"
   status = generate.main(["asr", f"--model={models['main']}", f"--audio={TEST_AUDIO}",
                           f"--semantic_tokenizer={codec}"])
   assert status == 2

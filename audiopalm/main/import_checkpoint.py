@@ -10,7 +10,7 @@ directory directly: InitFromConfig.path; that also offers its optimizer state.)
 
 `--hf_dir` is a transformers `save_pretrained` directory (config.json, *.safetensors, tokenizer.json and
 tokenizer_config.json naming eos/pad); nothing is downloaded. Written to `--output` (what
-`audiopalm.training.checkpointing.load_exported_params` and the trainer's continued-pretraining runs read):
+`audiopalm.checkpoints.export.load_exported_params` and the trainer's continued-pretraining runs read):
 `params/` (orbax, sharded arrays), `model_config.json` (TransformerConfig), `vocab_spec.json` (the text
 vocabulary, kind 'huggingface'; audio ranges are added by the vocabulary extension). A config option the model
 cannot represent (biases, sliding windows, other RoPE types, ...) is refused with the list of them.
@@ -29,14 +29,14 @@ from typing import Sequence
 
 import jax
 
+from audiopalm.checkpoints.export import check_output, export_params, export_source
+from audiopalm.checkpoints.source import find_source
 from audiopalm.hf.import_lm import config_from_hf, load_hf_params
 from audiopalm.hf.tensors import read_config
 from audiopalm.model import Transformer, TransformerConfig
+from audiopalm.model.params import abstract_params
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules, params_shardings
-from audiopalm.checkpoints.export import check_output, export_params, export_source
-from audiopalm.checkpoints.source import find_source
-from audiopalm.model.params import abstract_params
 from audiopalm.vocab.combined import load_text_vocab
 from audiopalm.vocab.spec import VocabSpec, make_spec
 

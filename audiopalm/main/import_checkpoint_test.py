@@ -10,15 +10,16 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from audiopalm.data.text_source import TextSourceConfig  # noqa: E402
-from audiopalm.model import Transformer, TransformerConfig, preset  # noqa: E402
 from audiopalm.checkpoints.export import load_exported_params  # noqa: E402
+from audiopalm.data.text_source import TextSourceConfig  # noqa: E402
+from audiopalm.main import import_checkpoint  # noqa: E402
+from audiopalm.main.presets import model_preset  # noqa: E402
+from audiopalm.main.train import train  # noqa: E402
+from audiopalm.model import Transformer, TransformerConfig  # noqa: E402
 from audiopalm.model.params import abstract_params  # noqa: E402
 from audiopalm.sharding.params import unbox  # noqa: E402
 from audiopalm.training.trainer import TrainerConfig  # noqa: E402
-from audiopalm.main.train import train  # noqa: E402
 from audiopalm.vocab.spec import load_spec  # noqa: E402
-from audiopalm.main import import_checkpoint  # noqa: E402
 
 VOCAB = 301
 
@@ -69,7 +70,7 @@ def test_unsupported_checkpoints_are_refused_before_anything_is_written(tmp_path
 def test_stack_checkpoint_import_takes_the_newest_parameters(tmp_path):
   """A run of the stack (its newest checkpoint) → an export with the same parameters, config and spec."""
   (tmp_path / "t.txt").write_text("some text to learn from.\n\n" * 20)
-  cfg = preset("tiny", num_layers=1, d_model=32, d_ff=64, head_dim=8, vocab_size=384)
+  cfg = model_preset("tiny", num_layers=1, d_model=32, d_ff=64, head_dim=8, vocab_size=384)
   train(model_dir=str(tmp_path / "run"), model=cfg, trainer=TrainerConfig(num_steps=2),
         data=TextSourceConfig(paths=(str(tmp_path / "t.txt"),), seq_len=16, global_batch_size=8))
   summary = import_checkpoint.main([f"--checkpoint={tmp_path / 'run'}", f"--output={tmp_path / 'out'}"])

@@ -7,7 +7,7 @@ show), in order:
    1. tokens/train, tokens/test   the bundled corpus's 360 training and 40 held-out utterances to semantic and
                                   acoustic tokens (`data_pipeline.tokenize`, `tokenize/demo{,_test}.gin`)
    2. tokens_text                 the bundled text as a text-only token dataset, for the mixture's text task
-                                  (`tools.import_text`)
+                                  (`audiopalm.main.import_text`)
    3. text                        the tiny text checkpoint on the bundled text (`experiments/tiny.gin`)
    4. speech_text                 AudioPaLM continued pretraining of it on the ASR / TTS / continuation / text
                                   mixture (`experiments/speech_text_from_text_demo.gin`)
@@ -49,7 +49,7 @@ from typing import Sequence
 
 from audiopalm.files.atomic import write_text_atomic
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEMO_SPEECH = "audiopalm/data/assets/demo_speech"
 # The voice prompt for the synthesized sample: a held-out recording (test split) of speaker 102.
 SYNTH_VOICE = f"{DEMO_SPEECH}/test/102/10202/102-10202-0000.flac"
@@ -102,7 +102,7 @@ def steps(work: str, text_steps: int, speech_steps: int, stage_steps: int, eval_
       Step("tokens_test", "tokens of the 40 held-out utterances", test,
            ("data_pipeline.tokenize", "--gin_file=gin_configs/tokenize/demo_test.gin", f"--gin.OUTPUT_DIR='{test}'")),
       Step("tokens_text", "the bundled text as text-only examples", f"{w}/tokens/text",
-           ("tools.import_text", f"--text={DEMO_TEXT}", f"--like={tokens}", f"--output_dir={w}/tokens/text")),
+           ("audiopalm.main.import_text", f"--text={DEMO_TEXT}", f"--like={tokens}", f"--output_dir={w}/tokens/text")),
       train("text", "the tiny text checkpoint", "tiny", text_steps),
       train("speech_text", "AudioPaLM: the text checkpoint continued on speech and text", "speech_text_from_text_demo",
             speech_steps, *speech_text_flags(w)),

@@ -124,7 +124,7 @@ def test_sigterm_reaches_the_running_step(tmp_path):
   is left to resume."""
   pid_file = tmp_path / "child.pid"
   body = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
-  script = ("import sys; from audiopalm import pipeline\n"
+  script = ("import sys; from audiopalm.main import pipeline\n"
             f"step = pipeline.Step('slow', 'sleeps', 'x', ('timeit', '-n', '1', {body!r}))\n"
             f"try:\n  pipeline.run({str(tmp_path)!r}, [step])\nexcept RuntimeError as e:\n  print(e); sys.exit(1)\n")
   proc = subprocess.Popen([sys.executable, "-c", script], cwd=pipeline.ROOT, stdout=subprocess.PIPE, text=True)

@@ -1,8 +1,10 @@
-"""The decoder configuration, named size presets, parameter count and FLOPs per token.
+"""The decoder configuration, parameter count and FLOPs per token.
 
-PaLM's choices are the defaults (parallel block, SwiGLU, multi-query attention,
+PaLM's architecture is the defaults (parallel block, SwiGLU, multi-query attention,
 RoPE, no biases, tied embeddings, logits scaled by 1/sqrt(d_model)); the other
-switches are what Llama- and Gemma-family checkpoints need.
+switches are what Llama- and Gemma-family checkpoints need. The sizes have no
+defaults: named sizes are gin files, `gin_configs/models/*.gin` (tiny, demo, palm_1b,
+palm_8b; `audiopalm.main.presets.model_preset` reads them in Python).
 """
 
 from __future__ import annotations
@@ -59,13 +61,13 @@ class TransformerConfig:
       decoding never drop. 0 = off (PaLM pretraining); a regulariser for small data.
   """
 
-  vocab_size: int = 512
-  d_model: int = 128
-  num_layers: int = 2
-  num_heads: int = 4
-  num_kv_heads: int = 1
-  head_dim: int = 32
-  d_ff: int = 512
+  vocab_size: int
+  d_model: int
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  d_ff: int
   block: BlockType = "parallel"
   norm: NormType = "layernorm"
   norm_eps: float = 1e-6
@@ -144,19 +146,6 @@ def flops_per_token(cfg: TransformerConfig, seq_len: int) -> float:
   return 6.0 * n + attention
 
 
-PRESETS: dict[str, TransformerConfig] = {
-    # Trains on 2 CPU cores in about a minute; byte-level text vocabulary.
-    "tiny": TransformerConfig(vocab_size=512, d_model=128, num_layers=2, num_heads=4, num_kv_heads=1,
-                              head_dim=32, d_ff=512),
-    # ~1B parameters (PaLM-style, 256k vocabulary, MQA).
-    "palm_1b": TransformerConfig(vocab_size=256_000, d_model=2048, num_layers=16, num_heads=8,
-                                 num_kv_heads=1, head_dim=256, d_ff=8192, dtype="bfloat16", remat="dots_no_batch"),
-    # PaLM 8B: 32 layers, d_model 4096, 16 heads of 256, d_ff 16384, MQA.
-    "palm_8b": TransformerConfig(vocab_size=256_000, d_model=4096, num_layers=32, num_heads=16,
-                                 num_kv_heads=1, head_dim=256, d_ff=16384, dtype="bfloat16", remat="dots_no_batch"),
-}
-
-
 # TransformerConfig fields a run continuing from a checkpoint may change (`config_from`'s keywords): they do not
 # change what the parameters mean.
 FREE_FIELDS = ("vocab_size", "dtype", "param_dtype", "remat", "attention", "dropout_rate")
@@ -178,10 +167,3 @@ def config_from(path: str, *, vocab_size: int | None = None, dtype: DType | None
                  dropout_rate=dropout_rate)
   return dataclasses.replace(TransformerConfig(**json.loads(target.read_text())),
                              **{k: v for k, v in changes.items() if v is not None})
-
-
-def preset(name: str, **overrides) -> TransformerConfig:
-  """A named size preset, optionally with fields replaced."""
-  if name not in PRESETS:
-    raise ValueError(f"Unknown model preset {name!r}; known presets: {sorted(PRESETS)}")
-  return dataclasses.replace(PRESETS[name], **overrides)

@@ -6,11 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from audiopalm.model import Transformer, init_cache, preset
+from audiopalm.main.presets import model_preset
+from audiopalm.model import Transformer, init_cache
 
 LOGIT_TOL = 1e-5  # max |cached - full| relative to the peak |logit| (float32)
 
-TINY = preset("tiny")
+TINY = model_preset("tiny")
 LLAMA = TINY.replace(block="sequential", norm="rmsnorm", tie_embeddings=False, num_kv_heads=2,
                      logits_scale_by_inv_sqrt_dim=False)
 CONFIGS = {

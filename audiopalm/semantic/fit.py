@@ -38,7 +38,8 @@ from audiopalm.semantic import kmeans as kmeans_lib
 from audiopalm.semantic.standardize import FeatureStats
 from audiopalm.semantic.tokenizer import (SPEC_FILE, SemanticTokenizer, SemanticTokenizerSpec, encoder_identity,
                                           pool_frames, save_semantic_tokenizer)
-from audiopalm.ssl.encoder import SslEncoder, load_encoder
+from audiopalm.ssl.encoder import SslEncoder
+from audiopalm.ssl.load import load_encoder
 
 log = logging.getLogger(__name__)
 

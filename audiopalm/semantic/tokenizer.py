@@ -34,7 +34,8 @@ from etils import epath
 
 from audiopalm.semantic import kmeans
 from audiopalm.semantic.standardize import FeatureStats
-from audiopalm.ssl.encoder import SslEncoder, load_encoder
+from audiopalm.ssl.encoder import SslEncoder
+from audiopalm.ssl.load import load_encoder
 from audiopalm.tokenizers.base import PAD_TOKEN, fingerprint, register
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The contract every self-supervised speech encoder meets, and loading one from a directory by its type.
+"""The contract every self-supervised speech encoder meets (`audiopalm.ssl.load.load_encoder` finds one by type).
 
     encoder = load_encoder("/path/to/hubert")                  # a transformers save_pretrained directory
     features, frames = encoder.features(waveforms, lengths, layer=6)
@@ -19,11 +19,8 @@ from __future__ import annotations
 from typing import Any, Protocol, runtime_checkable
 
 import jax
-import numpy as np
-
 import jax.numpy as jnp
-
-from audiopalm.hf.tensors import read_config
+import numpy as np
 
 
 @runtime_checkable
@@ -72,21 +69,3 @@ def as_batch(waveforms: Any, lengths: Any) -> tuple[jax.Array, jax.Array]:
   if lengths.shape != waveforms.shape[:1]:
     raise ValueError(f"lengths must be [batch] = {waveforms.shape[:1]}, got shape {lengths.shape}")
   return waveforms, jnp.minimum(lengths, waveforms.shape[1])
-
-
-def load_encoder(directory: str) -> SslEncoder:
-  """An encoder from a `transformers` directory (config.json + weights + preprocessor_config.json), or an MFCC
-  front end (`audiopalm.ssl.mfcc.save_mfcc_encoder`: config.json only)."""
-  config = read_config(directory)
-  model_type = config.get("model_type")
-  if model_type == "hubert":
-    from audiopalm.ssl import hubert_import  # pylint: disable=import-outside-toplevel
-    return hubert_import.load_hubert(directory)
-  if model_type == "wav2vec2-bert":
-    from audiopalm.ssl import w2v_bert_import  # pylint: disable=import-outside-toplevel
-    return w2v_bert_import.load_w2v_bert(directory)
-  if model_type == "audiopalm-mfcc":
-    from audiopalm.ssl import mfcc  # pylint: disable=import-outside-toplevel
-    return mfcc.load_mfcc(directory, config)
-  raise ValueError(f"{directory}: model_type {model_type!r} is not a supported speech encoder "
-                   "(supported: 'hubert', 'wav2vec2-bert', 'audiopalm-mfcc')")

@@ -18,7 +18,9 @@ import jax
 import numpy as np
 import pytest
 
-from audiopalm.ssl import encoder as encoder_lib, hubert, hubert_import
+from audiopalm.ssl import encoder as encoder_lib
+from audiopalm.ssl import hubert, hubert_import
+from audiopalm.ssl.load import load_encoder
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -121,7 +123,7 @@ def test_parity_with_transformers_on_a_padded_batch(tmp_path, hf_kwargs, do_norm
 
 def test_load_encoder_dispatches_to_hubert(tmp_path):
   directory = _save(_reference(POST_LN), tmp_path, False)
-  enc = encoder_lib.load_encoder(directory)
+  enc = load_encoder(directory)
   assert isinstance(enc, hubert.HubertEncoder) and isinstance(enc, encoder_lib.SslEncoder)
   assert (enc.name, enc.num_layers, enc.dim, enc.sample_rate, enc.frame_rate) == ("hubert", 4, 32, 16000, 800.0)
 

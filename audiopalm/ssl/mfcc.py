@@ -159,7 +159,7 @@ class MfccEncoder:
 
 
 def save_mfcc_encoder(directory: str, config: MfccConfig) -> None:
-  """Writes `config.json` (model_type 'audiopalm-mfcc'), so `load_encoder(directory)` finds this encoder."""
+  """Writes `config.json` (model_type 'audiopalm-mfcc'), so `audiopalm.ssl.load.load_encoder(directory)` finds this encoder."""
   root = epath.Path(directory)
   root.mkdir(parents=True, exist_ok=True)
   (root / "config.json").write_text(json.dumps({"model_type": MODEL_TYPE, **dataclasses.asdict(config)}, indent=2))

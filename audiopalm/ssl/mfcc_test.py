@@ -7,6 +7,7 @@ import scipy.fft
 from audiopalm.ssl import encoder as encoder_lib
 from audiopalm.ssl import fbank as fbank_lib
 from audiopalm.ssl import mfcc as mfcc_lib
+from audiopalm.ssl.load import load_encoder
 
 CFG = mfcc_lib.MfccConfig()
 # Features are unit-variance; float32 log-mel/FFT rounding (which varies with the batch shape XLA vectorises
@@ -61,12 +62,12 @@ def test_matches_a_numpy_reference_and_is_batch_invariant():
 def test_saved_directory_loads_through_load_encoder(tmp_path):
   cfg = mfcc_lib.MfccConfig(num_ceps=10, delta_order=1, stride=1)
   mfcc_lib.save_mfcc_encoder(str(tmp_path), cfg)
-  encoder = encoder_lib.load_encoder(str(tmp_path))
+  encoder = load_encoder(str(tmp_path))
   assert isinstance(encoder, encoder_lib.SslEncoder) and encoder.config == cfg and encoder.dim == 20
   with pytest.raises(ValueError, match="only layer 0"):
     encoder.features(np.zeros((1, 800), np.float32), [800], 1)
   (tmp_path / "config.json").write_text('{"model_type": "audiopalm-mfcc", "num_cepz": 3}')
   with pytest.raises(ValueError, match="unknown MFCC settings.*num_cepz"):
-    encoder_lib.load_encoder(str(tmp_path))
+    load_encoder(str(tmp_path))
   with pytest.raises(ValueError, match="num_ceps=50 must be in 1..num_mel_bins=40"):
     mfcc_lib.MfccConfig(num_ceps=50)

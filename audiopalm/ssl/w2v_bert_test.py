@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from audiopalm.hf import tensors as tensors_lib
-from audiopalm.ssl import encoder as encoder_lib, fbank, w2v_bert, w2v_bert_import
+from audiopalm.ssl import encoder as encoder_lib
+from audiopalm.ssl import fbank, w2v_bert, w2v_bert_import
+from audiopalm.ssl.load import load_encoder
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -181,7 +183,7 @@ def test_load_encoder_meets_the_contract(tmp_path):
   model = _reference()
   model.save_pretrained(tmp_path)
   transformers.SeamlessM4TFeatureExtractor().save_pretrained(tmp_path)
-  encoder = encoder_lib.load_encoder(str(tmp_path))
+  encoder = load_encoder(str(tmp_path))
   assert isinstance(encoder, encoder_lib.SslEncoder) and isinstance(encoder, w2v_bert.W2vBertEncoder)
   assert (encoder.name, encoder.sample_rate, encoder.frame_rate, encoder.num_layers, encoder.dim) == (
       "w2v_bert", 16000, 50.0, 3, 32)

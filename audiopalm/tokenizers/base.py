@@ -28,7 +28,7 @@ import numpy as np
 PAD_TOKEN = -1
 
 # Kind → module that registers it when imported (lazily, so loading a codec never imports the SSL encoders).
-_BUILTIN = {"semantic": "audiopalm.semantic.tokenizer", "codec": "audiopalm.tokenizers.codec_tokenizer"}
+_BUILTIN = {"semantic": "audiopalm.semantic.tokenizer", "codec": "audiopalm.codec.tokenizer"}
 _LOADERS: dict[str, Callable[..., "AudioTokenizer"]] = {}
 
 

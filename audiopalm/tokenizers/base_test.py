@@ -5,10 +5,10 @@ import jax
 import numpy as np
 import pytest
 
-from audiopalm.main import configurables
 from audiopalm.codec import checkpoint
-from audiopalm.codec.config import preset
 from audiopalm.codec.model import init_variables
+from audiopalm.main import configurables
+from audiopalm.main.presets import codec_preset
 from audiopalm.tokenizers import PAD_TOKEN, AudioTokenizer, register
 
 SEMANTIC = "audiopalm/data/assets/demo_semantic"
@@ -27,7 +27,7 @@ def _from_gin(kind: str, path: str):
 
 
 def test_gin_selects_either_kind_and_both_meet_the_interface(tmp_path):
-  cfg = preset("tiny", sample_rate=16000)
+  cfg = codec_preset("tiny", sample_rate=16000)
   checkpoint.save_codec(str(tmp_path / "codec"), cfg, init_variables(cfg, jax.random.key(0)))
   lengths = np.array([8000, 5000])
   waves = (0.1 * np.random.default_rng(0).standard_normal((2, 8000))).astype(np.float32)

@@ -39,7 +39,6 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow as tf
 
-
 # ---------------------------------------------------------------------------------------------------------------
 # What the tokens are: the tokenizers, per dataset.
 

@@ -10,26 +10,27 @@ import numpy as np
 import optax
 import pytest
 
+from audiopalm.checkpoints.export import load_exported_params
+from audiopalm.checkpoints.manager import CheckpointConfig
 from audiopalm.data.text_source import TextSourceConfig
-from audiopalm.model import Transformer, preset
+from audiopalm.main.presets import model_preset
+from audiopalm.main.train import train
+from audiopalm.model import Transformer
+from audiopalm.model.params import abstract_params
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules
-from audiopalm.checkpoints.manager import CheckpointConfig
-from audiopalm.checkpoints.export import load_exported_params
 from audiopalm.training.init_from import InitFromConfig, initial_state
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer
 from audiopalm.training.param_groups import ParamGroupsConfig, lr_scales
-from audiopalm.model.params import abstract_params
 from audiopalm.training.train_step import optimizer_count
 from audiopalm.training.trainer import TrainerConfig
-from audiopalm.main.train import train
 from audiopalm.vocab.combined import load_text_vocab
 from audiopalm.vocab.spec import load_spec, make_spec
 
 TEXT = load_text_vocab("byte").spec
 TEXT_SPEC = make_spec(TEXT)  # 384 rows
 SPEECH_SPEC = make_spec(TEXT, semantic=(256, "sem"))  # 514 → 640 rows
-SMALL = preset("tiny", num_layers=1, d_model=32, d_ff=64, head_dim=8, tie_embeddings=False)
+SMALL = model_preset("tiny", num_layers=1, d_model=32, d_ff=64, head_dim=8, tie_embeddings=False)
 # Linear warmup over 10 steps: the learning rate tells which optimizer step a run is at.
 ADAMW = OptimizerConfig(name="adamw", peak_lr=1e-2, warmup_steps=10, warmup="linear", schedule="constant")
 MESH = MeshConfig(ici={"data": 2, "fsdp": 2, "tensor": 2})

@@ -2,19 +2,20 @@ import jax
 import numpy as np
 import pytest
 
-from audiopalm.model import Transformer, preset
+from audiopalm.main.presets import model_preset
+from audiopalm.model import Transformer
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
+from audiopalm.sharding.params import sharding_context
 from audiopalm.sharding.rules import ShardingRules
 from audiopalm.training.optimizer import OptimizerConfig, make_optimizer, make_schedule
 from audiopalm.training.train_state import init_train_state
-from audiopalm.sharding.params import sharding_context
 from audiopalm.training.train_step import TrainStepConfig, make_gradient_fn, make_train_step
 
 # Accumulated (or chunked) vs one-shot: the same sums in a different order. Gradient elements are compared
 # with rtol plus an atol of ACCUM_RTOL x the largest |gradient| (elements near 0 have no relative scale).
 ACCUM_RTOL = 1e-5
 
-CFG = preset("tiny")
+CFG = model_preset("tiny")
 OPT = OptimizerConfig(name="adamw", peak_lr=1e-3, warmup_steps=0, schedule="constant")
 
 
@@ -106,7 +107,7 @@ def test_init_inside_a_sharding_context():
 def test_chunked_loss_equals_full_loss_and_saves_memory():
   """loss_chunk_size gives the same sums and gradients, with less temporary memory when the
   vocabulary is large (the full logits are never materialised)."""
-  cfg = preset("tiny", vocab_size=8192)
+  cfg = model_preset("tiny", vocab_size=8192)
   mesh = make_mesh(MeshConfig(ici={"data": 1, "fsdp": 1, "tensor": 1}), jax.devices()[:1])
   model, rules = Transformer(cfg), ShardingRules()
   state = init_train_state(model, make_optimizer(OPT), mesh, rules, seed=0)

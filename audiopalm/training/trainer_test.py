@@ -7,15 +7,15 @@ import grain
 import numpy as np
 import pytest
 
-from audiopalm.data.text_source import TextSourceConfig
-from audiopalm.model import preset
-from audiopalm.sharding.mesh import MeshConfig
 from audiopalm.checkpoints.manager import CheckpointConfig
+from audiopalm.data.text_source import TextSourceConfig
+from audiopalm.main.presets import model_preset
+from audiopalm.main.train import train
+from audiopalm.sharding.mesh import MeshConfig
 from audiopalm.training.hooks import NonFiniteError
 from audiopalm.training.trainer import TrainerConfig
-from audiopalm.main.train import train
 
-TINY = preset("tiny", num_layers=1, d_model=64, d_ff=128, head_dim=16)
+TINY = model_preset("tiny", num_layers=1, d_model=64, d_ff=128, head_dim=16)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,11 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from audiopalm.model import Transformer, preset
-from audiopalm.sharding.mesh import MeshConfig, make_mesh
-from audiopalm.sharding.rules import ShardingRules, params_shardings
+from audiopalm.main.presets import model_preset
+from audiopalm.model import Transformer
 from audiopalm.model.params import abstract_params
+from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.params import unbox
+from audiopalm.sharding.rules import ShardingRules, params_shardings
 from audiopalm.vocab.combined import load_text_vocab
 from audiopalm.vocab.extend import check_extends, extend_params
 from audiopalm.vocab.spec import make_spec
@@ -23,7 +24,7 @@ TOL = 1e-6
 
 
 def _model(tied: bool, vocab: int):
-  return preset("tiny", num_layers=1, d_model=32, d_ff=64, head_dim=8, vocab_size=vocab, tie_embeddings=tied)
+  return model_preset("tiny", num_layers=1, d_model=32, d_ff=64, head_dim=8, vocab_size=vocab, tie_embeddings=tied)
 
 
 def _init(cfg, seed=0):

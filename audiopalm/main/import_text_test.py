@@ -1,4 +1,4 @@
-"""tools.import_text: paragraphs become transcript-only examples that the text_lm task trains on, beside audio."""
+"""audiopalm.main.import_text: paragraphs become transcript-only examples that the text_lm task trains on, beside audio."""
 
 import itertools
 import os
@@ -11,8 +11,8 @@ from audiopalm.cli.inference_flags import UsageError
 from audiopalm.data.mixture import MixtureComponent
 from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.data.token_source import TokenShardSource
+from audiopalm.main import import_text
 from audiopalm.tokens import dataset_info, shards, synthetic
-from tools import import_text
 
 SMALL = synthetic.SyntheticConfig(examples=8, num_shards=1, min_seconds=1.0, max_seconds=2.0, semantic_vocab=64,
                                   acoustic_vocab=32, num_codebooks=4, words_per_second=2.0)
@@ -139,7 +139,7 @@ def test_an_import_that_stops_part_way_never_reads_as_a_dataset_and_a_rerun_reco
     import_text.import_text([a], speech, out, paragraphs_per_shard=1)
   for name in (dataset_info.METADATA_FILE, dataset_info.STATS_FILE, tfds_constants.DATASET_INFO_FILENAME):
     assert not os.path.exists(os.path.join(out, name)), name
-  with pytest.raises(FileNotFoundError, match="tools.import_text"):  # the mixture's error says what to run
+  with pytest.raises(FileNotFoundError, match="audiopalm.main.import_text"):  # the mixture's error says what to run
     SpeechTextConfig(components=(MixtureComponent("text_lm", out),), seq_len=64, global_batch_size=2)._metadata
   monkeypatch.setattr(import_text, "text_segment", real_segment)
   meta = import_text.import_text([a], speech, out, paragraphs_per_shard=1)

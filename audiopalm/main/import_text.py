@@ -1,6 +1,6 @@
 r"""A text corpus as a transcript-only token dataset, so a speech-text mixture can train on text its speech lacks.
 
-    python -m tools.import_text --text=audiopalm/data/assets/demo_text.txt --like=runs/tokens_demo \
+    python -m audiopalm.main.import_text --text=audiopalm/data/assets/demo_text.txt --like=runs/tokens_demo \
         --output_dir=runs/text_demo
     # then, in a mixture: text_lm/MixtureComponent.dataset = 'runs/text_demo'   (or TEXT_DIR in audiopalm.gin)
 
@@ -121,7 +121,7 @@ def import_text(paths: Sequence[str], like: str, output_dir: str, *, language: s
       tf.io.gfile.remove(f.path)
   meta = dataset_info.write_dataset_info(
       output_dir, tokens=info, shards=others + stats,
-      description=f"text only (tools.import_text): paragraphs of {', '.join(paths)}; tokenizer names from {like}")
+      description=f"text only (audiopalm.main.import_text): paragraphs of {', '.join(paths)}; tokenizer names from {like}")
   (epath.Path(output_dir) / REPLACED).unlink(missing_ok=True)
   return meta
 
@@ -133,10 +133,10 @@ def _other_splits(output_dir: str, split: str, info: schema.TokensInfo) -> list[
   out = epath.Path(output_dir)
   if not (out / MARKER).exists():
     if (out / dataset_info.METADATA_FILE).exists() or shards.find_shards(output_dir):
-      raise UsageError(f"--output_dir {output_dir} holds a token dataset that tools.import_text did not write: "
+      raise UsageError(f"--output_dir {output_dir} holds a token dataset that audiopalm.main.import_text did not write: "
                        "give another directory")
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(str(out / MARKER), json.dumps({"written_by": "tools.import_text"}) + "\n")
+    write_text_atomic(str(out / MARKER), json.dumps({"written_by": "audiopalm.main.import_text"}) + "\n")
   found = [out / name for name in (dataset_info.METADATA_FILE, REPLACED) if (out / name).exists()]
   if not found:  # new, or an import that stopped before its first metadata
     return []
@@ -163,7 +163,7 @@ def _set_aside_metadata(output_dir: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m tools.import_text", description=__doc__.split("\n\n")[0],
+  parser = argparse.ArgumentParser(prog="python -m audiopalm.main.import_text", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--text", action="append", required=True, help="a UTF-8 text file (repeat for more)")
   parser.add_argument("--like", required=True, help="the token dataset whose tokenizer names the examples carry")

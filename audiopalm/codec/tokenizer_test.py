@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 
 from audiopalm.codec import checkpoint
-from audiopalm.codec.config import preset
 from audiopalm.codec.model import Codec, init_variables
+from audiopalm.codec.tokenizer import CodecTokenizer
+from audiopalm.main.presets import codec_preset
 from audiopalm.tokenizers import PAD_TOKEN, AudioTokenizer, load_tokenizer, registered
-from audiopalm.tokenizers.codec_tokenizer import CodecTokenizer
 
-CFG = preset("tiny")  # hop 8
+CFG = codec_preset("tiny")  # hop 8
 
 
 def _codec(seed: int = 0) -> Codec:
