@@ -62,12 +62,6 @@ def test_presets_are_the_model_gin_files():
     codec_preset("nope")
 
 
-@pytest.mark.parametrize("name", model_presets())
-def test_a_preset_is_what_an_entry_point_reads(name):
-  parse_gin([f"models/{name}.gin"], [])
-  assert query("MODEL") == model_preset(name)
-
-
 def test_cli_bindings_are_quoted_when_bare():
   _, bindings = split_gin_bindings(["--gin.MODEL_DIR=/tmp/run", "--gin.TRAIN_STEPS=5", "--gin.X='a'",
                                     "--gin.M=%OTHER", "--gin.LR=.5", "--gin.LR=+1e-3", "--gin.DIR=2024_run",

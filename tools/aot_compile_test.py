@@ -13,7 +13,7 @@ import gin
 import jax
 import pytest
 
-from audiopalm.cli.gin_flags import parse_gin, split_gin_bindings
+from audiopalm.cli.gin_flags import parse_gin
 from audiopalm.main.presets import model_preset
 from audiopalm.model import Transformer
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
@@ -35,8 +35,8 @@ RUN = ["--gin_file=gin_configs/experiments/tiny.gin", "--gin.ParamGroupsConfig.t
 def _lowered_by_aot_compile(flags: list[str]) -> str:
   gin.clear_config()
   try:
-    parse_gin([f.split("=", 1)[1] for f in flags if f.startswith("--gin_file=")], split_gin_bindings(flags)[1],
-              allow_required=True)
+    args, bindings = aot_compile.parse_args(["--topology=cpu-8", *flags])  # the tool's own flags
+    parse_gin(args.gin_file, bindings, args.gin_search_path, allow_required=True)
     return aot_compile.RunStep.from_gin().lower(jax.devices()).as_text(debug_info=False)
   finally:
     gin.clear_config()

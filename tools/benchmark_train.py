@@ -181,7 +181,8 @@ def run_benchmark(*, model_cfg: TransformerConfig, preset_name: str = "custom", 
 
   _progress(f"initialising {preset_name} ({param_count(model_cfg) / 1e6:.2f}M params) on mesh "
             f"{dict(device_mesh.shape)} ...")
-  state = init_train_state(program.net, program.tx, device_mesh, rules, seed)  # enters sharding_context itself, as in the trainer
+  # init_train_state enters sharding_context itself, as in the trainer.
+  state = init_train_state(program.net, program.tx, device_mesh, rules, seed)
   with sharding_context(device_mesh, rules):
     batch = make_synthetic_batch(batch_size=batch_size, seq_len=seq_len, vocab_size=model_cfg.vocab_size,
                                  sharding=input_sharding, seed=seed + 1)
@@ -280,7 +281,8 @@ def format_report(r: BenchmarkResult) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   p = argparse.ArgumentParser(prog="python -m tools.benchmark_train", description=__doc__.split("\n\n")[0])
-  p.add_argument("--preset", default="tiny", help="model preset: a gin_configs/models/*.gin name (tiny, demo, palm_1b, palm_8b)")
+  p.add_argument("--preset", default="tiny",
+                 help="model preset: a gin_configs/models/*.gin name (tiny, demo, palm_1b, palm_8b)")
   p.add_argument("--batch_size", type=int, default=16, help="global batch size (sequences)")
   p.add_argument("--seq_len", type=int, default=128)
   p.add_argument("--steps", type=int, default=10, help="timed steps")

@@ -48,14 +48,23 @@ class LoadedModel:
   def spec(self) -> VocabSpec:
     return self.vocab.spec
 
+  @property
+  def trained_data(self) -> dict[str, Any]:
+    """The training input of the run that made this model, as its `train_config.json` holds it ({} if unsaved)."""
+    return (self.run_config or {}).get("data") or {}
+
   def format_config(self, name: str) -> Any:
     """The config of format `name` as this model was trained with it: the first component of that format in its
     run's mixture (`train_config.json`), training-time augmentation off; the format's default when the run had
     none or saved no config."""
-    components = ((self.run_config or {}).get("data") or {}).get("components") or ()
+    components = self.trained_data.get("components") or ()
     trained = [config_from_json(name, c.get("config")) for c in components if c.get("format") == name]
     config = trained[0] if trained else None
     return evaluation_config(config if config is not None else default_config(name))
+
+  def format_configs(self, names: Sequence[str]) -> dict[str, Any]:
+    """{name: `format_config(name)`} for each format in `names`."""
+    return {name: self.format_config(name) for name in names}
 
   @property
   def eos_id(self) -> int:

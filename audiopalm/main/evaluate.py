@@ -72,7 +72,7 @@ def task_configs(model: LoadedModel) -> dict[str, Any]:
   if model.run_config is None:
     log.warning("%s has no %s: the tasks are evaluated with their formats' default configs", model.path,
                 RUN_CONFIG_FILE)
-  return {task: model.format_config(task) for task in TASKS}
+  return model.format_configs(TASKS)
 
 
 def _sample_count(value: str) -> int | None:
@@ -183,7 +183,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
   if stages is not None and any(configs[t].dedupe_semantic for t in ("asr", "tts", "continuation")):
     raise UsageError(f"{model.path} was trained with dedupe_semantic: the stages need one semantic token per frame "
                      "(drop the stage models)")
-  seq_len = args.seq_len or ((model.run_config or {}).get("data") or {}).get("seq_len") or DEFAULT_SEQ_LEN
+  seq_len = args.seq_len or model.trained_data.get("seq_len") or DEFAULT_SEQ_LEN
   speech = SpeechTasks(model, SpeechConfig(asr=configs["asr"], tts=configs["tts"],
                                            continuation=configs["continuation"],
                                            speech_sampling=SamplingConfig(temperature=args.speech_temperature),

@@ -37,7 +37,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -53,6 +53,8 @@ from audiopalm.inference.speech import SpeechConfig, SpeechTasks
 from audiopalm.tokenizers.base import AudioTokenizer
 
 log = logging.getLogger("audiopalm.main.generate")
+
+SPEECH_TASKS = ("asr", "tts", "continuation")  # SpeechConfig's tasks, prompted as the model was trained (tags, dedupe)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -139,9 +141,9 @@ def run_asr(args: argparse.Namespace) -> int:
   model, semantic, _ = _setup(args)
   inputs, bad = _load_inputs(args.audio, semantic.sample_rate)
   codes = [c[:, 0] for c in tokenize(semantic, [w for _, _, w in inputs])]
-  speech = SpeechTasks(model, SpeechConfig(**trained_tasks(model), max_text_tokens=args.max_text_tokens,
-                                           batch_size=args.batch_size, semantic_frame_rate=semantic.frame_rate,
-                                           seed=args.seed))
+  speech = SpeechTasks(model, SpeechConfig(**model.format_configs(SPEECH_TASKS),
+                                           max_text_tokens=args.max_text_tokens, batch_size=args.batch_size,
+                                           semantic_frame_rate=semantic.frame_rate, seed=args.seed))
   start = time.perf_counter()
   texts = speech.transcribe(codes, args.language)
   log.info("transcribed %d inputs in %.1f s", len(texts), time.perf_counter() - start)
@@ -155,13 +157,8 @@ def run_asr(args: argparse.Namespace) -> int:
   return 1 if bad else 0
 
 
-def trained_tasks(model: LoadedModel) -> dict[str, Any]:
-  """SpeechConfig's asr / tts / continuation: the format configs the model was trained with (tags, dedupe)."""
-  return {task: model.format_config(task) for task in ("asr", "tts", "continuation")}
-
-
 def _speech_config(args: argparse.Namespace, model: LoadedModel, rate: float, **kwargs) -> SpeechConfig:
-  return SpeechConfig(**trained_tasks(model), speech_sampling=_sampling(args.speech_temperature),
+  return SpeechConfig(**model.format_configs(SPEECH_TASKS), speech_sampling=_sampling(args.speech_temperature),
                       max_speech_seconds=args.max_seconds, semantic_frame_rate=rate, batch_size=args.batch_size,
                       seed=args.seed, **kwargs)
 

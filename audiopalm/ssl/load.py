@@ -8,6 +8,7 @@ Each encoder meets the contract of `audiopalm.ssl.encoder.SslEncoder`.
 from __future__ import annotations
 
 from audiopalm.hf.tensors import read_config
+from audiopalm.ssl import hubert_import, mfcc, w2v_bert_import
 from audiopalm.ssl.encoder import SslEncoder
 
 
@@ -17,13 +18,10 @@ def load_encoder(directory: str) -> SslEncoder:
   config = read_config(directory)
   model_type = config.get("model_type")
   if model_type == "hubert":
-    from audiopalm.ssl import hubert_import  # pylint: disable=import-outside-toplevel
     return hubert_import.load_hubert(directory)
   if model_type == "wav2vec2-bert":
-    from audiopalm.ssl import w2v_bert_import  # pylint: disable=import-outside-toplevel
     return w2v_bert_import.load_w2v_bert(directory)
   if model_type == "audiopalm-mfcc":
-    from audiopalm.ssl import mfcc  # pylint: disable=import-outside-toplevel
     return mfcc.load_mfcc(directory, config)
   raise ValueError(f"{directory}: model_type {model_type!r} is not a supported speech encoder "
                    "(supported: 'hubert', 'wav2vec2-bert', 'audiopalm-mfcc')")
