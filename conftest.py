@@ -26,3 +26,18 @@ def demo_tokens(tmp_path_factory) -> pathlib.Path:
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   return out
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator():
+  """A real GCS emulator (fake-gcs-server, `tools.gcs_emulator`) on loopback for the whole session, its
+  environment set in os.environ (subprocesses inherit it): gs:// paths reach it, nothing reaches the network."""
+  from tools.gcs_emulator import GcsEmulator  # pylint: disable=import-outside-toplevel
+  with GcsEmulator() as emulator, emulator.environment():
+    yield emulator
+
+
+@pytest.fixture
+def gcs_bucket(gcs_emulator) -> str:
+  """A fresh, empty bucket on the session's emulator, as a gs:// URL ("gs://test-<random>")."""
+  return f"gs://{gcs_emulator.create_bucket()}"

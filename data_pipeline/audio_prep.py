@@ -49,6 +49,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import io
 import math
 import time
 import unicodedata
@@ -56,10 +57,10 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
-from etils import epath
 
 from audiopalm.audio import io as audio_io
 from audiopalm.audio.io import AudioDecodeError
+from audiopalm.files import storage
 from data_pipeline.records import (BAD_CHANNELS, BAD_METADATA, BAD_SAMPLE_RATE, BAD_TRANSCRIPT, EMPTY,
                                    MISSING_TRANSCRIPT, NON_FINITE, REASONS, SILENT, TOO_LONG, TOO_SHORT,
                                    UNREADABLE, AudioRef, Reject, Segment, Utterance)
@@ -71,7 +72,7 @@ Reader = Callable[[AudioRef, float | None, float | None], tuple[np.ndarray, int]
 Info = Callable[[AudioRef], tuple[int, int, int]]
 
 _NON_FINITE_REASON = "non-finite samples"  # audiopalm.audio.io.load_audio's AudioDecodeError.reason for NaN/Inf
-_FILE_ERRORS = (sf.SoundFileError, RuntimeError, OSError, EOFError)  # what soundfile/epath raise for a bad file
+_FILE_ERRORS = (sf.SoundFileError, RuntimeError, OSError, EOFError)  # what soundfile/storage raise for a bad file
 
 
 def _plain_file(ref: AudioRef) -> str:
@@ -89,8 +90,8 @@ def _read_mp3(path: str, start: float, end: float | None) -> tuple[np.ndarray, i
   """
   try:
     with contextlib.ExitStack() as stack:
-      local = "://" not in path or path.startswith("file://")
-      source = path.removeprefix("file://") if local else stack.enter_context(epath.Path(path).open("rb"))
+      local = not storage.is_remote(path)
+      source = path.removeprefix("file://") if local else io.BytesIO(storage.read_bytes(path))
       f = stack.enter_context(sf.SoundFile(source))
       rate = f.samplerate
       first = int(round(start * rate))
@@ -100,11 +101,11 @@ def _read_mp3(path: str, start: float, end: float | None) -> tuple[np.ndarray, i
     raise AudioDecodeError(path, f"{type(e).__name__}: {e}") from e
   if not np.isfinite(data).all():
     raise AudioDecodeError(path, _NON_FINITE_REASON)
-  return np.clip(data.mean(axis=1, dtype=np.float32), -1.0, 1.0), rate  # [samples]
+  return np.clip(data, -1.0, 1.0), rate  # [samples, channels]
 
 
 def read_file(ref: AudioRef, start: float | None = None, end: float | None = None) -> tuple[np.ndarray, int]:
-  """The default reader: the window [start, end) of a plain audio file, mono, at its own rate.
+  """The default reader: the window [start, end) of a plain audio file, [samples, channels] at its own rate.
 
   `audiopalm.audio.io.load_audio` (which seeks to the window), except for MP3 windows not at the start, which are
   decoded from the beginning (see `_read_mp3`).
@@ -113,7 +114,7 @@ def read_file(ref: AudioRef, start: float | None = None, end: float | None = Non
   if start and path.lower().endswith(".mp3"):
     return _read_mp3(path, start, end)
   rate = audio_io.audio_info(path)[0]
-  return audio_io.load_audio(path, None, start=start, end=end), rate
+  return audio_io.load_audio(path, None, start=start, end=end, mono=False), rate
 
 
 def file_info(ref: AudioRef) -> tuple[int, int, int]:
@@ -135,7 +136,10 @@ class AudioPrepConfig:
     min_utterance_seconds: shorter utterances are rejected (too_short).
     max_utterance_seconds: longer utterances are rejected (too_long); None: no limit (long ones are cut).
     silence_threshold_db: an utterance whose peak (dBFS, after downmixing) is at or below this is `silent`.
-    max_channels: more channels are rejected (bad_channels); channels are averaged.
+    max_channels: more channels are rejected (bad_channels); None: any number. Channels are averaged (downmix),
+      unless `channel` picks one.
+    channel: take this channel (0-based) instead of the downmix; audio with fewer channels is rejected
+      (bad_channels). None: the average of all channels.
     min_sample_rate, max_sample_rate: the plausible range of file sample rates, Hz (else bad_sample_rate).
     require_transcript: reject utterances without a (non-blank) transcript (missing_transcript).
     window_seconds: audio decoded at once when scanning a long utterance (memory bound).
@@ -150,7 +154,8 @@ class AudioPrepConfig:
   min_utterance_seconds: float = 0.5
   max_utterance_seconds: float | None = None
   silence_threshold_db: float = -60.0
-  max_channels: int = 2
+  max_channels: int | None = None
+  channel: int | None = None
   min_sample_rate: int = 4000
   max_sample_rate: int = 192000
   require_transcript: bool = False
@@ -178,8 +183,10 @@ class AudioPrepConfig:
     if self.max_utterance_seconds is not None and not self.max_utterance_seconds >= self.min_utterance_seconds:
       raise ValueError(f"AudioPrepConfig.max_utterance_seconds must be >= min_utterance_seconds or None, got "
                        f"{self.max_utterance_seconds}")
-    if not self.max_channels >= 1:
-      raise ValueError(f"AudioPrepConfig.max_channels must be >= 1, got {self.max_channels}")
+    if self.max_channels is not None and not self.max_channels >= 1:
+      raise ValueError(f"AudioPrepConfig.max_channels must be >= 1 or None, got {self.max_channels}")
+    if self.channel is not None and not 0 <= self.channel < (self.max_channels or self.channel + 1):
+      raise ValueError(f"AudioPrepConfig.channel must be >= 0 (and below max_channels) or None, got {self.channel}")
     if not 0 < self.min_sample_rate <= self.max_sample_rate:
       raise ValueError(f"AudioPrepConfig: need 0 < min_sample_rate <= max_sample_rate, got "
                        f"{self.min_sample_rate}, {self.max_sample_rate}")
@@ -245,6 +252,17 @@ def _mono(wave: np.ndarray) -> np.ndarray:
   elif wave.ndim != 1:
     raise ValueError(f"reader returned a waveform of shape {wave.shape}; expected [samples] or [samples, channels]")
   return np.asarray(wave, np.float32)
+
+
+def _one_channel(reader: Reader, channel: int) -> Reader:
+  """`reader`, keeping only `channel` of what it returns ([samples, channels] → [samples])."""
+
+  def read(ref: AudioRef, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
+    wave, rate = reader(ref, start, end)
+    wave = np.asarray(wave)
+    return (wave[:, channel] if wave.ndim == 2 else wave), rate
+
+  return read
 
 
 def _decode(reader: Reader, ref: AudioRef, start: float | None, end: float | None) -> tuple[np.ndarray, int]:
@@ -429,8 +447,12 @@ def _prepare(utterance: Utterance, config: AudioPrepConfig, reader: Reader, info
   if reason:
     raise _Rejected(*reason.split(": ", 1))
   rate, frames, channels = info(utterance.audio)
-  if not 1 <= channels <= config.max_channels:
-    raise _Rejected(BAD_CHANNELS, f"{channels} channels (allowed: 1 to {config.max_channels})")
+  if channels < 1 or (config.max_channels is not None and channels > config.max_channels):
+    raise _Rejected(BAD_CHANNELS, f"{channels} channels (allowed: 1 to {config.max_channels or 'any'})")
+  if config.channel is not None:
+    if config.channel >= channels:
+      raise _Rejected(BAD_CHANNELS, f"{channels} channels: there is no channel {config.channel} to take")
+    reader = _one_channel(reader, config.channel)
   if not config.min_sample_rate <= rate <= config.max_sample_rate:
     raise _Rejected(BAD_SAMPLE_RATE, f"{rate} Hz (allowed: {config.min_sample_rate} to {config.max_sample_rate})")
   if frames <= 0:
@@ -481,13 +503,18 @@ def prepare(utterance: Utterance, config: AudioPrepConfig, *, reader: Reader = r
   except _Rejected as e:
     return Reject(utterance.id, str(utterance.audio), e.reason)
   except AudioDecodeError as e:
-    if e.reason == _NON_FINITE_REASON:
-      reason = f"{NON_FINITE}: {e.reason}"
-    elif e.reason.split(":", 1)[0] in REASONS:  # a source that names the reject code itself ("unsafe_path: ...")
-      reason = e.reason
-    else:
-      reason = f"{UNREADABLE}: {e.reason}"
-    return Reject(utterance.id, str(utterance.audio), reason)
+    return decode_reject(utterance, e)
+
+
+def decode_reject(utterance: Utterance, error: AudioDecodeError) -> Reject:
+  """The Reject of an utterance whose audio could not be read or decoded."""
+  if error.reason == _NON_FINITE_REASON:
+    reason = f"{NON_FINITE}: {error.reason}"
+  elif error.reason.split(":", 1)[0] in REASONS:  # a source that names the reject code itself ("unsafe_path: ...")
+    reason = error.reason
+  else:
+    reason = f"{UNREADABLE}: {error.reason}"
+  return Reject(utterance.id, str(utterance.audio), reason)
 
 
 @dataclasses.dataclass

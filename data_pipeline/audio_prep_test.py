@@ -1,5 +1,6 @@
 """Audio preparation: segments of good input, one Reject for each kind of bad input, bounded memory."""
 
+import functools
 import math
 import os
 import tracemalloc
@@ -9,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from audiopalm.audio.io import AudioDecodeError, load_audio, write_audio
-from data_pipeline import audio_prep
+from data_pipeline import audio_prep, audio_source
 from data_pipeline.audio_prep import AudioPrepConfig, SegmentPlan, plan_segments, prepare
 from data_pipeline.records import AudioRef, Reject, Utterance
 
@@ -233,7 +234,10 @@ CASES = {
                          "too_short"),
     "nan_float_wav": (lambda p: _nan_wav(p, 2.0), {}, "non_finite"),
     "inf_float_wav_long": (lambda p: _nan_wav(p, 70.0, np.inf), {}, "non_finite"),
-    "three_channels": (lambda p: _write(p, "c3.flac", np.stack([GOOD] * 3, axis=1)), {}, "bad_channels"),
+    "three_channels": (lambda p: _write(p, "c3.flac", np.stack([GOOD] * 3, axis=1)),
+                       {"config": AudioPrepConfig(max_channels=2)}, "bad_channels"),
+    "no_such_channel": (lambda p: _write(p, "c2.flac", np.stack([GOOD] * 2, axis=1)),
+                        {"config": AudioPrepConfig(channel=2)}, "bad_channels"),
     "one_hertz": (lambda p: _write(p, "hz.wav", np.full(10, 0.1, np.float32), rate=1), {}, "bad_sample_rate"),
     "missing_transcript": (lambda p: _write(p, "a.flac", GOOD), {"require": True}, "missing_transcript"),
     "blank_transcript": (lambda p: _write(p, "a.flac", GOOD), {"require": True, "transcript": " "},
@@ -245,6 +249,24 @@ CASES = {
     "control_char": (lambda p: _write(p, "a.flac", GOOD), {"transcript": "hello\x07world"}, "bad_transcript"),
     "not_text": (lambda p: _write(p, "a.flac", GOOD), {"transcript": 42}, "bad_transcript"),
 }
+
+
+@pytest.mark.parametrize("where", ["file", "member"])
+def test_any_channel_count_is_downmixed_or_one_channel_taken(tmp_path, where):
+  """Six channels (5.1): averaged by default, or the channel asked for; in a file and in an archive member."""
+  channels = np.stack([GOOD * (k + 1) / 8 for k in range(6)], axis=1)  # channel k at a distinct level
+  path = _write(tmp_path, "surround.flac", channels)
+  reader, info, ref = audio_prep.read_file, audio_prep.file_info, AudioRef(str(path))
+  if where == "member":
+    data = path.read_bytes()
+    reader = functools.partial(audio_source.read_native, data=data)
+    info = functools.partial(audio_source.ref_info, data=data)
+    ref = AudioRef(str(tmp_path / "a.tar"), "surround.flac")
+  for channel, want in ((None, channels.mean(axis=1)), (4, channels[:, 4])):
+    plan = prepare(Utterance("u", ref), AudioPrepConfig(channel=channel), reader=reader, info=info)
+    assert not isinstance(plan, Reject), plan
+    [piece] = list(plan)
+    np.testing.assert_allclose(piece[RATE].waveform, want, atol=1e-4)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

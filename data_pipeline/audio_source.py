@@ -4,14 +4,17 @@
     for name, data in iter_archive("EN_B00000.tar.gz", select=lambda n: n.endswith(".mp3")):  # one pass
       waveform = decode_audio_bytes(data, f"EN_B00000.tar.gz#{name}", 16000)
 
-Files (local or gs://) go to `audiopalm.audio.io.load_audio`. Archive members are never extracted to disk:
+Files (local or gs://, through `audiopalm.files.storage`) go to `audiopalm.audio.io.load_audio`; a job reads each
+file once (`audiopalm.files.storage.read_bytes`) and decodes it from memory (`data=`). Archive members are never
+extracted to disk:
 
-- an uncompressed `.tar` is indexed once (its headers only: tarfile seeks over the data) and a member is read by
-  seeking to its offset, so random access costs one read per member; the last few archives' indexes are kept;
+- an uncompressed `.tar` is indexed once (locally its headers only: tarfile seeks over the data; a remote one is
+  streamed once) and a member is read by one ranged read of its bytes, so random access costs one request per
+  member; the last few archives' indexes are kept;
 - a compressed archive (`.tar.gz`, `.tgz`, `.tar.bz2`, `.tar.xz`) has no random access: `read_audio` reads it
   from the start up to the member, which is fine for a one-off read and quadratic for a whole archive. A job
-  reads such an archive with `iter_archive`, which decompresses it once and yields every member's bytes in
-  archive order.
+  reads every archive, plain or compressed, with `iter_archive`, which streams it once (decompressing it once)
+  and yields every member's bytes in archive order.
 
 Member bytes are decoded in memory by soundfile (libsndfile; 1.2.2 here decodes MP3 through mpg123, and the
 tests check it). libsndfile's MP3 seeking is not sample-accurate (the frames after a seek decode wrong, up to
@@ -44,9 +47,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 import soundfile as sf
-from etils import epath
 
 from audiopalm.audio.io import AudioDecodeError, load_audio, resample
+from audiopalm.files import storage
 from data_pipeline.records import UNSAFE_PATH, AudioRef
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -118,9 +121,14 @@ def unsafe_member(info: tarfile.TarInfo) -> str | None:
 
 @contextlib.contextmanager
 def _open_tar(path: str, *, stream: bool) -> Iterator[tarfile.TarFile]:
-  """The archive opened for reading: random access (plain tar) or as a stream (any compression)."""
-  with epath.Path(path).open("rb") as f:
-    with tarfile.open(fileobj=f, mode="r|*" if stream else "r:") as tar:
+  """The archive opened for reading: random access (a local plain tar) or as a stream (any compression, and any
+  remote archive: read front to back in large blocks, `storage.open_sequential`, since each seek would cost a
+  request)."""
+  if stream or storage.is_remote(path):
+    with storage.open_sequential(path) as f, tarfile.open(fileobj=f, mode="r|*") as tar:
+      yield tar
+  else:
+    with open(path.removeprefix("file://"), "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
       yield tar
 
 
@@ -203,9 +211,7 @@ def read_member(path: str, member: str) -> bytes:
       offset, size, reason = index[key]
       if reason:
         raise AudioDecodeError(where, f"{UNSAFE_PATH}: {reason}")
-      with epath.Path(path).open("rb") as f:
-        f.seek(offset)
-        data = f.read(size)
+      data = storage.read_range(path, offset, size)  # one request: exactly the member's bytes
       if len(data) != size:
         raise AudioDecodeError(where, f"truncated archive: {len(data)} of {size} bytes")
       return data
@@ -288,8 +294,8 @@ def _sound_file(source: str | bytes, name: str) -> Iterator[sf.SoundFile]:
     with contextlib.ExitStack() as stack:
       if isinstance(source, bytes):
         opened: object = io.BytesIO(source)
-      elif "://" in source and not source.startswith("file://"):
-        opened = stack.enter_context(epath.Path(source).open("rb"))
+      elif storage.is_remote(source):
+        opened = io.BytesIO(storage.read_bytes(source))  # whole, in one request
       else:
         opened = source.removeprefix("file://")
       yield stack.enter_context(sf.SoundFile(opened))
@@ -309,7 +315,7 @@ def decode_audio_bytes(data: bytes, name: str, sample_rate: int | None, start: f
   return window(decoded, rate, sample_rate, mono=mono, name=name)
 
 
-def _is_reader_ref(ref: AudioRef) -> bool:
+def is_reader_ref(ref: AudioRef) -> bool:
   return ref.path.startswith(READER_SCHEMES)
 
 
@@ -339,7 +345,7 @@ def read_audio(ref: AudioRef, sample_rate: int | None, start: float | None = Non
     ValueError: a bad window or sample rate.
   """
   name = str(ref)
-  if _is_reader_ref(ref):
+  if is_reader_ref(ref):
     wave, rate = _load(ref, loader)
     return window(wave, rate, sample_rate, start, end, mono=mono, name=name)
   if ref.member is not None or data is not None:
@@ -354,22 +360,22 @@ def read_audio(ref: AudioRef, sample_rate: int | None, start: float | None = Non
 
 def read_native(ref: AudioRef, start: float | None = None, end: float | None = None, *,
                 loader: Loader | None = None, data: bytes | None = None) -> tuple[np.ndarray, int]:
-  """(float32 mono [samples], rate): the window [start, end) at the audio's own rate, wherever `ref` points.
+  """(float32 [samples, channels], rate): the window [start, end) at the audio's own rate, wherever `ref` points.
 
   The `reader` that `data_pipeline.audio_prep.prepare` takes, for any AudioRef (bind `loader` / `data` with
   functools.partial). One open of the audio; MP3 windows as in `read_audio`.
   """
   name = str(ref)
-  if _is_reader_ref(ref):
+  if is_reader_ref(ref):
     wave, rate = _load(ref, loader)
-    return window(wave, rate, None, start, end, name=name), int(rate)
+    return window(wave, rate, None, start, end, mono=False, name=name), int(rate)
   if ref.member is not None or data is not None:
     source: str | bytes = read_member(ref.path, ref.member) if data is None else data
   else:
     source = ref.path
   with _sound_file(source, name) as f:
     decoded, rate = _decode_window(f, name, start, end)
-  return window(decoded, rate, None, name=name), rate
+  return window(decoded, rate, None, mono=False, name=name), rate
 
 
 def ref_info(ref: AudioRef, *, loader: Loader | None = None, data: bytes | None = None) -> tuple[int, int, int]:
@@ -377,7 +383,7 @@ def ref_info(ref: AudioRef, *, loader: Loader | None = None, data: bytes | None 
   `data_pipeline.audio_prep.prepare`). Audio held by a reader is loaded (TFDS readers keep the last example,
   so the read that follows does not load it again)."""
   name = str(ref)
-  if _is_reader_ref(ref):
+  if is_reader_ref(ref):
     wave, rate = _load(ref, loader)
     wave = np.asarray(wave)
     return int(rate), len(wave), wave.shape[1] if wave.ndim == 2 else 1
@@ -395,5 +401,6 @@ def clear_index_cache() -> None:
 
 
 __all__ = ["ARCHIVE_ERRORS", "ARCHIVE_SUFFIXES", "READER_SCHEMES", "Loader", "archive_stem", "clear_index_cache",
+           "is_reader_ref",
            "decode_audio_bytes", "is_archive", "iter_archive", "member_key", "read_audio", "read_member",
            "read_native", "ref_info", "scan_archive", "unsafe_member", "unsafe_name", "window"]

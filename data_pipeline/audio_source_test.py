@@ -2,6 +2,7 @@
 
 import gzip
 import io
+import pathlib
 import tarfile
 
 import numpy as np
@@ -145,7 +146,7 @@ def test_native_reads_and_headers_for_any_ref(tmp_path, sources):
   write_audio(path, flac, rate)
   for ref in (AudioRef(path), AudioRef(archive, "batch/a.flac")):
     wave, got_rate = audio_source.read_native(ref, 0.25, 0.5)
-    assert got_rate == rate and np.allclose(wave, flac[4000:8000], atol=1e-4)
+    assert got_rate == rate and np.allclose(wave, flac[4000:8000, None], atol=1e-4)  # [samples, channels]
     assert audio_source.ref_info(ref) == (rate, len(flac), 1)
   members = dict(iter_archive(archive))
   elsewhere = AudioRef(str(tmp_path / "gone.tar"), "batch/b.mp3")  # with the bytes at hand, no archive is read
@@ -155,7 +156,7 @@ def test_native_reads_and_headers_for_any_ref(tmp_path, sources):
   stereo = np.zeros((800, 2), np.float32)
   held = AudioRef("tfds://ds/train/0")
   assert audio_source.ref_info(held, loader=lambda r: (stereo, 8000)) == (8000, 800, 2)
-  assert audio_source.read_native(held, 0.05, loader=lambda r: (stereo, 8000))[0].shape == (400,)
+  assert audio_source.read_native(held, 0.05, loader=lambda r: (stereo, 8000))[0].shape == (400, 2)
 
 
 def test_audio_prep_reads_archive_members_through_these_hooks(tmp_path, sources):
@@ -176,3 +177,25 @@ def test_audio_prep_reads_archive_members_through_these_hooks(tmp_path, sources)
   unsafe = prepare(Utterance("l", AudioRef(archive, "batch/link.mp3")), config, reader=audio_source.read_native,
                    info=audio_source.ref_info)
   assert isinstance(unsafe, Reject) and unsafe.code == "unsafe_path"
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
+def test_archives_on_gcs_stream_in_one_request_and_members_read_by_range(tmp_path, sources, suffix, gcs_bucket):
+  from audiopalm.files import storage  # pylint: disable=import-outside-toplevel
+
+  local = make_archive(tmp_path / f"batch{suffix}", sources)
+  remote = f"{gcs_bucket}/EN/batch{suffix}"
+  storage.write_bytes(remote, pathlib.Path(local).read_bytes())
+  before = storage.counts()
+  members = dict(iter_archive(remote))
+  streamed = storage.counts() - before
+  assert members == dict(iter_archive(local)) and set(members) == {"batch/a.flac", "batch/b.mp3", "batch/notes.txt"}
+  assert (streamed.requests, streamed.bytes_read) == (1, storage.size(remote))  # one pass, one request
+  if suffix == ".tar":  # random access: the index once (one pass), then one ranged read of exactly the member
+    audio_source.read_member(remote, "batch/b.mp3")
+    before = storage.counts()
+    data = audio_source.read_member(remote, "batch/a.flac")
+    ranged = storage.counts() - before
+    assert data == members["batch/a.flac"] and (ranged.requests, ranged.bytes_read) == (1, len(data))
+  with pytest.raises(AudioDecodeError, match="unsafe_path"):
+    audio_source.read_member(remote, "../evil.mp3")

@@ -1,56 +1,73 @@
-"""The tokenization job: a corpus → sharded TFRecords of semantic + acoustic tokens, resumable, multi-host.
+"""The tokenization job: a corpus → sharded TFRecords of semantic + acoustic tokens, resumable, elastic.
 
-    summary = tokenize_corpus(reader="librispeech", reader_options={"roots": ("data/LibriSpeech",)},
+    summary = tokenize_corpus(reader="librispeech", reader_options={"roots": ("gs://b/LibriSpeech",)},
                               output_dir="gs://bucket/tokens", semantic=("semantic", "...demo_semantic"),
                               acoustic=("codec", "...demo_codec"))
 
-1. **Plan.** The reader's items (Utterance | Reject, deterministic order) become the manifest
-   `<out>/manifest.jsonl` (written once, atomically; a rerun reads it instead of listing and parsing the
-   corpus again). A repeated id is rejected (`duplicate_id`, the first kept). Items are cut into input shards
-   of `utterances_per_shard` consecutive items; shard i is processed by process i mod num_processes.
-2. **Shard.** Utterances are prepared (`audio_prep`: checks, decode, resample, cut) on a thread pool a few
-   ahead of the devices, bucketed into fixed batch shapes (`batching`) and tokenized by both tokenizers on
-   the local devices. Examples are written in item order (independent of batching), to a temporary name.
-3. **Commit.** `<out>/shards/<shard>.json` (the shard's statistics and its rejects) is written, then the
-   TFRecord is renamed to its final name. A shard is done exactly when its TFRecord exists; a rerun skips
-   done shards and redoes the others, so every input utterance ends up exactly once in the output or in
-   `rejects.jsonl`, however often the job is killed.
-4. **Finish** (process 0, after all processes are done): `rejects.jsonl`, `metadata.json`, `stats.json` and
-   the TFDS files (`audiopalm.tokens.dataset_info`), and a summary.
+Any number of processes run the same call on the same output directory, started at any time, by any launcher
+(a TPU pod, a SLURM array, N local processes; with or without a shared JAX coordinator); they share the work
+through claims on the store (`data_pipeline.claims`), and a process killed at any time loses nothing.
+
+1. **Plan** (`data_pipeline.plan`): the process that claims the planning lists and parses the corpus into
+   `<out>/manifest.jsonl` (Utterance | Reject in the reader's order, written atomically); the others wait for it
+   and read it. Items are cut into shards of `utterances_per_shard` consecutive items.
+2. **Claim** (`claimed_shards`): a process claims the first shard that is neither complete nor held by a live
+   claim, renews its lease while it works, and claims the next when done; a shard whose holder died (its lease
+   expired) is taken over. With nothing left to claim it waits for the shards others hold, then finishes.
+3. **Shard** (`run_shard`): each source is read once (a file whole, in one request; archives streamed once)
+   and prepared on a thread pool (`audio_prep`: checks, decode, resample, cut, however long the recording, never
+   on the main thread), a few utterances ahead of the devices; pieces are bucketed into fixed batch shapes
+   (`batching`) and tokenized by both tokenizers on the local devices. Examples are written in item order
+   (independent of batching) to a local staging file.
+4. **Commit**: the shard's index, then `<out>/shards/<shard>.json` (its statistics and rejects), then the shard
+   at its final name, exclusively (`audiopalm.tokens.shards`): a shard is done exactly when its TFRecord exists,
+   and no shard is ever committed twice, so every input utterance ends up exactly once in the output or in
+   `rejects.jsonl`, however often processes are killed, started late or taken over.
+5. **Finish**: each process that sees every shard complete writes `rejects.jsonl`, `metadata.json`,
+   `stats.json` and the TFDS files (`audiopalm.tokens.dataset_info`; the same bytes whoever writes them, each
+   atomically), and every process writes its report `<out>/reports/<time>-<worker>.json`: the shards it wrote,
+   its stage times, and its storage requests and bytes (`audiopalm.files.storage.counts`).
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import json
 import logging
 import os
+import queue
+import threading
 import time
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
-import tensorflow as tf
 from tqdm import tqdm
 
-from audiopalm.files.atomic import write_text_atomic
+from audiopalm.audio.io import AudioDecodeError
+from audiopalm.files import storage
 from audiopalm.tokenizers import AudioTokenizer, load_tokenizer
 from audiopalm.tokens import dataset_info, schema
 from audiopalm.tokens import shards as shards_lib
 from data_pipeline import audio_source, batching
-from data_pipeline.audio_prep import AudioPrepConfig, SegmentPlan, prepare
+from data_pipeline import plan as plan_lib
+from data_pipeline.audio_prep import AudioPrepConfig, decode_reject, prepare
+from data_pipeline.claims import Claims, Lease, LeaseConfig
 from data_pipeline.readers import make_reader
-from data_pipeline.records import DUPLICATE_ID, AudioRef, Reject, Segment, Utterance
+from data_pipeline.records import UNSAFE_PATH, AudioRef, Reject, Segment, Utterance
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.jsonl"
+MANIFEST = plan_lib.MANIFEST
 SHARD_RECORDS = "shards"
+CLAIMS = "claims"  # the claims of the plan and of the shards (data_pipeline.claims)
 REJECTS = "rejects.jsonl"
-_MATERIALIZE_SECONDS = 120.0  # utterances up to this long are decoded whole on the pool; longer ones lazily
+REPORTS = "reports"  # one JSON summary per process and run: what it did, its time, its storage requests and bytes
+_PIECES_AHEAD = 4  # decoded pieces of one utterance that its pool thread may hold ready for the devices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,106 +94,133 @@ class JobConfig:
         raise ValueError(f"JobConfig.{name} must be >= 1, got {getattr(self, name)}")
 
 
-# ----------------------------------------------------------------------------------------------------- plan
-
-
-def _item_json(item: Utterance | Reject) -> dict[str, Any]:
-  if isinstance(item, Reject):
-    return {"reject": item.to_json()}
-  return {"utterance": dataclasses.asdict(item)}
-
-
-def _item_from_json(data: Mapping[str, Any]) -> Utterance | Reject:
-  if "reject" in data:
-    return Reject(**data["reject"])
-  u = dict(data["utterance"])
-  u["audio"] = AudioRef(**u["audio"])
-  if u.get("voice_activity") is not None:
-    u["voice_activity"] = tuple(tuple(r) for r in u["voice_activity"])
-  return Utterance(**u)
-
-
-def _dedupe(items: Iterable[Utterance | Reject]) -> Iterator[Utterance | Reject]:
-  seen: set[str] = set()
-  for item in items:
-    if isinstance(item, Utterance):
-      if item.id in seen:
-        item = Reject(item.id, str(item.audio), f"{DUPLICATE_ID}: an earlier utterance has this id")
-      else:
-        seen.add(item.id)
-    yield item
-
-
-def plan(reader_name: str, reader_options: Mapping[str, Any], output_dir: str) -> list[Utterance | Reject]:
-  """The job's items: the manifest if an earlier run wrote one for the same reader, else the reader's items."""
-  path = os.path.join(output_dir, MANIFEST)
-  header = {"reader": reader_name, "options": json.loads(json.dumps(dict(reader_options), default=str))}
-  if tf.io.gfile.exists(path):
-    with tf.io.gfile.GFile(path) as f:
-      lines = f.read().splitlines()
-    if lines and json.loads(lines[0]) == header:
-      log.info("Read the plan of %d items from %s", len(lines) - 1, path)
-      return [_item_from_json(json.loads(line)) for line in lines[1:]]
-    raise ValueError(f"{path} was written for another input ({lines[0] if lines else 'empty'}); this run reads "
-                     f"{header}: use another output_dir, or delete the old one")
-  reader = make_reader(reader_name, **reader_options)
-  start = time.time()
-  items = list(_dedupe(tqdm(reader.utterances(), desc="listing", unit=" utt", mininterval=5, dynamic_ncols=True)))
-  log.info("Listed %d items (%d rejected by the reader or as duplicates) in %.0f s", len(items),
-           sum(isinstance(i, Reject) for i in items), time.time() - start)
-  if jax.process_index() == 0:
-    write_text_atomic(path, "".join(json.dumps(x) + "\n" for x in [header] + [_item_json(i) for i in items]))
-  return items
-
-
-def shard_items(items: Sequence[Utterance | Reject], per_shard: int) -> list[Sequence[Utterance | Reject]]:
-  """Consecutive chunks of `per_shard` items (at least one shard, possibly empty)."""
-  return [items[i:i + per_shard] for i in range(0, len(items), per_shard)] or [items[:0]]
-
-
 # ---------------------------------------------------------------------------------------------------- shard
 
 
 def _record_path(output_dir: str, shard_index: int, num_shards: int) -> str:
-  return os.path.join(output_dir, SHARD_RECORDS, f"shard-{shard_index:05d}-of-{num_shards:05d}.json")
+  return storage.join(output_dir, SHARD_RECORDS, f"shard-{shard_index:05d}-of-{num_shards:05d}.json")
 
 
-def _prepare(utterance: Utterance, config: AudioPrepConfig, loader: Any, data: bytes | None = None
-             ) -> Reject | SegmentPlan | list:
-  """On a pool thread: the Reject, or the pieces (decoded now for short utterances, lazily for long ones).
+_DONE = object()  # the end of one utterance's pieces in its queue
 
-  `data`: the bytes of the utterance's archive member, when the job has read them already."""
-  reader = functools.partial(audio_source.read_native, loader=loader, data=data)
-  info = functools.partial(audio_source.ref_info, loader=loader, data=data)
-  result = prepare(utterance, config, reader=reader, info=info)
-  if isinstance(result, Reject) or result.duration > _MATERIALIZE_SECONDS:
-    return result
-  return list(result)
+
+class _Stopped(Exception):
+  """The shard is being abandoned (an error on the main thread): producers stop."""
+
+
+def _put(pieces: queue.Queue, item: Any, stop: threading.Event) -> None:
+  while True:
+    try:
+      pieces.put(item, timeout=0.2)
+      return
+    except queue.Full:
+      if stop.is_set():
+        raise _Stopped() from None
+
+
+def _source_bytes(ref: AudioRef) -> bytes:
+  """The bytes of a plain file or an archive member, read once (whole file: one request; member: one ranged
+  read of a plain tar)."""
+  try:
+    if ref.member is not None:
+      return audio_source.read_member(ref.path, ref.member)
+    return storage.read_bytes(ref.path)
+  except (OSError, ValueError) as e:
+    if isinstance(e, AudioDecodeError):
+      raise
+    raise AudioDecodeError(str(ref), f"{type(e).__name__}: {e}") from e
+
+
+def _produce(utterance: Utterance, config: AudioPrepConfig, loader: Any, data: bytes | AudioDecodeError | None,
+             pieces: queue.Queue, stop: threading.Event) -> None:
+  """On a pool thread: prepares one utterance and puts into `pieces` its Reject, or its duration then each of its
+  pieces, decoded here (however long the recording), then _DONE; an unexpected error is put instead of _DONE.
+
+  The source is read once: a plain file whole (one request), an archive member from the job's stream of its
+  archive (`data`) or by one ranged read; every window and every piece is then decoded from memory."""
+  try:
+    if isinstance(data, AudioDecodeError):  # the archive's stream showed the member missing or unsafe
+      _put(pieces, decode_reject(utterance, data), stop)
+      _put(pieces, _DONE, stop)
+      return
+    if data is None and not audio_source.is_reader_ref(utterance.audio):
+      try:
+        data = _source_bytes(utterance.audio)
+      except AudioDecodeError as e:
+        _put(pieces, decode_reject(utterance, e), stop)
+        _put(pieces, _DONE, stop)
+        return
+    reader = functools.partial(audio_source.read_native, loader=loader, data=data)
+    info = functools.partial(audio_source.ref_info, loader=loader, data=data)
+    result = prepare(utterance, config, reader=reader, info=info)
+    if isinstance(result, Reject):
+      _put(pieces, result, stop)
+    else:
+      _put(pieces, result.duration, stop)
+      for piece in result:
+        _put(pieces, piece, stop)
+    _put(pieces, _DONE, stop)
+  except _Stopped:
+    pass
+  except BaseException as e:  # pylint: disable=broad-except  # handed to the main thread, which raises it
+    with contextlib.suppress(_Stopped):
+      _put(pieces, e, stop)
 
 
 class _ArchiveStream:
-  """Member bytes of compressed archives, read in one sequential pass per archive (members are asked for in
-  archive order, as readers yield them); a plain tar or a member asked for out of order is read by random access
-  in the worker (None here)."""
+  """Member bytes of the archives a shard reads (plain or compressed, local or remote), each archive streamed
+  once, front to back, reading only the members the shard wants.
 
-  def __init__(self):
+  Members are usually asked for in archive order (readers yield them so). One asked for out of order was passed
+  earlier and is served from the members kept while looking for another. One that is not in the archive, or is
+  unsafe (a link, an escaping path), is known as such once the stream has passed the whole archive: its answer is
+  the AudioDecodeError that reading it would raise. Only after a damaged archive's stream stops early is a member
+  left to random access by the worker (None here), which reports why."""
+
+  def __init__(self, items: Sequence[Utterance | Reject]):
+    self.wanted: dict[str, set[str]] = collections.defaultdict(set)
+    for item in items:
+      if isinstance(item, Utterance) and item.audio.member is not None and audio_source.is_archive(item.audio.path):
+        self.wanted[item.audio.path].add(audio_source.member_key(item.audio.member))
     self.path: str | None = None
-    self.members: Iterator[tuple[str, bytes]] | None = None
+    self.members: Iterator[tuple[Any, bytes | None]] | None = None
+    self.kept: dict[str, bytes] = {}  # members of `path` passed while looking for another, asked for later
+    self.refused: dict[str, str] = {}  # unsafe members of `path` seen so far → why
+    self.complete = False  # the stream of `path` reached its end without damage
+    self.damaged = False  # the stream of `path` stopped at damage: members not seen are left to random access
 
-  def bytes_of(self, ref: AudioRef) -> bytes | None:
-    if ref.member is None or not audio_source.is_archive(ref.path) or ref.path.lower().endswith(".tar"):
+  def bytes_of(self, ref: AudioRef) -> bytes | AudioDecodeError | None:
+    if ref.member is None or not audio_source.is_archive(ref.path):
       return None
-    if ref.path != self.path:
-      self.path, self.members = ref.path, audio_source.iter_archive(ref.path)
     key = audio_source.member_key(ref.member)
-    try:
-      for name, data in self.members:
-        if name == key:
-          return data
-    except audio_source.AudioDecodeError:  # a damaged archive: the worker's own read reports it per member
-      pass
-    self.path = None  # not found ahead: random access from the start
-    return None
+    if ref.path != self.path:
+      wanted = self.wanted[ref.path]
+      self.path, self.kept, self.refused, self.complete, self.damaged = ref.path, {}, {}, False, False
+      self.members = audio_source.scan_archive(ref.path, read=lambda name: name in wanted)
+    if key in self.kept:
+      return self.kept.pop(key)
+    if self.damaged:
+      return None
+    if not self.complete:
+      try:
+        for info, data in self.members:
+          name = audio_source.member_key(info.name)
+          if data is None:
+            reason = audio_source.unsafe_member(info)
+            if reason:
+              self.refused.setdefault(name, reason)
+            continue
+          if name == key:
+            return data
+          self.kept[name] = data
+        self.complete = True
+      except audio_source.ARCHIVE_ERRORS:  # a damaged archive: the worker's own read reports it per member
+        self.damaged = True
+        return None
+    where = str(AudioRef(ref.path, ref.member))
+    if key in self.refused:
+      return AudioDecodeError(where, f"{UNSAFE_PATH}: {self.refused[key]}")
+    return AudioDecodeError(where, f"no member {ref.member!r} in the archive")
 
 
 @dataclasses.dataclass
@@ -225,7 +269,7 @@ def run_shard(items: Sequence[Utterance | Reject], shard_index: int, num_shards:
               ) -> tuple[shards_lib.ShardStats, list[Reject]]:
   """Tokenizes one shard's items and commits the shard (see the module docstring); returns its stats, rejects."""
   times = times if times is not None else StageTimes()
-  archives = _ArchiveStream()
+  archives = _ArchiveStream(items)
   rejects: list[Reject] = []
   batcher = batching.Batcher(buckets, num_devices=mesh.size)
   collected = _Tokenized()
@@ -238,52 +282,61 @@ def run_shard(items: Sequence[Utterance | Reject], shard_index: int, num_shards:
     for seg in batch.segments:
       keys.pop(id(seg))
 
-  def pieces_of(position: int, result: Any) -> Iterator[dict[int, Segment]]:
-    for piece in result:
-      keys[id(piece[max(piece)])] = (position, piece[max(piece)].index)
-      yield piece
-
+  stop = threading.Event()
   with concurrent.futures.ThreadPoolExecutor(job.decode_threads) as pool:
-    pending: collections.deque = collections.deque()
-    queue = iter(enumerate(items))
+    pending: collections.deque = collections.deque()  # (position, item, its queue of pieces or None)
+    queue_ = iter(enumerate(items))
 
     def submit_next() -> None:
-      for position, item in queue:
+      for position, item in queue_:
         if isinstance(item, Reject):
           pending.append((position, item, None))
         else:
           data = archives.bytes_of(item.audio)
-          pending.append((position, item, pool.submit(_prepare, item, prep, loader, data)))
+          pieces: queue.Queue = queue.Queue(maxsize=_PIECES_AHEAD)
+          pool.submit(_produce, item, prep, loader, data, pieces, stop)
+          pending.append((position, item, pieces))
         return
 
-    for _ in range(job.prefetch):
-      submit_next()
-    while pending:
-      position, item, future = pending.popleft()
-      submit_next()
+    def take(pieces: queue.Queue) -> Any:
       t = time.perf_counter()
-      result = item if future is None else future.result()
+      got = pieces.get()
       times.waiting_for_audio += time.perf_counter() - t
-      if isinstance(result, Reject):
-        rejects.append(result)
-        times.rejects += 1
-      else:
-        for piece in pieces_of(position, result):
-          for batch in batcher.add(piece):
-            run(batch)
-      if not isinstance(result, Reject):
-        times.audio_seconds += sum(p[max(p)].duration for p in result) if isinstance(result, list) else result.duration
-      if progress is not None:
-        progress.update(1)
-        progress.set_postfix(hours=f"{times.audio_seconds / 3600:.3f}", rejects=times.rejects,
-                             h_per_s=f"{times.audio_seconds / 3600 / max(progress.format_dict['elapsed'], 1e-9):.4f}",
-                             refresh=False)
-    for batch in batcher.flush():
-      run(batch)
+      if isinstance(got, BaseException):
+        raise got
+      return got
+
+    try:
+      for _ in range(job.prefetch):
+        submit_next()
+      while pending:
+        position, item, pieces = pending.popleft()
+        submit_next()
+        first = item if pieces is None else take(pieces)
+        if isinstance(first, Reject):
+          rejects.append(first)
+          times.rejects += 1
+          if pieces is not None:
+            take(pieces)  # _DONE
+        else:
+          times.audio_seconds += first
+          while (piece := take(pieces)) is not _DONE:
+            keys[id(piece[max(piece)])] = (position, piece[max(piece)].index)
+            for batch in batcher.add(piece):
+              run(batch)
+        if progress is not None:
+          progress.update(1)
+          progress.set_postfix(hours=f"{times.audio_seconds / 3600:.3f}", rejects=times.rejects,
+                               h_per_s=f"{times.audio_seconds / 3600 / max(progress.format_dict['elapsed'], 1e-9):.4f}",
+                               refresh=False)
+      for batch in batcher.flush():
+        run(batch)
+    finally:
+      stop.set()  # producers blocked on a full queue give up (only after an error here)
 
   def commit_record(stats: shards_lib.ShardStats) -> None:  # before the shard's rename: see the module docstring
     record = {"stats": stats.to_json(), "rejects": [r.to_json() for r in rejects]}
-    write_text_atomic(_record_path(output_dir, shard_index, num_shards), json.dumps(record))
+    storage.write_text(_record_path(output_dir, shard_index, num_shards), json.dumps(record))
 
   t = time.perf_counter()
   with shards_lib.ShardWriter(output_dir, shard_index, num_shards, info, dataset_name=job.dataset_name,
@@ -316,14 +369,15 @@ def _wait_for_everyone(tag: str) -> None:
 
 def finish(output_dir: str, num_shards: int, info: schema.TokensInfo, job: JobConfig,
            extra: Mapping[str, Any]) -> dict[str, Any]:
-  """Process 0: rejects.jsonl, metadata/stats/TFDS files from every shard's record; returns the totals."""
+  """rejects.jsonl, metadata/stats/TFDS files from every shard's record (read in parallel); returns the totals."""
   all_stats, rejects = [], []
-  for i in range(num_shards):
-    with tf.io.gfile.GFile(_record_path(output_dir, i, num_shards)) as f:
-      record = json.load(f)
+  with concurrent.futures.ThreadPoolExecutor(16) as pool:
+    records = list(pool.map(lambda i: json.loads(storage.read_text(_record_path(output_dir, i, num_shards))),
+                            range(num_shards)))
+  for record in records:
     all_stats.append(shards_lib.ShardStats.from_json(record["stats"]))
     rejects += [Reject(**r) for r in record["rejects"]]
-  write_text_atomic(os.path.join(output_dir, REJECTS), "".join(json.dumps(r.to_json()) + "\n" for r in rejects))
+  storage.write_text(storage.join(output_dir, REJECTS), "".join(json.dumps(r.to_json()) + "\n" for r in rejects))
   by_reason = collections.Counter(r.code for r in rejects)
   meta = dataset_info.write_dataset_info(output_dir, tokens=info, shards=all_stats, rejects=by_reason,
                                          dataset_name=job.dataset_name, extra_stats=dict(extra))
@@ -335,9 +389,14 @@ def finish(output_dir: str, num_shards: int, info: schema.TokensInfo, job: JobCo
 def format_summary(summary: Mapping[str, Any]) -> str:
   """The end-of-job report: what is where, how much, how fast, what was left out and why."""
   out = summary["output_dir"]
+  if "examples" not in summary:  # a process of a coordinated run other than process 0
+    return (f"Wrote {summary['shards_this_run']} shards into {out} in {summary['seconds']} s; process 0 writes the "
+            f"dataset's metadata")
   lines = [f"Tokenized into {out}: {summary.get('examples')} segments, {summary.get('hours', 0):.3f} h of audio in "
            f"{summary.get('shards')} shards ({summary['shards_this_run']} written by this run in {summary['seconds']} s"
            + (f", {summary['audio_hours_per_hour']}x real time" if summary.get("audio_hours_per_hour") else "") + ")",
+           f"  storage (this process): {summary['io']['requests']} requests, "
+           f"{summary['io']['bytes_read'] / 1e6:.1f} MB read, {summary['io']['bytes_written'] / 1e6:.1f} MB written",
            f"  rejected: {summary.get('rejects', 0)}"
            + "".join(f", {k} {v}" for k, v in sorted(summary.get("rejects_by_reason", {}).items()))
            + f" (details: {os.path.join(out, REJECTS)})",
@@ -346,50 +405,114 @@ def format_summary(summary: Mapping[str, Any]) -> str:
   return "\n".join(lines)
 
 
+def shard_key(shard_index: int, num_shards: int) -> str:
+  """The claim key of a shard."""
+  return f"shard-{shard_index:05d}-of-{num_shards:05d}"
+
+
+def claimed_shards(output_dir: str, num_shards: int, job: JobConfig, claims: Claims) -> Iterator[tuple[int, Lease]]:
+  """Shards for this process, claimed one at a time, until every shard is complete (see the module docstring).
+
+  Each round: one listing of the complete shards, one of the claims (and a read of each live claim); the first
+  shard that is neither complete nor held by a live claim is claimed. With nothing to claim, the process waits
+  for the shards others hold (`LeaseConfig.poll_seconds`), taking over any whose claim expires, and gives up
+  after `LeaseConfig.wait_seconds` without progress (no shard completed, no claim changed hands)."""
+  config = claims.config
+  last_change, last_seen = time.monotonic(), None
+  while True:
+    complete = set(shards_lib.list_complete_shards(output_dir, num_shards, dataset_name=job.dataset_name,
+                                                   split=job.split))
+    keys = {shard_key(i, num_shards): i for i in range(num_shards) if i not in complete}
+    if not keys:
+      return
+    states = claims.scan(set(keys))
+    for key, i in keys.items():
+      state = states.get(key)
+      if state is not None and not state.expired(claims.clock()):
+        continue
+      lease = claims.try_claim(key, state, scanned=True)
+      if lease is None:
+        continue
+      if shards_lib.is_complete(output_dir, i, num_shards, dataset_name=job.dataset_name, split=job.split):
+        lease.release()  # committed just before the claim
+        continue
+      yield i, lease
+      last_change = time.monotonic()
+      break
+    else:
+      seen = (len(complete), sorted((k, s.generation, s.owner) for k, s in states.items()))
+      if seen != last_seen:
+        last_seen, last_change = seen, time.monotonic()
+        log.info("Waiting for %d shards held by other processes: %s", len(keys),
+                 ", ".join(f"{k} ({s.owner})" for k, s in sorted(states.items())[:8]) + (" ..." if len(states) > 8 else ""))
+      elif time.monotonic() - last_change > config.wait_seconds:
+        raise TimeoutError(
+            f"{len(keys)} shards of {output_dir} did not complete and no claim changed hands for "
+            f"{config.wait_seconds:.0f} s: {', '.join(sorted(keys)[:10])}; holders: "
+            f"{sorted({s.owner for s in states.values()})}. A live holder is stuck, or LeaseConfig.wait_seconds is "
+            "shorter than a shard takes: rerun to go on")
+      time.sleep(config.poll_seconds)
+
+
 def tokenize_corpus(*, reader: str, reader_options: Mapping[str, Any], output_dir: str,
                     semantic: Sequence[Any], acoustic: Sequence[Any], prep: AudioPrepConfig = AudioPrepConfig(),
                     buckets: batching.BucketConfig = batching.BucketConfig(),
-                    job: JobConfig = JobConfig()) -> dict[str, Any]:
-  """Runs the job (see the module docstring); rerun the same call to resume. Returns a summary."""
+                    job: JobConfig = JobConfig(), lease: LeaseConfig = LeaseConfig()) -> dict[str, Any]:
+  """Runs the job (see the module docstring); rerun the same call to resume, start more processes to help.
+  Returns this process's summary (with the dataset's totals)."""
   if prep.max_segment_seconds > buckets.bucket_seconds[-1]:
     raise ValueError(f"AudioPrepConfig.max_segment_seconds={prep.max_segment_seconds} is longer than the largest "
                      f"bucket ({buckets.bucket_seconds[-1]} s): raise BucketConfig.bucket_seconds or lower it")
   output_dir = os.fspath(output_dir)
-  start = time.time()
+  start, io_start = time.time(), storage.counts()
   tokenizers, info = load_tokenizers(semantic, acoustic)
   prep = dataclasses.replace(prep, sample_rates=tuple(sorted({t.sample_rate for t in tokenizers.values()})))
-  items = plan(reader, reader_options, output_dir)
-  chunks = shard_items(items, job.utterances_per_shard)
+  claims = Claims(storage.join(output_dir, CLAIMS), lease)
+  items = plan_lib.plan(reader, reader_options, output_dir, claims)
+  chunks = plan_lib.shard_items(items, job.utterances_per_shard)
   num_shards = len(chunks)
-  mine = [i for i in range(num_shards) if i % jax.process_count() == jax.process_index()]
-  todo = [i for i in mine if not shards_lib.is_complete(output_dir, i, num_shards, dataset_name=job.dataset_name,
-                                                        split=job.split)]
-  log.info("%d shards of %d items: %d for this process (%d of %d), %d already done", num_shards,
-           job.utterances_per_shard, len(mine), jax.process_index(), jax.process_count(), len(mine) - len(todo))
-  loader = getattr(make_reader(reader, **reader_options), "load", None) if todo else None
+  complete = shards_lib.list_complete_shards(output_dir, num_shards, dataset_name=job.dataset_name, split=job.split)
+  log.info("%d shards of %d items, %d complete already; this process (%s) claims shards until none is left",
+           num_shards, job.utterances_per_shard, len(complete), claims.owner)
+  loader = getattr(make_reader(reader, **reader_options), "load", None) if len(complete) < num_shards else None
   mesh = batching.local_mesh()
   compiled = batching.shapes(buckets, mesh.size, [t.sample_rate for t in tokenizers.values()])
   log.info("The tokenizers run on %d batch shapes (batch, samples): %s", len(compiled), compiled)
-  with tqdm(total=sum(len(chunks[i]) for i in todo), unit=" utt", desc="tokenize", mininterval=5,
-            dynamic_ncols=True) as bar:  # ETA by utterances; hours processed and hours/s in the postfix
+  written: list[int] = []
+  with tqdm(total=sum(len(chunks[i]) for i in range(num_shards) if i not in set(complete)), unit=" utt",
+            desc="tokenize", mininterval=5, dynamic_ncols=True) as bar:  # ETA by utterances (all processes' share)
     times = StageTimes()
-    for i in todo:
-      stats, rejects = run_shard(chunks[i], i, num_shards, output_dir=output_dir, tokenizers=tokenizers, info=info,
-                                 prep=prep, buckets=buckets, job=job, mesh=mesh, loader=loader, progress=bar,
-                                 times=times)
+    for i, held in claimed_shards(output_dir, num_shards, job, claims):
+      try:
+        with held.renewing():
+          stats, rejects = run_shard(chunks[i], i, num_shards, output_dir=output_dir, tokenizers=tokenizers,
+                                     info=info, prep=prep, buckets=buckets, job=job, mesh=mesh, loader=loader,
+                                     progress=bar, times=times)
+      except shards_lib.ShardExistsError:
+        log.warning("Discarded shard %d/%d: another process committed it (this one's claim was taken over)",
+                    i + 1, num_shards)
+        continue
+      finally:
+        held.release()  # committed, or failed here (another process may take it at once)
+      written.append(i)
       log.info("Shard %d/%d: %d examples, %.2f h, %d rejects", i + 1, num_shards, stats.examples, stats.hours,
                len(rejects))
   _wait_for_everyone("data_pipeline.tokenize: all shards written")
   seconds = time.time() - start
-  summary: dict[str, Any] = {"output_dir": output_dir, "shards_this_run": len(todo), "seconds": round(seconds, 1),
+  summary: dict[str, Any] = {"output_dir": output_dir, "worker": claims.owner, "shards_this_run": len(written),
+                             "shards_written": written, "seconds": round(seconds, 1),
                              "stage_seconds": {k: round(v, 2) for k, v in dataclasses.asdict(times).items()}}
-  if jax.process_index() == 0:
+  # Every process that sees the shards complete writes the dataset's files (the same bytes, each atomically);
+  # with a JAX coordinator, which has just made them all wait for each other, process 0 alone.
+  if jax.process_count() == 1 or jax.process_index() == 0:
     summary.update(finish(output_dir, num_shards, info, job,
                           {"inputs": len(items), "semantic_tokenizer": info.semantic.identity,
                            "acoustic_tokenizer": info.acoustic.identity}))
-    if summary.get("hours") and seconds > 0:
-      summary["audio_hours_per_hour"] = round(summary["hours"] * 3600 / seconds, 1)
-    log.info("%s", format_summary(summary))
+  if written and seconds > 0:  # this process's audio per second of its run (real-time factor)
+    summary["audio_hours_per_hour"] = round(times.audio_seconds / seconds, 1)
+  summary["io"] = (storage.counts() - io_start).to_json()
+  storage.write_text(storage.join(output_dir, REPORTS, f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(start))}-"
+                                  f"{claims.owner.replace(':', '-')}.json"), json.dumps(summary, indent=1) + "\n")
+  log.info("%s", format_summary(summary))
   _wait_for_everyone("data_pipeline.tokenize: finished")
   return summary
-

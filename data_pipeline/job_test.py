@@ -1,7 +1,9 @@
 """The tokenization job in-process: outputs, resume, exactly-once accounting with broken inputs."""
 
+import collections
 import json
 import pathlib
+import threading
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import tensorflow_datasets as tfds
 from audiopalm.audio.io import load_audio, write_audio
 from audiopalm.tokenizers import load_tokenizer
 from audiopalm.tokens import shards
-from data_pipeline import audio_source, batching, job, records
+from data_pipeline import audio_source, batching, job, plan, records
 from data_pipeline.audio_prep import AudioPrepConfig
 from data_pipeline.readers.emilia_test import make_batch
 
@@ -82,10 +84,11 @@ def _broken_corpus(root: pathlib.Path) -> dict[str, str]:
   add("0000", "", writer=lambda p: write_audio(p, speech, 16000))
   add("0001", "", writer=lambda p: write_audio(p, speech[:20000], 16000))
   add("0002", "unreadable", writer=lambda p: p.write_bytes(rng.bytes(3000)))
+  add("0010", "unreadable")  # in the transcripts, no audio file
   add("0003", "empty", writer=lambda p: sf.write(p, np.zeros((0,), np.float32), 16000, format="WAV"))  # header only
   add("0004", "too_short", writer=lambda p: write_audio(p, speech[:800], 16000))
   add("0005", "silent", writer=lambda p: write_audio(p, np.zeros(16000, np.float32), 16000))
-  add("0006", "bad_channels", writer=lambda p: sf.write(p, np.stack([speech] * 3, 1), 16000))
+  add("0006", "", writer=lambda p: sf.write(p, np.stack([speech] * 6, 1), 16000))  # 5.1: downmixed
   add("0007", "missing_transcript", text=None, writer=lambda p: write_audio(p, speech, 16000))
   full = speech.copy()
   full[100] = np.nan
@@ -135,7 +138,7 @@ def test_duplicate_ids_keep_the_first():
   from data_pipeline.records import AudioRef, Reject, Utterance  # pylint: disable=import-outside-toplevel
   items = [Utterance("a", AudioRef("1.flac")), Reject("b", "2.flac", "bad_metadata: x"),
            Utterance("a", AudioRef("3.flac")), Utterance("c", AudioRef("4.flac"))]
-  out = list(job._dedupe(items))  # pylint: disable=protected-access
+  out = list(plan.dedupe(items))
   assert out[0] is items[0] and out[1] is items[1] and out[3] is items[3]
   assert out[2] == Reject("a", "3.flac", "duplicate_id: an earlier utterance has this id")
 
@@ -165,3 +168,60 @@ def test_emilia_archive_is_read_in_one_pass_and_every_item_accounted_for(tmp_pat
   codes = {r["reason"].split(":")[0] for r in rejects}
   assert {"unsafe_path", "bad_metadata", "bad_transcript"} <= codes, codes
   assert summary["examples"] == len(examples)
+
+
+def test_long_recordings_are_read_once_and_decoded_on_the_pool(tmp_path, monkeypatch):
+  """LibriLight-like recordings longer than anything decoded at once: each file is read by one request, and every
+  decode (header, scan windows, pieces) happens on the pool, none on the main thread."""
+  from audiopalm.files import storage  # pylint: disable=import-outside-toplevel
+  from tools.benchmark_storage import make_librilight_corpus  # pylint: disable=import-outside-toplevel
+
+  flacs = make_librilight_corpus(tmp_path / "corpus", recordings=2, minutes=2.5)
+  reads = collections.Counter()
+  real_read_bytes, real_read_native = storage.read_bytes, audio_source.read_native
+
+  def counted(path):
+    reads[str(path)] += 1
+    return real_read_bytes(path)
+
+  def off_the_main_thread(*args, **kwargs):
+    assert threading.current_thread() is not threading.main_thread(), "decoded on the main thread"
+    return real_read_native(*args, **kwargs)
+
+  monkeypatch.setattr(storage, "read_bytes", counted)
+  monkeypatch.setattr(audio_source, "read_native", off_the_main_thread)
+  prep = AudioPrepConfig(max_segment_seconds=8.0, min_segment_seconds=1.0, window_seconds=20.0)
+  summary = job.tokenize_corpus(reader="librilight", reader_options={"roots": (str(tmp_path / "corpus"),)},
+                                output_dir=str(tmp_path / "out"), semantic=SEMANTIC, acoustic=ACOUSTIC, prep=prep,
+                                buckets=BUCKETS, job=job.JobConfig(utterances_per_shard=1, decode_threads=2))
+  assert [reads[str(p)] for p in flacs] == [1, 1]  # (and the JSON beside each, once, by the reader)
+  assert summary["examples"] > 2 * 150 / 8 and summary["rejects"] == 0  # cut into pieces of at most 8 s
+  assert sorted(summary["shards_written"]) == [0, 1]
+
+
+def test_emilia_trusting_the_jsonl_reads_each_archive_once(tmp_path, monkeypatch):
+  """With scan=False (gin_configs/tokenize/emilia.gin) planning reads only the .jsonl, and the job streams the
+  archive once: members that are missing or unsafe are rejected from that one pass, with their reasons."""
+  batch = make_batch(tmp_path)
+  passes = []
+  real_scan = audio_source.scan_archive
+
+  def counted(path, read=None):
+    passes.append(path)
+    return real_scan(path, read)
+
+  monkeypatch.setattr(audio_source, "scan_archive", counted)
+  prep = AudioPrepConfig(max_segment_seconds=8.0, min_segment_seconds=1.0, min_utterance_seconds=0.2)
+  summary = job.tokenize_corpus(reader="emilia", reader_options={"roots": (str(batch / "EN"),), "scan": False},
+                                output_dir=str(tmp_path / "out"), semantic=SEMANTIC, acoustic=ACOUSTIC, prep=prep,
+                                buckets=BUCKETS, job=job.JobConfig(utterances_per_shard=20, decode_threads=2))
+  assert len(passes) == 1  # the job's one pass; none at planning, none for the bad members
+  manifest = [json.loads(line) for line in (tmp_path / "out" / job.MANIFEST).read_text().splitlines()[1:]]
+  inputs = sorted(x["utterance"]["id"] if "utterance" in x else x["reject"]["id"] for x in manifest)
+  examples, rejects = _examples(tmp_path / "out"), _rejects(tmp_path / "out")
+  assert sorted(list(examples) + [r["id"] for r in rejects]) == inputs and len(inputs) == 12
+  reasons = {r["id"]: r["reason"] for r in rejects}
+  assert reasons["link"].startswith("unsafe_path: ") and "symbolic link" in reasons["link"]
+  assert reasons["missing"].startswith("unreadable: no member 'EN_B00000/none.mp3'")
+  assert set(examples) == {"EN_B00000_S00000_W000000", "EN_B00000_S00000_W000001", "EN_B00000_S00001_W000003"}
+  assert summary["examples"] == 3

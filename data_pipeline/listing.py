@@ -28,9 +28,7 @@ import logging
 import os
 from typing import Iterable, Sequence
 
-from etils import epath
-
-from audiopalm.files.atomic import write_text_atomic
+from audiopalm.files import storage
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +83,12 @@ def _list_local(root: str, suffixes: Sequence[str]) -> list[str]:
 
 
 def _list_remote(root: str, suffixes: Sequence[str]) -> list[str]:
-  import fsspec  # gcsfs registers gs:// with fsspec
-
-  fs, path = fsspec.core.url_to_fs(root)
-  if fs.isfile(path):
+  found = [p for p in storage.find(root) if _matches(p.rsplit("/", 1)[-1], suffixes)]  # one paginated listing
+  if found or storage.isdir(root):
+    return found
+  if storage.is_file(root):  # a single object named as the root
     return [root] if _matches(root.rsplit("/", 1)[-1], suffixes) else []
-  if not fs.isdir(path):
-    raise FileNotFoundError(f"listing: root not found: {root}")
-  return [fs.unstrip_protocol(p) for p in fs.find(path) if _matches(p.rsplit("/", 1)[-1], suffixes)]
+  raise FileNotFoundError(f"listing: root not found: {root}")
 
 
 def list_files(roots: Iterable[str | os.PathLike], suffixes: Iterable[str]) -> list[str]:
@@ -109,12 +105,12 @@ def _header(roots: list[str], suffixes: list[str], count: int) -> str:
   return _HEADER + json.dumps({"version": _VERSION, "roots": roots, "suffixes": suffixes, "count": count})
 
 
-def _read_cache(cache: epath.Path, roots: list[str], suffixes: list[str]) -> list[str] | None:
+def _read_cache(cache: str, roots: list[str], suffixes: list[str]) -> list[str] | None:
   """The cached listing, or None (with the reason logged) when there is none usable for this request."""
-  if not cache.exists():
+  if not storage.is_file(cache):
     return None
   try:
-    lines = cache.read_text(encoding="utf-8").split("\n")
+    lines = storage.read_text(cache).split("\n")
   except (OSError, UnicodeDecodeError) as e:
     log.warning("listing cache %s is unreadable (%s): listing again", cache, e)
     return None
@@ -138,8 +134,8 @@ def _read_cache(cache: epath.Path, roots: list[str], suffixes: list[str]) -> lis
   return paths
 
 
-def _write_cache(cache: epath.Path, roots: list[str], suffixes: list[str], paths: list[str]) -> None:
-  write_text_atomic(cache, "\n".join([_header(roots, suffixes, len(paths))] + paths) + "\n")
+def _write_cache(cache: str, roots: list[str], suffixes: list[str], paths: list[str]) -> None:
+  storage.write_text(cache, "\n".join([_header(roots, suffixes, len(paths))] + paths) + "\n")
 
 
 def cached_listing(roots: Iterable[str | os.PathLike], suffixes: Iterable[str],
@@ -152,7 +148,7 @@ def cached_listing(roots: Iterable[str | os.PathLike], suffixes: Iterable[str],
   roots, suffixes = normalize_roots(roots), normalize_suffixes(suffixes)
   if cache_path is None:
     return list_files(roots, suffixes)
-  cache = epath.Path(cache_path)
+  cache = os.fspath(cache_path)
   paths = _read_cache(cache, roots, suffixes)
   if paths is not None:
     log.info("listing: %d files from the cache %s", len(paths), cache)

@@ -45,7 +45,7 @@ import jax.numpy as jnp
 from jax.sharding import AbstractMesh, AxisType
 
 from audiopalm.cli.gin_flags import add_gin_flags, bound_arguments, parse_gin, split_gin_bindings
-from audiopalm.files.atomic import write_text_atomic
+from audiopalm.files import storage
 from audiopalm.main.train import TRAIN
 from audiopalm.model import TransformerConfig, param_count
 from audiopalm.sharding.mesh import MESH_AXES, MeshConfig, make_mesh
@@ -347,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   print(table(result))
   if args.output:
-    write_text_atomic(args.output, json.dumps(result, indent=2))
+    storage.write_text(args.output, json.dumps(result, indent=2))
   return 0 if result["fits"] else 1
 
 

@@ -41,7 +41,7 @@ from typing import Sequence
 from etils import epath
 
 from audiopalm.evaluation.wer import normalize
-from audiopalm.files.atomic import write_text_atomic
+from audiopalm.files import storage
 from audiopalm.main import evaluate, pipeline
 from tools import make_demo_corpus as corpus
 
@@ -91,7 +91,7 @@ def run(workdir: str, steps: int, stages: bool, seeds: Sequence[int] = (0,)) -> 
       raise RuntimeError(f"audiopalm.main.evaluate of {step.artefact} failed ({status})")
     results[name] = {"start": start, "seed": seed, **json.loads(out.read_text())}
   report = {"steps": steps, "seeds": list(seeds), "workdir": work, "results": results}
-  write_text_atomic(f"{work}/benchmark.json", json.dumps(report, indent=2))
+  storage.write_text(f"{work}/benchmark.json", json.dumps(report, indent=2))
   return report
 
 

@@ -26,8 +26,8 @@ import sys
 from typing import Any, Sequence, TextIO
 
 import numpy as np
-import tensorflow as tf
 
+from audiopalm.files import storage
 from audiopalm.tokens import dataset_info, shards
 
 
@@ -195,12 +195,12 @@ def inspect(*, directory: str, split: str | None = None, shard: int | None = Non
             file: TextIO | None = None) -> int:
   """Prints the report (to `file`, default stdout); decodes `decode_id` to `out` if given. Returns the exit status."""
   file = sys.stdout if file is None else file
-  meta_path = os.path.join(directory, dataset_info.METADATA_FILE)
+  meta_path = storage.join(directory, dataset_info.METADATA_FILE)
   meta = stats = None
-  if tf.io.gfile.exists(meta_path):
+  if storage.is_file(meta_path):
     meta = dataset_info.read_metadata(directory)
-    stats_path = os.path.join(directory, dataset_info.STATS_FILE)
-    stats = dataset_info.read_stats(directory) if tf.io.gfile.exists(stats_path) else None
+    stats_path = storage.join(directory, dataset_info.STATS_FILE)
+    stats = dataset_info.read_stats(directory) if storage.is_file(stats_path) else None
     print(format_metadata(meta, stats), file=file)
   else:
     print(f"{meta_path} does not exist (yet): reading the complete shards on disk", file=file)

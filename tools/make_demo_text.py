@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from audiopalm.files.atomic import write_text_atomic
+from audiopalm.files import storage
 from tools import make_demo_corpus as corpus
 
 DEFAULT_NUM_SENTENCES = 10_000
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
   if args.num_sentences < 1 or args.exclude_test < 0 or args.seed < 0:
     parser.error("--num_sentences must be >= 1, --exclude_test and --seed >= 0")
   sentences = generate(args.seed, args.num_sentences, args.exclude_test)
-  write_text_atomic(args.output, "\n\n".join(sentences) + "\n")
+  storage.write_text(args.output, "\n\n".join(sentences) + "\n")
   print(f"{len(sentences)} sentences ({len(set(sentences))} distinct), {os.path.getsize(args.output) / 1e3:.0f} kB "
         f"-> {args.output}")
   return sentences

@@ -2,9 +2,10 @@
 
 Decoding goes through `soundfile` (libsndfile): FLAC, WAV, OGG/Vorbis/Opus, and
 MP3 where the installed libsndfile supports it (>= 1.1). Paths may be local or
-any `etils.epath` URL such as `gs://...`; remote files are opened as file
-objects and libsndfile seeks in them, so a windowed read fetches little more
-than the window. Waveforms are float32 in [-1, 1].
+URLs such as `gs://...`, read and written through `audiopalm.files.storage`: a
+remote file is fetched whole in one request and decoded in memory (audio files
+are small next to a request's latency, and libsndfile's seeks would otherwise
+each cost a request). Waveforms are float32 in [-1, 1].
 
 A file that cannot be opened or decoded raises `AudioDecodeError` (a
 `ValueError`) naming the file, so that bulk readers can record it and go on.
@@ -13,6 +14,7 @@ A file that cannot be opened or decoded raises `AudioDecodeError` (a
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 from typing import Iterable, Iterator, Sequence
@@ -20,14 +22,15 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import soundfile as sf
 import soxr
-from etils import epath
+
+from audiopalm.files import storage
 
 log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".flac", ".wav", ".ogg", ".mp3")  # what list_audio_files finds in directories
 INPUT_SUFFIXES = (".flac", ".wav", ".ogg", ".oga", ".opus", ".mp3")  # what collect_inputs finds in directories
 _WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
-# What a broken, truncated, missing or unsupported file raises inside soundfile/epath.
+# What a broken, truncated, missing or unsupported file raises inside soundfile or the storage layer.
 _DECODE_ERRORS = (sf.SoundFileError, RuntimeError, OSError, EOFError)
 
 
@@ -51,9 +54,9 @@ def _open(path: str | os.PathLike) -> Iterator[sf.SoundFile]:
   try:
     with contextlib.ExitStack() as stack:
       if _is_local(path):
-        source = path.removeprefix("file://")
+        source: object = path.removeprefix("file://")
       else:
-        source = stack.enter_context(epath.Path(path).open("rb"))
+        source = io.BytesIO(storage.read_bytes(path))
       yield stack.enter_context(sf.SoundFile(source))
   except _DECODE_ERRORS as e:
     raise AudioDecodeError(path, f"{type(e).__name__}: {e}") from e
@@ -85,7 +88,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None, *, start: float
   empty waveform.
 
   Args:
-    path: local path or epath URL (gs://...).
+    path: local path or URL (gs://...).
     sample_rate: resample to this rate (soxr 'HQ') if the file's differs; None keeps the file's rate.
     start: window start in seconds (at the file's rate); None = 0.
     end: window end in seconds; None = end of file.
@@ -142,27 +145,22 @@ def write_audio(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int)
   if clipped:
     log.warning("write_audio: clipped %d of %d samples to [-1, 1] in %s", clipped, waveform.size, path)
     waveform = np.clip(waveform, -1.0, 1.0)
-  target = epath.Path(path)
-  target.parent.mkdir(parents=True, exist_ok=True)
-  if _is_local(path):
-    sf.write(path.removeprefix("file://"), waveform, sample_rate, format=fmt, subtype="PCM_16")
-  else:
-    with target.open("wb") as f:
-      sf.write(f, waveform, sample_rate, format=fmt, subtype="PCM_16")
+  buffer = io.BytesIO()
+  sf.write(buffer, waveform, sample_rate, format=fmt, subtype="PCM_16")
+  storage.write_bytes(path, buffer.getvalue())
 
 
 def list_audio_files(paths: Iterable[str]) -> list[str]:
   """The audio files named by `paths` (files as given, directories searched recursively); sorted, unique."""
   found = set()
   for path in paths:
-    p = epath.Path(path)
-    if not p.exists():
-      raise FileNotFoundError(f"Audio path not found: {path}")
-    if p.is_dir():
-      for folder, _, names in p.walk():  # (epath refuses recursive globs)
-        found.update(str(folder / n) for n in names if epath.Path(n).suffix.lower() in AUDIO_SUFFIXES)
+    path = os.fspath(path)
+    if storage.isdir(path):
+      found.update(f for f in storage.find(path) if os.path.splitext(f)[1].lower() in AUDIO_SUFFIXES)
+    elif storage.exists(path):
+      found.add(path)
     else:
-      found.add(str(p))
+      raise FileNotFoundError(f"Audio path not found: {path}")
   return sorted(found)
 
 

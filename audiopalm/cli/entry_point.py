@@ -16,10 +16,10 @@ from typing import Any, Callable
 
 import gin
 import jax
-from etils import epath
 
 from audiopalm.cli.gin_flags import add_gin_flags, parse_gin, query, split_gin_bindings
 from audiopalm.cli.logging_setup import setup_logging
+from audiopalm.files import storage
 from audiopalm.sharding.distributed import DistributedConfig, initialize
 
 
@@ -52,6 +52,4 @@ def run(prog: str, description: str, run_fn: Callable[[], Any], model_dir_bindin
 
 def _write_config(model_dir: str, name: str, text: str) -> None:
   if jax.process_index() == 0:
-    path = epath.Path(model_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    (path / name).write_text(text)
+    storage.write_text(storage.join(model_dir, name), text)

@@ -21,16 +21,15 @@ import dataclasses
 import functools
 import json
 import logging
-import os
 from typing import Any
 
 import grain
 import numpy as np
-import tensorflow as tf
 
 from audiopalm.data import mixture, packing
 from audiopalm.data.mixture import MixtureComponent
 from audiopalm.data.token_source import TokenShardSource
+from audiopalm.files import storage
 from audiopalm.formats import audiolm_stages
 from audiopalm.tokens import dataset_info
 from audiopalm.vocab.build import VocabConfig, build_vocabulary, check_tokens
@@ -118,7 +117,7 @@ class SpeechTextConfig:
     out = {}
     for c in self.components:
       if c.dataset not in out:
-        if not tf.io.gfile.exists(os.path.join(c.dataset, dataset_info.METADATA_FILE)):
+        if not storage.is_file(storage.join(c.dataset, dataset_info.METADATA_FILE)):
           make = (f"python -m audiopalm.main.import_text --text=audiopalm/data/assets/demo_text.txt --like=<the speech "
                   f"tokens> --output_dir={c.dataset} (text-only examples)" if c.format in TEXT_FORMATS else
                   "python -m data_pipeline.tokenize --gin_file=gin_configs/tokenize/demo.gin "

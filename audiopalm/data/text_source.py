@@ -17,8 +17,8 @@ from typing import Any, Sequence
 
 import grain
 import numpy as np
-from etils import epath
 
+from audiopalm.files import storage
 from audiopalm.vocab.bytes import EOS, PAD, VOCAB_SIZE, encode
 from audiopalm.vocab.combined import load_text_vocab
 from audiopalm.vocab.spec import make_spec
@@ -89,10 +89,9 @@ def pack_documents(docs: Sequence[np.ndarray], length: int) -> dict[str, np.ndar
 def load_rows(cfg: TextSourceConfig) -> dict[str, np.ndarray]:
   docs = []
   for path in cfg.paths:
-    p = epath.Path(path)
-    if not p.exists():
+    if not storage.is_file(path):
       raise FileNotFoundError(f"Text source file not found: {path}")
-    text = p.read_text(encoding="utf-8")
+    text = storage.read_text(path)
     docs += [encode(par.strip()) for par in text.split("\n\n") if par.strip()]
   if not docs:
     raise ValueError(f"No text in {list(cfg.paths)}")

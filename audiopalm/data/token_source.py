@@ -1,61 +1,59 @@
-"""Random access to the examples of a token dataset (`audiopalm.tokens` TFRecord shards), for grain.
+"""Random access to the examples of a token dataset (`audiopalm.tokens` TFRecord shards), local or on gs://.
 
-    source = TokenShardSource("runs/tokens_demo")     # a grain RandomAccessDataSource
+    source = TokenShardSource("gs://bucket/tokens")    # a grain RandomAccessDataSource
     len(source), source[i]                             # parsed example dicts (`audiopalm.tokens.schema.parse_example`)
 
-TFRecord files have no index, but their framing makes one cheap: each record is an 8-byte little-endian length,
-a 4-byte length CRC, the data, and a 4-byte data CRC, so reading the headers gives every record's offset.
-The index (one int64 offset per example) is built when the source is made, reading 12 bytes per record, and
-can be cached as .npy files (`index_dir`, keyed by each file's path and size) for large datasets. Example i is then one seek and one read, which
-lets grain shuffle globally, split the examples between hosts and checkpoint its position as an index.
+Start: one listing of the directory (sizes included), then each shard's record index (`index/<shard>.offsets.npy`,
+written with the shard by `audiopalm.tokens.shards.ShardWriter`), read in parallel: one small request per shard,
+never the shard itself. A shard written before indexes were (or whose index does not match its size) is indexed
+by reading its framing: locally the headers only (memory-mapped), remotely the whole file in one request; with
+`index_dir` set, such indexes are cached there as .npy files (keyed by the shard's path and size), so that this
+happens once.
+
+Example i is then one ranged read of exactly its record's data and CRC (no read-ahead: a random read fetches what
+it needs), which lets grain shuffle globally, split the examples between hosts and checkpoint its position as an
+index. Local shards stay open (at most `MAX_OPEN_FILES` per reading thread); remote ones are read through
+`audiopalm.files.storage.read_range`.
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import hashlib
 import io
+import mmap
 import os
-import struct
+import posixpath
 import threading
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
-from audiopalm.files.atomic import write_bytes_atomic
+from audiopalm.files import storage
 from audiopalm.tokens import schema
 from audiopalm.tokens import shards as shards_lib
+from audiopalm.tokens import tfrecord
 
-_HEADER = 12  # uint64 length + uint32 masked CRC of the length
-_FOOTER = 4  # uint32 masked CRC of the data
+_INDEX_THREADS = 32  # index files read at once at start (small objects: latency-bound)
 
 
 def record_offsets(path: str) -> np.ndarray:
-  """[records] int64 byte offsets of the records of one TFRecord file (headers only are read)."""
-  offsets = []
-  size = tf.io.gfile.stat(path).length
-  with tf.io.gfile.GFile(path, "rb") as f:
-    position = 0
-    while position < size:
-      header = f.read(_HEADER)
-      if len(header) < _HEADER:
-        raise ValueError(f"{path}: truncated record header at byte {position}")
-      (length,) = struct.unpack("<Q", header[:8])
-      offsets.append(position)
-      position += _HEADER + length + _FOOTER
-      if position < size:
-        f.seek(position)
-    if position != size:
-      raise ValueError(f"{path}: the last record runs past the end of the file ({position} > {size})")
-  return np.asarray(offsets, np.int64)
+  """[records + 1] int64: the record offsets of one TFRecord file, then its size, from its framing (local files:
+  the headers only, through a memory map; remote ones: the whole file, in one request)."""
+  if storage.is_remote(path):
+    return tfrecord.record_offsets(storage.read_bytes(path), name=path)
+  with open(path.removeprefix("file://"), "rb") as f:
+    if os.fstat(f.fileno()).st_size == 0:
+      return np.zeros([1], np.int64)
+    with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buffer:
+      return tfrecord.record_offsets(buffer, name=path)
 
 
 class TokenShardSource:
   """Every example of the complete shards of one split of a token dataset, by global index.
 
   `dataset_name` picks the shards of one dataset when a directory holds several (default: the only one).
-  At most `MAX_OPEN_FILES` shard files stay open per reading thread (least recently used ones are closed).
   """
 
   MAX_OPEN_FILES = 16
@@ -76,50 +74,63 @@ class TokenShardSource:
       raise ValueError(f"{self.directory}: the '{split}' shards are incomplete ({len(files)} of "
                        f"{files[0].num_shards}): finish the tokenization job first")
     self.paths = [f.path for f in files]
-    sizes = [int(tf.io.gfile.stat(p).length) for p in self.paths]
-    self.offsets = [self._offsets(p, n, index_dir) for p, n in zip(self.paths, sizes)]
-    # Record i's data is bytes [offsets[i] + 12, ends[i]) of its file (ends: the next record's offset - 4).
-    self.ends = [np.append(o[1:], n) - _FOOTER for o, n in zip(self.offsets, sizes)]
-    self.starts = np.cumsum([0] + [len(o) for o in self.offsets])  # global index of each shard's first example
+    self.remote = storage.is_remote(self.directory)
+    with concurrent.futures.ThreadPoolExecutor(min(_INDEX_THREADS, len(files))) as pool:
+      offsets = list(pool.map(lambda f: self._offsets(f.path, f.num_bytes, index_dir), files))
+    # Record i's data is bytes [offsets[i] + HEADER, offsets[i + 1] - FOOTER) of its file.
+    self.offsets = offsets
+    self.starts = np.cumsum([0] + [len(o) - 1 for o in offsets])  # global index of each shard's first example
     self._local = threading.local()  # open files per thread (grain reads from several threads)
 
   @staticmethod
   def _offsets(path: str, size: int, index_dir: str | None) -> np.ndarray:
-    """The file's record offsets, from the cache in `index_dir` when it has them for this path and size."""
+    """The shard's record offsets (and size): its own index, else the cache in `index_dir`, else its framing."""
+    offsets = shards_lib.read_index(path, size)
+    if offsets is not None:
+      return offsets
     if index_dir is None:
       return record_offsets(path)
     key = hashlib.sha256(f"{path}\0{size}".encode()).hexdigest()[:16]
-    cache = os.path.join(index_dir, f"{os.path.basename(path)}.{key}.offsets.npy")
-    if tf.io.gfile.exists(cache):
-      with tf.io.gfile.GFile(cache, "rb") as f:
-        return np.load(f)
+    cache = storage.join(index_dir, f"{posixpath.basename(path)}.{key}.offsets.npy")
+    try:
+      cached = np.load(io.BytesIO(storage.read_bytes(cache)))
+      if len(cached) and int(cached[-1]) == size:
+        return cached.astype(np.int64)
+    except FileNotFoundError:
+      pass
     offsets = record_offsets(path)
     buffer = io.BytesIO()
     np.save(buffer, offsets)
-    write_bytes_atomic(cache, buffer.getvalue())  # hosts sharing index_dir never share a temporary file
+    storage.write_bytes(cache, buffer.getvalue())  # hosts sharing index_dir never share a temporary file
     return offsets
 
   def __len__(self) -> int:
     return int(self.starts[-1])
 
   def read(self, index: int) -> bytes:
-    """The serialized example `index` (0 ≤ index < len)."""
+    """The serialized example `index` (0 ≤ index < len), its CRC checked: one read of its record."""
     if not 0 <= index < len(self):
       raise IndexError(f"example {index} of {len(self)}")
     shard = int(np.searchsorted(self.starts, index, side="right") - 1)
-    handles = self._local.__dict__.setdefault("handles", collections.OrderedDict())
-    if shard in handles:
-      handles.move_to_end(shard)
-    else:
-      if len(handles) >= self.MAX_OPEN_FILES:
-        handles.popitem(last=False)[1].close()
-      path = self.paths[shard]  # local files through Python's own I/O (far less overhead per read than GFile)
-      handles[shard] = open(path, "rb") if "://" not in path else tf.io.gfile.GFile(path, "rb")  # noqa: SIM115
-    f = handles[shard]
     i = index - self.starts[shard]
-    start = int(self.offsets[shard][i]) + _HEADER
-    f.seek(start)
-    return f.read(int(self.ends[shard][i]) - start)
+    start = int(self.offsets[shard][i]) + tfrecord.HEADER
+    length = int(self.offsets[shard][i + 1]) - start  # data + footer
+    if self.remote:
+      record = storage.read_range(self.paths[shard], start, length)
+    else:
+      handles = self._local.__dict__.setdefault("handles", collections.OrderedDict())
+      if shard in handles:
+        handles.move_to_end(shard)
+      else:
+        if len(handles) >= self.MAX_OPEN_FILES:
+          handles.popitem(last=False)[1].close()
+        handles[shard] = open(self.paths[shard].removeprefix("file://"), "rb")  # pylint: disable=consider-using-with
+      f = handles[shard]
+      f.seek(start)
+      record = f.read(length)
+    if len(record) != length:
+      raise ValueError(f"{self.paths[shard]}: truncated record {i} ({len(record)} of {length} bytes)")
+    return tfrecord.check_record(record[:-tfrecord.FOOTER], record[-tfrecord.FOOTER:], f"{self.paths[shard]}#{i}")
 
   def __getitem__(self, index: int) -> dict[str, Any]:
     return schema.parse_example(self.read(int(index)))

@@ -23,7 +23,7 @@ import tokenizers
 from etils import epath
 from tokenizers import AddedToken, decoders, models, pre_tokenizers
 
-from audiopalm.files.atomic import write_text_atomic
+from audiopalm.files import storage
 from audiopalm.vocab import bytes as byte_vocab
 from audiopalm.vocab.combined import LoadedText
 from audiopalm.vocab.spec import VocabSpec
@@ -102,5 +102,5 @@ def save_tokenizer(spec: VocabSpec, text: LoadedText, directory: str, model_max_
   files = {"tokenizer.json": tok.to_str(), "tokenizer_config.json": json.dumps(config, indent=2),
            "special_tokens_map.json": json.dumps({k: v for k, v in names.items() if k.endswith("_token")}, indent=2)}
   for name, content in files.items():
-    write_text_atomic(root / name, content)
+    storage.write_text(root / name, content)
   return sorted(files)

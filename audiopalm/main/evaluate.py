@@ -46,7 +46,7 @@ from audiopalm.data.mixture import MixtureComponent
 from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.evaluation import speech_metrics
 from audiopalm.evaluation.perplexity import perplexity
-from audiopalm.files.atomic import write_text_atomic
+from audiopalm.files import storage
 from audiopalm.inference.audio_tokens import tokenizer_for
 from audiopalm.inference.models import LoadedModel, load_model
 from audiopalm.inference.sampling import SamplingConfig
@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   model_dir = epath.Path(report["model"])
   output = epath.Path(args.output) if args.output else model_dir / "eval" / f"{args.split}.json"
-  write_text_atomic(output, json.dumps(report, indent=2, ensure_ascii=False))  # over an earlier evaluation
+  storage.write_text(output, json.dumps(report, indent=2, ensure_ascii=False))  # over an earlier evaluation
   tensorboard = args.tensorboard_dir or str(model_dir / "tensorboard" / f"eval_{args.split}")
   writer = MetricsWriter(tensorboard)
   writer.write(report["step"] or 0, {}, tensorboard_only=speech_metrics.flatten(report["results"]))

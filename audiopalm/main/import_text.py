@@ -37,11 +37,9 @@ import sys
 from typing import Iterator, Sequence
 
 import numpy as np
-import tensorflow as tf
-from etils import epath
 
 from audiopalm.cli.inference_flags import UsageError
-from audiopalm.files.atomic import write_text_atomic
+from audiopalm.files import storage
 from audiopalm.tokens import dataset_info, schema, shards
 
 DEFAULT_PARAGRAPHS_PER_SHARD = 100_000
@@ -58,11 +56,10 @@ def paragraphs(paths: Sequence[str]) -> Iterator[tuple[str, int, str]]:
   if len(set(stems)) != len(stems):
     raise UsageError(f"--text: file names repeat ({stems}): example ids are <file stem>-<paragraph>; rename one")
   for path in paths:
-    p = epath.Path(path)
-    if not p.is_file():
+    if not storage.is_file(path):
       raise UsageError(f"--text: {path} is not a file")
     index, words = 0, []
-    with p.open("rb") as f:
+    with storage.open_sequential(path) as f:
       for number, raw in enumerate(itertools.chain(f, [b""]), 1):  # b"": the end of the file ends a paragraph
         try:
           line_words = raw.decode("utf-8").split()
@@ -95,10 +92,11 @@ def import_text(paths: Sequence[str], like: str, output_dir: str, *, language: s
   """Writes the dataset (module docstring); returns its metadata."""
   if paragraphs_per_shard < 1:
     raise UsageError(f"--paragraphs_per_shard must be >= 1, got {paragraphs_per_shard}")
-  if not (epath.Path(like) / dataset_info.METADATA_FILE).exists():
+  if not storage.is_file(storage.join(like, dataset_info.METADATA_FILE)):
     raise UsageError(f"--like: no token dataset at {like} (no {dataset_info.METADATA_FILE}); make one with "
                      "data_pipeline.tokenize first")
-  if os.path.abspath(like) == os.path.abspath(output_dir):
+  if (like if storage.is_remote(like) else os.path.abspath(like)).rstrip("/") == (
+      output_dir if storage.is_remote(output_dir) else os.path.abspath(output_dir)).rstrip("/"):
     raise UsageError("--output_dir must not be the --like dataset")
   info = dataset_info.read_metadata(like).tokens
   count = sum(1 for _ in paragraphs(paths))  # a first pass: checks every file before anything is written
@@ -118,11 +116,11 @@ def import_text(paths: Sequence[str], like: str, output_dir: str, *, language: s
     raise RuntimeError(f"--text changed while it was imported (first read {count} paragraphs): run again")
   for f in shards.find_shards(output_dir):
     if f.split == split and f.num_shards != num_shards:  # an earlier import of other text
-      tf.io.gfile.remove(f.path)
+      storage.remove(f.path)
   meta = dataset_info.write_dataset_info(
       output_dir, tokens=info, shards=others + stats,
       description=f"text only (audiopalm.main.import_text): paragraphs of {', '.join(paths)}; tokenizer names from {like}")
-  (epath.Path(output_dir) / REPLACED).unlink(missing_ok=True)
+  storage.remove(storage.join(output_dir, REPLACED))
   return meta
 
 
@@ -130,17 +128,16 @@ def _other_splits(output_dir: str, split: str, info: schema.TokensInfo) -> list[
   """Claims `output_dir` for this tool (its MARKER) and returns the shards of other splits an earlier import
   wrote there (kept in the metadata: metadata.json, or REPLACED after an import that stopped part way). Refuses a
   directory holding a dataset this tool did not write, or other splits with other tokenizer names."""
-  out = epath.Path(output_dir)
-  if not (out / MARKER).exists():
-    if (out / dataset_info.METADATA_FILE).exists() or shards.find_shards(output_dir):
+  if not storage.is_file(storage.join(output_dir, MARKER)):
+    if storage.is_file(storage.join(output_dir, dataset_info.METADATA_FILE)) or shards.find_shards(output_dir):
       raise UsageError(f"--output_dir {output_dir} holds a token dataset that audiopalm.main.import_text did not write: "
                        "give another directory")
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(str(out / MARKER), json.dumps({"written_by": "audiopalm.main.import_text"}) + "\n")
-  found = [out / name for name in (dataset_info.METADATA_FILE, REPLACED) if (out / name).exists()]
+    storage.write_text(storage.join(output_dir, MARKER), json.dumps({"written_by": "audiopalm.main.import_text"}) + "\n")
+  found = [storage.join(output_dir, name) for name in (dataset_info.METADATA_FILE, REPLACED)
+           if storage.is_file(storage.join(output_dir, name))]
   if not found:  # new, or an import that stopped before its first metadata
     return []
-  existing = dataset_info.DatasetMetadata.from_json(json.loads(found[0].read_text()), str(found[0]))
+  existing = dataset_info.DatasetMetadata.from_json(json.loads(storage.read_text(found[0])), found[0])
   others = [s for s in existing.shards if s.split != split]
   if others and existing.tokens != info:
     raise UsageError(f"--output_dir {output_dir}: its splits {sorted({s.split for s in others})} carry other "
@@ -155,11 +152,10 @@ def _set_aside_metadata(output_dir: str) -> None:
   next import still finds the other splits' statistics in REPLACED."""
   from tensorflow_datasets.core import constants  # pylint: disable=import-outside-toplevel
 
-  out = epath.Path(output_dir)
   for name in (constants.DATASET_INFO_FILENAME, dataset_info.STATS_FILE):
-    (out / name).unlink(missing_ok=True)
-  if (out / dataset_info.METADATA_FILE).exists():
-    tf.io.gfile.rename(str(out / dataset_info.METADATA_FILE), str(out / REPLACED), overwrite=True)
+    storage.remove(storage.join(output_dir, name))
+  if storage.is_file(storage.join(output_dir, dataset_info.METADATA_FILE)):
+    storage.rename(storage.join(output_dir, dataset_info.METADATA_FILE), storage.join(output_dir, REPLACED))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

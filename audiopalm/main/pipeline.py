@@ -47,7 +47,7 @@ import sys
 import time
 from typing import Sequence
 
-from audiopalm.files.atomic import write_text_atomic
+from audiopalm.files import storage
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEMO_SPEECH = "audiopalm/data/assets/demo_speech"
@@ -178,7 +178,7 @@ def _run_step(work: pathlib.Path, step: Step, index: int, total: int) -> float:
   if step.finished_when is not None and not pathlib.Path(step.finished_when).exists():
     raise RuntimeError(f"step {step.name} exited before finishing ({step.finished_when} is missing: preempted, or "
                        f"its input ran out; see {log_path}); rerun the same command to resume it")
-  write_text_atomic(_marker(work, step), json.dumps({"command": list(step.command), "seconds": seconds}, indent=2))
+  storage.write_text(_marker(work, step), json.dumps({"command": list(step.command), "seconds": seconds}, indent=2))
   print(f"      done in {seconds:.0f} s (log: {log_path})", flush=True)
   return seconds
 
@@ -223,7 +223,7 @@ def run(work_dir: str, all_steps: Sequence[Step]) -> dict:
   generated = work / "samples" / "generated.jsonl"
   if generated.exists():
     summary["samples"] = [json.loads(line) for line in generated.read_text().splitlines() if line.strip()]
-  write_text_atomic(work / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+  storage.write_text(work / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
   return summary
 
 

@@ -19,7 +19,7 @@ from audiopalm.checkpoints.manager import CheckpointConfig
 from audiopalm.checkpoints.source import RUN_CONFIG_FILE
 from audiopalm.cli import entry_point
 from audiopalm.evaluation.eval_hook import EvalConfig, EvalHook, check_eval_data, eval_input
-from audiopalm.files.atomic import write_text_atomic
+from audiopalm.files import storage
 from audiopalm.main import configurables  # noqa: F401  (the gin configurables train's arguments name)
 from audiopalm.model import TransformerConfig, flops_per_token
 from audiopalm.sharding.mesh import MeshConfig
@@ -65,7 +65,7 @@ def train(*, model_dir: str, model: TransformerConfig, data: lm.InputSpec, optim
                       checkpoint=checkpoint, trainer=trainer, init_from=init_from, param_groups=param_groups,
                       evaluation=evaluation)
   if jax.process_index() == 0:
-    write_text_atomic(f"{model_dir}/{RUN_CONFIG_FILE}", json.dumps(config, indent=2))
+    storage.write_text(f"{model_dir}/{RUN_CONFIG_FILE}", json.dumps(config, indent=2))
 
   # 3. The periodic work, in the order it runs after each step.
   metrics = MetricsHook(model_dir, trainer.log_every, data.global_batch_size * data.seq_len,

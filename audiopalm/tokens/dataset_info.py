@@ -28,9 +28,8 @@ import json
 import os
 from typing import Any, Mapping, Sequence
 
-import tensorflow as tf
 
-from audiopalm.files.atomic import write_text_atomic
+from audiopalm.files import storage
 from audiopalm.tokens import shards as shards_lib
 from audiopalm.tokens.schema import TokensInfo
 from audiopalm.tokens.shards import ShardStats
@@ -126,8 +125,7 @@ class DatasetMetadata:
 
 
 def _read_json(path: str) -> Any:
-  with tf.io.gfile.GFile(path, "r") as f:
-    return json.loads(f.read())
+  return json.loads(storage.read_text(path))
 
 
 def check_shards(output_dir: str, shards: Sequence[ShardStats], dataset_name: str) -> list[ShardStats]:
@@ -138,6 +136,7 @@ def check_shards(output_dir: str, shards: Sequence[ShardStats], dataset_name: st
   if not by_split:
     raise ValueError("no shards: a dataset needs at least one (possibly empty) shard")
   ordered = []
+  present = storage.list_sizes(output_dir)  # one listing, not a request per shard
   for split, items in sorted(by_split.items()):
     items.sort(key=lambda s: s.shard_index)
     counts = {s.num_shards for s in items}
@@ -148,7 +147,7 @@ def check_shards(output_dir: str, shards: Sequence[ShardStats], dataset_name: st
       expected = shards_lib.shard_filename(s.shard_index, s.num_shards, dataset_name, split)
       if s.filename != expected:
         raise ValueError(f"shard {s.filename!r} is not named {expected!r} (dataset_name {dataset_name!r})")
-      if not tf.io.gfile.exists(os.path.join(output_dir, s.filename)):
+      if s.filename not in present:
         raise FileNotFoundError(f"shard {s.filename} is not complete in {output_dir}")
     ordered.extend(items)
   return ordered
@@ -183,20 +182,20 @@ def write_dataset_info(output_dir: str, *, tokens: TokensInfo, shards: Sequence[
       "rejects": {"total": sum(rejects.values()), "by_reason": rejects},
       **dict(extra_stats or {}),
   }
-  write_text_atomic(os.path.join(output_dir, METADATA_FILE), json.dumps(meta.to_json(), indent=2) + "\n")
-  write_text_atomic(os.path.join(output_dir, STATS_FILE), json.dumps(stats, indent=2) + "\n")
+  storage.write_text(storage.join(output_dir, METADATA_FILE), json.dumps(meta.to_json(), indent=2) + "\n")
+  storage.write_text(storage.join(output_dir, STATS_FILE), json.dumps(stats, indent=2) + "\n")
   if tfds_metadata:
     write_tfds_metadata(output_dir, meta)
   return meta
 
 
 def read_metadata(output_dir: str) -> DatasetMetadata:
-  path = os.path.join(os.fspath(output_dir), METADATA_FILE)
+  path = storage.join(output_dir, METADATA_FILE)
   return DatasetMetadata.from_json(_read_json(path), path)
 
 
 def read_stats(output_dir: str) -> dict[str, Any]:
-  return _read_json(os.path.join(os.fspath(output_dir), STATS_FILE))
+  return _read_json(storage.join(output_dir, STATS_FILE))
 
 
 # ---------------------------------------------------------------------------------------------------------------

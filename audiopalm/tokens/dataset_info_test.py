@@ -2,12 +2,12 @@
 
 import json
 import os
-import uuid
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from audiopalm.files import storage
 from audiopalm.tokens import dataset_info, shards
 from audiopalm.tokens.schema_test import make_info, make_segment
 
@@ -60,12 +60,13 @@ def test_metadata_and_stats_round_trip(tmp_path):
   assert not [n for n in os.listdir(out) if "incomplete" in n]
 
 
-def test_metadata_on_a_url_filesystem():
-  out = f"ram://dataset_info_test/{uuid.uuid4().hex}"  # through tf.io.gfile, like gs://
+def test_metadata_on_gcs(gcs_bucket):
+  """On the GCS emulator, TFDS's files included (TFDS writes through etils.epath, which goes through gcsfs)."""
+  out = f"{gcs_bucket}/tokens"
   info, _, stats = write_dataset(out, 2, {"train": [1, 2]})
-  meta = dataset_info.write_dataset_info(out, tokens=info, shards=stats, rejects={}, dataset_name="demo_tokens",
-                                         tfds_metadata=False)  # (etils.epath, which TFDS uses, has no ram://)
+  meta = dataset_info.write_dataset_info(out, tokens=info, shards=stats, rejects={}, dataset_name="demo_tokens")
   assert dataset_info.read_metadata(out) == meta and meta.totals.examples == 3
+  assert {"dataset_info.json", "features.json"} <= set(storage.listdir(out))
   assert dataset_info.read_stats(out)["rejects"] == {"total": 0, "by_reason": {}}
 
 

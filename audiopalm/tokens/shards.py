@@ -11,31 +11,41 @@ Files are named as TFDS names them (`naming.DEFAULT_FILENAME_TEMPLATE`),
 `{dataset_name}-{split}.tfrecord-{shard:05d}-of-{num_shards:05d}`, so that the output directory, once
 `dataset_info.write_dataset_info` has added the metadata, loads with `tfds.builder_from_directory`.
 
-Atomicity: a shard is written to `incomplete.{dataset_name}-{split}.{shard:05d}-of-{num_shards:05d}.{uuid}`
-(a name that neither the TFDS template nor a `{prefix}.tfrecord-*` / `*-of-NNNNN` glob matches), closed,
-fsynced (local paths), then renamed to its final name; an exception (or KeyboardInterrupt) inside the writer
-deletes the temporary file instead. On gs:// a rename is a copy then a delete: the final object appears only
-once the copy is complete, and a crash between the two leaves only a temporary file, which the next writer of
-that shard removes. So the final name exists if and only if the shard is complete (`is_complete`).
+Atomicity: a shard is built in a local staging file (`incomplete.{dataset_name}-{split}.{shard:05d}-of-
+{num_shards:05d}.{uuid}` in a local output directory, a name that neither the TFDS template nor a
+`{prefix}.tfrecord-*` / `*-of-NNNNN` glob matches; the system's temporary directory for gs://), fsynced, then
+committed through `audiopalm.files.storage`: its record index is written to `index/<shard file name>.offsets.npy`
+([records + 1] int64 offsets, the last the file size: what the loader's start reads instead of the shard), then
+the shard is put at its final name in one step (a rename with `link` locally, one upload on GCS, exclusive unless
+`overwrite`, so two writers of one shard never both commit). An exception (or KeyboardInterrupt) inside the
+writer deletes the staging file instead; a killed writer leaves at most a staging file, which the next local
+writer of that shard removes. So the final name exists if and only if the shard is complete (`is_complete`).
+Shards are framed by `audiopalm.tokens.tfrecord`, byte for byte as `tf.io.TFRecordWriter` frames them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
+import posixpath
 import re
+import tempfile
 import uuid
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
-import tensorflow as tf
 
+from audiopalm.files import storage
+from audiopalm.tokens import tfrecord
 from audiopalm.tokens.schema import TokenizedSegment, TokensInfo, parse_example, to_example
 
 FILE_FORMAT = "tfrecord"
 DEFAULT_DATASET_NAME = "audio_tokens"
 DEFAULT_SPLIT = "train"
 INCOMPLETE_PREFIX = "incomplete."
+INDEX_DIR = "index"  # beside the shards: <shard file name>.offsets.npy, written with each shard
 _DATASET_NAME_RE = re.compile(r"[a-zA-Z]\w*")  # TFDS's dataset-name class: no '-', which separates the split
 _SPLIT_RE = re.compile(r"[\w-]*[a-zA-Z0-9][\w-]*")
 # `{dataset}-{split}.tfrecord-{shard}-of-{num_shards}`, as tfds.core.naming parses DEFAULT_FILENAME_TEMPLATE.
@@ -83,6 +93,7 @@ class ShardFile:
   split: str
   shard_index: int
   num_shards: int
+  num_bytes: int | None = None  # the file's size, as listed
 
 
 def parse_shard_filename(name: str) -> tuple[str, str, int, int] | None:
@@ -95,20 +106,18 @@ def parse_shard_filename(name: str) -> tuple[str, str, int, int] | None:
 
 def find_shards(output_dir: str) -> list[ShardFile]:
   """Every complete shard file in `output_dir` (any dataset name, split and shard count), sorted."""
-  if not tf.io.gfile.isdir(output_dir):
-    return []
   found = []
-  for name in tf.io.gfile.listdir(output_dir):
-    parsed = parse_shard_filename(name.rstrip("/"))
+  for name, num_bytes in storage.list_sizes(output_dir).items():
+    parsed = parse_shard_filename(name)
     if parsed is not None:
-      found.append(ShardFile(os.path.join(output_dir, name.rstrip("/")), *parsed))
+      found.append(ShardFile(storage.join(output_dir, name), *parsed, num_bytes=num_bytes))
   return sorted(found, key=lambda s: (s.dataset_name, s.split, s.num_shards, s.shard_index))
 
 
 def is_complete(output_dir: str, shard_index: int, num_shards: int, *, dataset_name: str = DEFAULT_DATASET_NAME,
                 split: str = DEFAULT_SPLIT) -> bool:
   """Whether shard `shard_index` of `num_shards` has been written completely (its final name exists)."""
-  return tf.io.gfile.exists(os.path.join(output_dir, shard_filename(shard_index, num_shards, dataset_name, split)))
+  return storage.is_file(storage.join(output_dir, shard_filename(shard_index, num_shards, dataset_name, split)))
 
 
 def list_complete_shards(output_dir: str, num_shards: int, *, dataset_name: str = DEFAULT_DATASET_NAME,
@@ -121,35 +130,29 @@ def list_complete_shards(output_dir: str, num_shards: int, *, dataset_name: str 
 def remove_incomplete(output_dir: str, shard_index: int, num_shards: int, *,
                       dataset_name: str = DEFAULT_DATASET_NAME, split: str = DEFAULT_SPLIT) -> list[str]:
   """Deletes the temporary files an interrupted writer of this shard left; returns their paths."""
-  if not tf.io.gfile.isdir(output_dir):
-    return []
   prefix = _temp_prefix(shard_index, num_shards, dataset_name, split)
-  stale = [os.path.join(output_dir, n) for n in tf.io.gfile.listdir(output_dir) if n.startswith(prefix)]
+  stale = [storage.join(output_dir, n) for n in storage.listdir(output_dir) if n.startswith(prefix)]
   for path in stale:
-    _remove_quietly(path)
+    storage.remove(path)
   return stale
 
 
-def _remove_quietly(path: str) -> None:
+def index_path(shard_path: str) -> str:
+  """Where a shard's record index is: `<dir>/index/<shard file name>.offsets.npy`."""
+  directory, name = posixpath.split(shard_path)
+  return posixpath.join(directory, INDEX_DIR, f"{name}.offsets.npy")
+
+
+def read_index(shard_path: str, num_bytes: int | None = None) -> np.ndarray | None:
+  """The record index written with the shard ([records + 1] int64 offsets, the last one the file size), or None
+  when there is none (a shard written before indexes were) or it does not match `num_bytes` (stale)."""
   try:
-    tf.io.gfile.remove(path)
-  except tf.errors.NotFoundError:
-    pass
-
-
-def _is_local(path: str) -> bool:
-  return "://" not in path
-
-
-def _fsync(path: str, directory: bool = False) -> None:
-  """Flush a local file's (or directory's) data to disk; remote files are durable once closed."""
-  if not _is_local(path):
-    return
-  fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
-  try:
-    os.fsync(fd)
-  finally:
-    os.close(fd)
+    offsets = np.load(io.BytesIO(storage.read_bytes(index_path(shard_path))))
+  except FileNotFoundError:
+    return None
+  if offsets.ndim != 1 or not len(offsets) or (num_bytes is not None and int(offsets[-1]) != num_bytes):
+    return None
+  return offsets.astype(np.int64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,8 +208,8 @@ def _counted(stats: ShardStats, duration: float, semantic_tokens: int, acoustic_
 
 
 def read_shard(path: str) -> Iterator[dict[str, Any]]:
-  """The parsed examples (`parse_example`) of one shard file, in order."""
-  for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+  """The parsed examples (`parse_example`) of one shard file, in order (one whole-file read; CRCs checked)."""
+  for record in tfrecord.records(storage.read_bytes(path), name=path):
     yield parse_example(record)
 
 
@@ -216,51 +219,64 @@ def compute_shard_stats(path: str) -> ShardStats:
   if parsed is None:
     raise ValueError(f"{path} is not a shard file name ({_SHARD_FILE_RE.pattern})")
   _, split, shard_index, num_shards = parsed
-  stats = ShardStats(split=split, shard_index=shard_index, num_shards=num_shards, filename=os.path.basename(path))
+  stats = ShardStats(split=split, shard_index=shard_index, num_shards=num_shards, filename=posixpath.basename(path))
   for ex in read_shard(path):
     stats = _counted(stats, ex["duration"], ex["semantic"].size, ex["acoustic"].shape, ex["has_transcript"])
-  return dataclasses.replace(stats, num_bytes=int(tf.io.gfile.stat(path).length))
+  return dataclasses.replace(stats, num_bytes=storage.size(path))
+
+
+class ShardExistsError(FileExistsError):
+  """The shard was committed by another writer first (its final name exists)."""
 
 
 class ShardWriter:
-  """Writes one shard through a temporary file, renamed to the final name only when closed without error.
+  """Writes one shard to a local staging file, then commits it: index, `before_rename`, the shard at its final name.
 
       with ShardWriter(out, shard_index, num_shards, info) as writer:
         writer.write(tokenized_segment)   # repeatedly
       writer.stats                        # ShardStats, after a successful close
 
-  Opening removes the temporary files an earlier, interrupted writer of the same shard left, and refuses to
-  overwrite a complete shard unless `overwrite`. (If two writers of one shard run at once, e.g. a preempted
-  worker still alive, the later one deletes the earlier one's temporary file; the earlier one then fails.)
+  The staging file is `incomplete.<...>.<uuid>` in the output directory when it is local (the commit is a rename),
+  else a local temporary file (the commit is one upload, visible only when complete). Opening removes the staging
+  files an earlier, interrupted writer of the same shard left in a local output directory, and refuses to overwrite
+  a complete shard unless `overwrite`. The commit itself is exclusive unless `overwrite`: if another writer
+  committed the shard meanwhile, close raises ShardExistsError and the other writer's shard stays.
   """
 
   def __init__(self, output_dir: str, shard_index: int, num_shards: int, info: TokensInfo, *,
                dataset_name: str = DEFAULT_DATASET_NAME, split: str = DEFAULT_SPLIT, overwrite: bool = False,
-               before_rename: Callable[[ShardStats], None] | None = None):
-    self.before_rename = before_rename  # called with the final stats when the data is safe, before the rename
+               before_rename: Callable[[ShardStats], None] | None = None, staging_dir: str | None = None):
+    self.before_rename = before_rename  # called with the final stats when the data is safe, before the commit
     self.output_dir = os.fspath(output_dir)
     self.info = info
     self.dataset_name, self.split = dataset_name, split
     self.shard_index, self.num_shards = shard_index, num_shards
     self.overwrite = overwrite
+    self.staging_dir = staging_dir  # where a remote shard is staged (None: the system's temporary directory)
     self.filename = shard_filename(shard_index, num_shards, dataset_name, split)
-    self.path = os.path.join(self.output_dir, self.filename)
+    self.path = storage.join(self.output_dir, self.filename)
     self.temp_path: str | None = None
-    self._writer: tf.io.TFRecordWriter | None = None
+    self._file: Any = None
+    self._offsets: list[int] = [0]
     self._stats = ShardStats(split=split, shard_index=shard_index, num_shards=num_shards, filename=self.filename)
     self._closed = False
 
   def open(self) -> "ShardWriter":
-    if self._writer is not None or self._closed:
+    if self._file is not None or self._closed:
       raise RuntimeError(f"ShardWriter for {self.path} was already opened")
-    if not self.overwrite and tf.io.gfile.exists(self.path):
-      raise FileExistsError(f"{self.path} is complete already (check is_complete() first, or overwrite=True)")
-    tf.io.gfile.makedirs(self.output_dir)
-    remove_incomplete(self.output_dir, self.shard_index, self.num_shards, dataset_name=self.dataset_name,
-                      split=self.split)
-    prefix = _temp_prefix(self.shard_index, self.num_shards, self.dataset_name, self.split)
-    self.temp_path = os.path.join(self.output_dir, prefix + uuid.uuid4().hex)
-    self._writer = tf.io.TFRecordWriter(self.temp_path)
+    if not self.overwrite and storage.is_file(self.path):
+      raise ShardExistsError(f"{self.path} is complete already (check is_complete() first, or overwrite=True)")
+    if storage.is_remote(self.output_dir):
+      fd, self.temp_path = tempfile.mkstemp(prefix=_temp_prefix(self.shard_index, self.num_shards, self.dataset_name,
+                                                                self.split), dir=self.staging_dir)
+      self._file = os.fdopen(fd, "wb")
+    else:
+      storage.makedirs(self.output_dir)
+      remove_incomplete(self.output_dir, self.shard_index, self.num_shards, dataset_name=self.dataset_name,
+                        split=self.split)
+      prefix = _temp_prefix(self.shard_index, self.num_shards, self.dataset_name, self.split)
+      self.temp_path = storage.join(self.output_dir, prefix + uuid.uuid4().hex)
+      self._file = open(self.temp_path, "xb")  # pylint: disable=consider-using-with  # closed by close/abort
     return self
 
   def __enter__(self) -> "ShardWriter":
@@ -284,23 +300,29 @@ class ShardWriter:
                            ex["has_transcript"])
 
   def _append(self, example: bytes) -> None:
-    if self._writer is None:
+    if self._file is None:
       raise RuntimeError("ShardWriter.write outside `with ShardWriter(...)` (or after close)")
-    self._writer.write(example)
+    self._file.write(tfrecord.frame(example))
+    self._offsets.append(self._offsets[-1] + tfrecord.record_size(len(example)))
 
   def close(self) -> ShardStats:
-    """Completes the shard: close, fsync, rename to the final name. Returns its statistics."""
-    if self._writer is None:
+    """Completes the shard: flush and fsync the staging file, write its index, call `before_rename`, commit the
+    shard at its final name (exclusively unless `overwrite`). Returns its statistics."""
+    if self._file is None:
       raise RuntimeError("ShardWriter.close without open")
     try:
-      self._writer.close()
-      self._writer = None
-      _fsync(self.temp_path)
-      num_bytes = int(tf.io.gfile.stat(self.temp_path).length)
+      self._file.flush()
+      os.fsync(self._file.fileno())
+      self._file.close()
+      self._file = None
+      num_bytes = self._offsets[-1]
+      buffer = io.BytesIO()
+      np.save(buffer, np.asarray(self._offsets, np.int64))
+      storage.write_bytes(index_path(self.path), buffer.getvalue())
       if self.before_rename is not None:
         self.before_rename(dataclasses.replace(self._stats, num_bytes=num_bytes))
-      tf.io.gfile.rename(self.temp_path, self.path, overwrite=self.overwrite)
-      _fsync(self.output_dir, directory=True)
+      if not storage.upload(self.temp_path, self.path, exclusive=not self.overwrite):
+        raise ShardExistsError(f"{self.path} was committed by another writer first; this copy is discarded")
     except BaseException:
       self.abort()
       raise
@@ -309,14 +331,15 @@ class ShardWriter:
     return self._stats
 
   def abort(self) -> None:
-    """Discards the shard: closes and deletes the temporary file; the final name is not created."""
-    if self._writer is not None:
+    """Discards the shard: closes and deletes the staging file; the final name is not created."""
+    if self._file is not None:
       try:
-        self._writer.close()
+        self._file.close()
       finally:
-        self._writer = None
+        self._file = None
     if self.temp_path is not None:
-      _remove_quietly(self.temp_path)
+      with contextlib.suppress(FileNotFoundError):
+        os.remove(self.temp_path)
     self._closed = True
 
   def __exit__(self, exc_type, exc, tb) -> bool:

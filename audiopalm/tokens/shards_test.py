@@ -1,12 +1,13 @@
 """Tests of shard file names and of the atomic shard writer."""
 
 import os
-import uuid
 
 import pytest
 import tensorflow as tf
 
-from audiopalm.tokens import schema, shards
+from audiopalm.data.token_source import record_offsets
+from audiopalm.files import storage
+from audiopalm.tokens import schema, shards, tfrecord
 from audiopalm.tokens.schema_test import assert_same, make_info, make_segment
 
 
@@ -44,7 +45,9 @@ def test_writer_writes_a_complete_shard_and_its_stats(tmp_path):
   assert not shards.is_complete(str(tmp_path), 1, 3)
   stats = write_shard(tmp_path / "out", 1, 3, segs, info)
   out = str(tmp_path / "out")
-  assert os.listdir(out) == ["audio_tokens-train.tfrecord-00001-of-00003"]
+  assert sorted(os.listdir(out)) == ["audio_tokens-train.tfrecord-00001-of-00003", "index"]
+  offsets = shards.read_index(os.path.join(out, stats.filename))
+  assert offsets.tolist() == record_offsets(os.path.join(out, stats.filename)).tolist()
   assert shards.is_complete(out, 1, 3) and not shards.is_complete(out, 0, 3)
   assert shards.list_complete_shards(out, 3) == [1] and shards.list_complete_shards(out, 4) == []
   assert stats == shards.ShardStats(split="train", shard_index=1, num_shards=3,
@@ -63,7 +66,7 @@ def test_writer_writes_a_complete_shard_and_its_stats(tmp_path):
     write_shard(out, 1, 3, segs, info)
   stats = write_shard(out, 1, 3, segs[:1], info, overwrite=True)
   assert stats.examples == 1 and shards.compute_shard_stats(os.path.join(out, stats.filename)).examples == 1
-  assert len(os.listdir(out)) == 1
+  assert len(os.listdir(out)) == 2 and len(shards.read_index(os.path.join(out, stats.filename))) == 2
 
 
 def test_write_serialized_counts_like_write(tmp_path):
@@ -103,34 +106,66 @@ def test_a_killed_writer_leaves_only_a_temp_that_the_next_writer_removes(tmp_pat
   info = make_info()
   killed = shards.ShardWriter(str(tmp_path), 0, 2, info).open()  # never closed: as if the process died
   killed.write(make_segment(0, 20))
-  killed._writer.flush()  # pylint: disable=protected-access
+  killed._file.flush()  # pylint: disable=protected-access
   other = write_shard(tmp_path, 1, 2, [make_segment(1, 4)], info)  # another shard's writer leaves it alone
   assert os.path.exists(killed.temp_path) and not shards.is_complete(str(tmp_path), 0, 2)
   assert shards.list_complete_shards(str(tmp_path), 2) == [1]
 
   stats = write_shard(tmp_path, 0, 2, [make_segment(2, 8)], info)
   assert not os.path.exists(killed.temp_path)
-  assert sorted(os.listdir(tmp_path)) == sorted([stats.filename, other.filename])
+  assert sorted(os.listdir(tmp_path)) == sorted([stats.filename, other.filename, "index"])
 
 
-def test_writer_on_a_url_filesystem():
-  """ram:// goes through tf.io.gfile like gs:// (no fsync; rename by the filesystem)."""
-  out = f"ram://shards_test/{uuid.uuid4().hex}"
+def test_writer_on_gcs(gcs_bucket):
+  """On the GCS emulator: nothing is written remotely before the commit, which is one exclusive upload."""
+  out = f"{gcs_bucket}/tokens"
   info = make_info()
   stats = write_shard(out, 0, 2, [make_segment(0, 10)], info)
   with pytest.raises(RuntimeError, match="boom"):
     with shards.ShardWriter(out, 1, 2, info) as writer:
       writer.write(make_segment(1, 10))
+      assert storage.listdir(out) == [stats.filename, "index"]
       raise RuntimeError("boom")
-  assert tf.io.gfile.listdir(out) == [stats.filename]
+  assert not os.path.exists(writer.temp_path)
+  assert storage.listdir(out) == [stats.filename, "index"]
   assert shards.list_complete_shards(out, 2) == [0] and shards.compute_shard_stats(f"{out}/{stats.filename}") == stats
+  assert shards.read_index(f"{out}/{stats.filename}").tolist() == [0, stats.num_bytes]
 
 
-def test_failed_rename_removes_the_temp(tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_two_writers_of_one_shard_commit_once(where, tmp_path, request):
+  out = str(tmp_path) if where == "local" else request.getfixturevalue("gcs_bucket") + "/tokens"
+  info = make_info()
+  first = shards.ShardWriter(out, 0, 1, info).open()
+  first.write(make_segment(1, 10))
+  write_shard(out, 0, 1, [make_segment(2, 10)], info)  # committed meanwhile (e.g. its lease was taken over)
+  # Locally the second writer removed the first one's staging file; on GCS the exclusive upload is refused.
+  with pytest.raises(shards.ShardExistsError if where == "gcs" else FileNotFoundError):
+    first.close()
+  [found] = shards.find_shards(out)
+  assert [ex["id"] for ex in shards.read_shard(found.path)] == [make_segment(2, 10).id]
+  assert not [n for n in storage.listdir(out) if n.startswith("incomplete.")] and not os.path.exists(first.temp_path)
+
+
+def test_framing_is_tensorflows(tmp_path):
+  """Our records are byte for byte tf.io.TFRecordWriter's, and TFRecordDataset reads our shards."""
+  records = [b"", b"x", os.urandom(1000)]
+  path = str(tmp_path / "tf.tfrecord")
+  with tf.io.TFRecordWriter(path) as writer:
+    for r in records:
+      writer.write(r)
+  with open(path, "rb") as f:
+    assert f.read() == b"".join(tfrecord.frame(r) for r in records)
+  stats = write_shard(tmp_path / "ours", 0, 1, [make_segment(i, 5) for i in range(3)], make_info())
+  ours = [bytes(r) for r in tf.data.TFRecordDataset(str(tmp_path / "ours" / stats.filename)).as_numpy_iterator()]
+  assert [schema.parse_example(r)["id"] for r in ours] == [make_segment(i, 5).id for i in range(3)]
+
+
+def test_failed_commit_removes_the_staging_file(tmp_path, monkeypatch):
   def fail(*args, **kwargs):
-    raise tf.errors.PermissionDeniedError(None, None, "no rename today")
+    raise PermissionError("no rename today")
 
-  monkeypatch.setattr(tf.io.gfile, "rename", fail)
-  with pytest.raises(tf.errors.PermissionDeniedError):
+  monkeypatch.setattr(os, "link", fail)
+  with pytest.raises(PermissionError):
     write_shard(tmp_path, 0, 1, [make_segment(0, 4)], make_info())
-  assert os.listdir(tmp_path) == []
+  assert os.listdir(tmp_path) == ["index"] and not shards.find_shards(str(tmp_path))

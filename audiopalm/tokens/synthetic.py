@@ -13,10 +13,10 @@ benchmarks can run at LibriLight-like lengths without audio or tokenizers. From 
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import numpy as np
 
+from audiopalm.files import storage
 from audiopalm.tokens import dataset_info, schema, shards
 
 _WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but have an "
@@ -79,7 +79,7 @@ def write_synthetic_dataset(output_dir: str, cfg: SyntheticConfig = SyntheticCon
   """Writes the dataset (see the module docstring) and returns its metadata."""
   if cfg.examples < cfg.num_shards or cfg.num_shards < 1 or not 0 < cfg.min_seconds <= cfg.max_seconds:
     raise ValueError(f"bad synthetic dataset sizes: {cfg}")
-  os.makedirs(output_dir, exist_ok=True)
+  storage.makedirs(output_dir)
   info = tokens_info(cfg)
   stats = []
   bounds = np.linspace(0, cfg.examples, cfg.num_shards + 1).astype(int)

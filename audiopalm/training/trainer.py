@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from audiopalm.checkpoints.manager import CheckpointConfig, Checkpointer
 from audiopalm.data.iterator import BATCH_KEYS, Batch, InputIterator, host_row_range, to_global_batch
-from audiopalm.files.atomic import write_text_atomic
+from audiopalm.files import storage
 from audiopalm.model import Transformer, TransformerConfig
 from audiopalm.model.params import abstract_params
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
@@ -219,7 +219,7 @@ def prepare(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimi
     state = initial_state(init_from, model, program.tx, device_mesh, rules, vocab, trainer.seed)
     if jax.process_index() == 0:
       # Over the file of a run that stopped before its first checkpoint.
-      write_text_atomic(model_path / PROVENANCE_FILE, json.dumps(provenance(init_from), indent=2))
+      storage.write_text(model_path / PROVENANCE_FILE, json.dumps(provenance(init_from), indent=2))
   elif state is None:
     state = init_train_state(program.net, program.tx, device_mesh, rules, trainer.seed)
     log.info("Initialised a new model (%s)", model_dir)

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from etils import epath
 
-from audiopalm.files.atomic import write_text_atomic
+from audiopalm.files import storage
 
 FORMAT_VERSION = 1
 SPEC_FILE = "vocab_spec.json"
@@ -177,7 +177,7 @@ def save_spec(spec: VocabSpec, path: str) -> None:
   target = epath.Path(path)
   target = target if str(target).endswith(".json") else target / SPEC_FILE
   # Over an older spec: a rerun before the first checkpoint.
-  write_text_atomic(target, json.dumps(spec.to_json(), indent=2))
+  storage.write_text(target, json.dumps(spec.to_json(), indent=2))
 
 
 def load_spec(path: str) -> VocabSpec:

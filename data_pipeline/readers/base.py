@@ -22,15 +22,19 @@ error naming the allowed ones). Optional reader methods:
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
+import itertools
 import typing
 import unicodedata
-from typing import Any, Callable, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, Iterable, Iterator, Protocol, runtime_checkable
 
 from data_pipeline import listing
 from data_pipeline.records import Reject, Utterance
 
 Item = Utterance | Reject
+PARSE_THREADS = 32  # threads reading a corpus's small files while planning (latency-bound on object stores)
 
 
 @runtime_checkable
@@ -146,6 +150,19 @@ def transcript_problem(text: str) -> str | None:
 def list_inputs(roots: tuple[str, ...], suffixes: tuple[str, ...], listing_cache: str | None) -> list[str]:
   """The files a reader reads: `listing.cached_listing` (sorted; cached when `listing_cache` is a path)."""
   return listing.cached_listing(roots, suffixes, listing_cache)
+
+
+def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], threads: int = PARSE_THREADS) -> Iterator[Any]:
+  """fn(item) for every item, in order, computed on `threads` threads (at most 4 x threads ahead): for the many
+  small files a reader parses (metadata, transcripts), whose time on an object store is mostly latency."""
+  items = iter(items)
+  with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+    pending = collections.deque(pool.submit(fn, item) for item in itertools.islice(items, 4 * threads))
+    while pending:
+      result = pending.popleft().result()
+      for item in itertools.islice(items, 1):
+        pending.append(pool.submit(fn, item))
+      yield result
 
 
 def as_tuple(value: Any) -> tuple[str, ...]:

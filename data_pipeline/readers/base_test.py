@@ -63,3 +63,18 @@ def test_language_names_and_transcript_checks():
   assert base.transcript_problem("Hello, 世界\tok") is None
   assert "control character" in base.transcript_problem("a\x1bb")
   assert "not UTF-8" in base.transcript_problem("a\ud800b")
+
+
+def test_ordered_map_keeps_the_order_and_runs_in_parallel():
+  import threading  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+
+  seen = set()
+
+  def slow(i):
+    seen.add(threading.get_ident())
+    time.sleep(0.001 * ((i * 7) % 5))
+    return i * i
+
+  assert list(base.ordered_map(slow, range(200), threads=8)) == [i * i for i in range(200)]
+  assert len(seen) > 1

@@ -51,7 +51,7 @@ import math
 import posixpath
 from typing import Any, Iterator
 
-from etils import epath
+from audiopalm.files import storage
 
 from audiopalm.audio.io import AUDIO_SUFFIXES
 from data_pipeline import audio_source
@@ -250,7 +250,7 @@ class EmiliaReader:
 
   def _read_sidecar(self, path: str) -> list[_Record]:
     try:
-      return _parse_lines(epath.Path(path).read_bytes(), path)
+      return _parse_lines(storage.read_bytes(path), path)
     except OSError as e:
       log.warning("emilia: cannot read %s: %s", path, e)
       return [_Record(path, path, error=(BAD_METADATA, f"cannot read {path}: {type(e).__name__}: {e}"))]

@@ -31,7 +31,7 @@ import os
 import posixpath
 from typing import Any, Iterator
 
-from etils import epath
+from audiopalm.files import storage
 
 from data_pipeline import audio_source
 from data_pipeline.readers import base
@@ -122,7 +122,7 @@ class JsonlManifestReader:
 
   def utterances(self) -> Iterator[base.Item]:
     for manifest in self._listing():
-      with epath.Path(manifest).open("rb") as f:
+      with storage.open_sequential(manifest) as f:
         for number, raw in enumerate(f, 1):
           if raw.strip():
             yield self._line(raw, manifest, number)

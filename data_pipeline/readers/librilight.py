@@ -28,7 +28,7 @@ import os
 import posixpath
 from typing import Any, Iterator
 
-from etils import epath
+from audiopalm.files import storage
 
 from data_pipeline.readers import base
 from data_pipeline.records import BAD_METADATA, UNREADABLE, AudioRef, Reject, Utterance
@@ -80,7 +80,7 @@ def voice_activity(value: Any) -> tuple[tuple[float, float], ...]:
 def _read_metadata(path: str) -> dict[str, Any]:
   """The JSON object at `path`; ValueError (with the reason) when it is missing or malformed."""
   try:
-    data = epath.Path(path).read_bytes()
+    data = storage.read_bytes(path)
   except FileNotFoundError:
     raise ValueError(f"no metadata file {path}") from None
   except OSError as e:
@@ -117,15 +117,20 @@ class LibriLightReader:
     files = self._listing()
     audio = {p[:-len(_AUDIO)] for p in files if p.lower().endswith(_AUDIO)}
     metadata = {p[:-len(_META)]: p for p in files if p.lower().endswith(_META)}
-    for path in files:
+
+    def item(path: str) -> base.Item | None:
       stem = path[:-len(_META)] if path.lower().endswith(_META) else path[:-len(_AUDIO)]
       parts = _parts(stem)
       utt_id = "/".join(parts[-3:])
       if path.lower().endswith(_META):
         if stem not in audio:
-          yield Reject(utt_id, path, f"{UNREADABLE}: no audio file {stem}{_AUDIO} for the metadata file")
-        continue
-      yield self._utterance(utt_id, path, parts, metadata.get(stem))
+          return Reject(utt_id, path, f"{UNREADABLE}: no audio file {stem}{_AUDIO} for the metadata file")
+        return None
+      return self._utterance(utt_id, path, parts, metadata.get(stem))
+
+    for result in base.ordered_map(item, files):  # the JSON files are read on a thread pool, yielded in order
+      if result is not None:
+        yield result
 
   def _utterance(self, utt_id: str, path: str, parts: list[str], meta_path: str | None) -> base.Item:
     speaker = parts[-3] if len(parts) >= 3 else None

@@ -26,7 +26,7 @@ import os
 import posixpath
 from typing import Iterator
 
-from etils import epath
+from audiopalm.files import storage
 
 from data_pipeline.readers import base
 from data_pipeline.records import BAD_TRANSCRIPT, MISSING_TRANSCRIPT, UNREADABLE, AudioRef, Reject, Utterance
@@ -68,7 +68,7 @@ def _parse_transcripts(path: str, lines: dict[str, list[tuple[str, str | None]]]
   """Adds id → [(transcript, why it is refused or None), ...] from one `*.trans.txt` to `lines`; returns why the
   file is unreadable, or None."""
   try:
-    data = epath.Path(path).read_bytes()
+    data = storage.read_bytes(path)
   except OSError as e:
     return f"cannot read {path}: {type(e).__name__}: {e}"
   for number, raw in enumerate(data.split(b"\n"), 1):
