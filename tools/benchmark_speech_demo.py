@@ -38,8 +38,6 @@ import os
 import sys
 from typing import Sequence
 
-from etils import epath
-
 from audiopalm.evaluation.wer import normalize
 from audiopalm.files import storage
 from audiopalm.main import evaluate, pipeline
@@ -83,13 +81,13 @@ def run(workdir: str, steps: int, stages: bool, seeds: Sequence[int] = (0,)) -> 
   results = {}
   for (start, seed), step in models.items():
     name = start if seed == 0 else f"{start}_seed{seed}"
-    out = epath.Path(work) / "eval" / f"{name}.json"
+    out = storage.join(work, "eval", f"{name}.json")
     status = evaluate.main([f"--model={step.artefact}", f"--tokens_dir={test_tokens}", "--split=test",
                             "--metrics=perplexity,asr,tts" + (",resynthesis" if stages else ""), *stage_flags,
                             "--samples=all", f"--output={out}"])
     if status:
       raise RuntimeError(f"audiopalm.main.evaluate of {step.artefact} failed ({status})")
-    results[name] = {"start": start, "seed": seed, **json.loads(out.read_text())}
+    results[name] = {"start": start, "seed": seed, **json.loads(storage.read_text(out))}
   report = {"steps": steps, "seeds": list(seeds), "workdir": work, "results": results}
   storage.write_text(f"{work}/benchmark.json", json.dumps(report, indent=2))
   return report

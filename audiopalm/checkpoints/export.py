@@ -22,6 +22,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from audiopalm.checkpoints.source import RUN_CONFIG_FILE, Source, load_source
+from audiopalm.files import storage
 from audiopalm.files.paths import absolute
 from audiopalm.model import TransformerConfig
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
@@ -44,11 +45,11 @@ def export_params(params: Any, model_config: TransformerConfig, export_dir: str,
   ckptr.save(path / "params", params)
   ckptr.wait_until_finished()
   if jax.process_index() == 0:
-    (path / "model_config.json").write_text(json.dumps(dataclasses.asdict(model_config), indent=2))
+    storage.write_text(path / "model_config.json", json.dumps(dataclasses.asdict(model_config), indent=2))
     if vocab_spec is not None:
       save_spec(vocab_spec, str(path))
     if run_config is not None:
-      (path / RUN_CONFIG_FILE).write_text(json.dumps(run_config, indent=2))
+      storage.write_text(path / RUN_CONFIG_FILE, json.dumps(run_config, indent=2))
   log.info("Exported params to %s", path)
 
 
@@ -76,6 +77,6 @@ def check_output(output: str, sources: Sequence[str], overwrite: bool) -> epath.
     src = absolute(source)
     if final == src or str(src).startswith(str(final) + "/") or str(final).startswith(str(src) + "/"):
       raise ValueError(f"--output {final} overlaps the checkpoint {src}; export somewhere else")
-  if final.exists() and not overwrite:
+  if storage.exists(final) and not overwrite:
     raise FileExistsError(f"{final} exists; pass --overwrite to replace it")
   return final

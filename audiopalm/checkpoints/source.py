@@ -24,6 +24,7 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from audiopalm.files import storage
 from audiopalm.files.paths import absolute
 from audiopalm.model import Transformer, TransformerConfig
 from audiopalm.model.config import FREE_FIELDS
@@ -54,24 +55,25 @@ def find_source(path: str) -> Source:
   """Reads what `path` holds; FileNotFoundError / ValueError saying what is missing."""
   root = absolute(path)
   config_file = root / "model_config.json"
-  if not config_file.exists():
+  if not storage.is_file(config_file):
     hint = (f"; it looks like a Hugging Face directory: import it first (python -m audiopalm.main.import_checkpoint "
-            f"--hf_dir={root} --output=...)" if (root / "config.json").exists() else "")
+            f"--hf_dir={root} --output=...)" if storage.is_file(root / "config.json") else "")
     raise FileNotFoundError(f"{root}: no model_config.json; InitFromConfig.path must be an export (params/ + "
                             f"model_config.json) or a training run's model directory{hint}")
-  model = TransformerConfig(**json.loads(config_file.read_text()))
-  spec = load_spec(str(root)) if (root / SPEC_FILE).exists() else None
-  run_config = json.loads((root / RUN_CONFIG_FILE).read_text()) if (root / RUN_CONFIG_FILE).exists() else None
-  if (root / "params").exists():
+  model = TransformerConfig(**json.loads(storage.read_text(config_file)))
+  spec = load_spec(str(root)) if storage.is_file(root / SPEC_FILE) else None
+  run_file = root / RUN_CONFIG_FILE
+  run_config = json.loads(storage.read_text(run_file)) if storage.is_file(run_file) else None
+  if storage.isdir(root / "params"):
     return Source(root, model, spec, root / "params", None, None, run_config)
-  if (root / "checkpoints").exists():
+  if storage.isdir(root / "checkpoints"):
     # Another run's directory (it may still be running): read only.
     options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
     with ocp.CheckpointManager(root / "checkpoints", item_names=("state",), options=options) as manager:
       step = manager.latest_step()
     if step is not None:
       return Source(root, model, spec, None, root / "checkpoints" / str(step) / "state", step, run_config)
-  hint = f"; its export is {root / 'export'}" if (root / "export" / "params").exists() else ""
+  hint = f"; its export is {root / 'export'}" if storage.isdir(root / "export" / "params") else ""
   raise FileNotFoundError(f"{root}: neither params/ (an export) nor a complete checkpoint under checkpoints/{hint}")
 
 

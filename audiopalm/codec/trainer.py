@@ -33,6 +33,7 @@ from audiopalm.codec.discriminators import DiscriminatorConfig, MultiDiscriminat
 from audiopalm.codec.gan_step import (CodecLossConfig, CodecOptimizerConfig, CodecTrainState, GanModel, init_state,
                                       kmeans_init_codebooks, make_train_step)
 from audiopalm.data.iterator import host_row_range, to_global_batch
+from audiopalm.files import storage
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.rules import ShardingRules, batch_sharding
 from audiopalm.training.loop import Hook, LoopResult
@@ -123,10 +124,9 @@ def prepare(*, model_dir: str, codec: CodecConfig, data: AudioCropsConfig, discr
   rows = NamedSharding(device_mesh, PartitionSpec(batch_sharding(device_mesh, ShardingRules()).spec[0]))
   batch_shards = int(np.prod([device_mesh.shape[a] for a in _axes(rows.spec[0])]))
   validate(codec, data, discriminator, losses, batch_shards)
-  model_path = epath.Path(model_dir)
-  model_path.mkdir(parents=True, exist_ok=True)
+  storage.makedirs(model_dir)
   if jax.process_index() == 0:
-    (model_path / "codec_config.json").write_text(codec_checkpoint.config_to_json(codec))
+    storage.write_text(storage.join(model_dir, "codec_config.json"), codec_checkpoint.config_to_json(codec))
   log.info("Codec %.1f Hz × %d levels (%.2f kbps); mesh %s on %d devices", codec.frame_rate, codec.num_quantizers,
            codec.bitrate() / 1000, dict(device_mesh.shape), device_mesh.size)
 
@@ -167,13 +167,13 @@ class CodecExportHook(Hook):
   this invocation took no step and the export exists."""
 
   def __init__(self, model_dir: str, num_steps: int, codec: CodecConfig):
-    self.path = str(epath.Path(model_dir) / "export")
+    self.path = storage.join(model_dir, "export")
     self.num_steps, self.codec = num_steps, codec
 
   def finished(self, result: LoopResult) -> None:
     if result.step < self.num_steps:
       return
-    if result.step > result.start or not (epath.Path(self.path) / codec_checkpoint.VARIABLES_DIR).exists():
+    if result.step > result.start or not storage.isdir(storage.join(self.path, codec_checkpoint.VARIABLES_DIR)):
       export_codec(result.state, self.codec, self.path)
 
 
@@ -198,7 +198,7 @@ class CodecMetricsHook(Hook):
   def __init__(self, model_dir: str, every: int, audio_seconds_per_step: float):
     self.every = every
     self.audio_seconds_per_step = audio_seconds_per_step
-    self.writer = MetricsWriter(str(epath.Path(model_dir) / "tensorboard"))
+    self.writer = MetricsWriter(storage.join(model_dir, "tensorboard"))
     self.jsonl = epath.Path(model_dir) / "metrics.jsonl" if jax.process_index() == 0 else None
     self._last: tuple[float, int] | None = None
 

@@ -30,6 +30,7 @@ from etils import epath
 from jax.sharding import Mesh
 
 from audiopalm.evaluation.perplexity import perplexity
+from audiopalm.files import storage
 from audiopalm.formats.base import evaluation_config
 from audiopalm.model import TransformerConfig
 from audiopalm.sharding.rules import ShardingRules
@@ -106,7 +107,7 @@ class EvalHook(Hook):
     self.model_cfg, self.cfg, self.mesh, self.rules, self.on_done = model_cfg, cfg, mesh, rules, on_done
     self.data = data  # `eval_input`'s: the same batches every time (dataset order, endless)
     self._own_writer = writer is None and bool(cfg.every)
-    self.writer = MetricsWriter(str(epath.Path(model_dir) / "tensorboard")) if self._own_writer else writer
+    self.writer = MetricsWriter(storage.join(model_dir, "tensorboard")) if self._own_writer else writer
     self.jsonl = epath.Path(model_dir) / EVAL_FILE if jax.process_index() == 0 else None
     self.last_step: int | None = None
 

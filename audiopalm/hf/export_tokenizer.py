@@ -20,7 +20,6 @@ import json
 from typing import Any
 
 import tokenizers
-from etils import epath
 from tokenizers import AddedToken, decoders, models, pre_tokenizers
 
 from audiopalm.files import storage
@@ -87,14 +86,13 @@ def combined_tokenizer(spec: VocabSpec, text: LoadedText) -> tokenizers.Tokenize
 def save_tokenizer(spec: VocabSpec, text: LoadedText, directory: str, model_max_length: int = 8192) -> list[str]:
   """Writes tokenizer.json, tokenizer_config.json and special_tokens_map.json into `directory`."""
   tok = combined_tokenizer(spec, text)
-  root = epath.Path(directory)
-  root.mkdir(parents=True, exist_ok=True)
+  storage.makedirs(directory)
   names: dict[str, Any] = {"eos_token": tok.id_to_token(spec.text.eos_id),
                            "pad_token": tok.id_to_token(spec.text.pad_id)}
   if text.spec.kind == "huggingface" and text.spec.path:
-    original = epath.Path(text.spec.path) / "tokenizer_config.json"
-    if original.exists():  # keep bos/unk and the chat template of the original tokenizer
-      config = json.loads(original.read_text())
+    original = storage.join(text.spec.path, "tokenizer_config.json")
+    if storage.is_file(original):  # keep bos/unk and the chat template of the original tokenizer
+      config = json.loads(storage.read_text(original))
       names.update({k: config[k] for k in ("bos_token", "unk_token", "chat_template", "add_bos_token",
                                              "add_eos_token") if k in config})
   config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": model_max_length,
@@ -102,5 +100,5 @@ def save_tokenizer(spec: VocabSpec, text: LoadedText, directory: str, model_max_
   files = {"tokenizer.json": tok.to_str(), "tokenizer_config.json": json.dumps(config, indent=2),
            "special_tokens_map.json": json.dumps({k: v for k, v in names.items() if k.endswith("_token")}, indent=2)}
   for name, content in files.items():
-    storage.write_text(root / name, content)
+    storage.write_text(storage.join(directory, name), content)
   return sorted(files)

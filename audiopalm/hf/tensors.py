@@ -13,42 +13,48 @@ else is an error naming the tensors, never a silent approximation.
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any, Iterable, Mapping
 
 import jax
 import numpy as np
-from etils import epath
+
+from audiopalm.files import storage
 
 
 def read_config(directory: str) -> dict[str, Any]:
   """config.json of a `save_pretrained` directory."""
-  path = epath.Path(directory) / "config.json"
-  if not path.exists():
+  path = storage.join(directory, "config.json")
+  if not storage.is_file(path):
     raise FileNotFoundError(f"{path} does not exist: expected a transformers save_pretrained directory")
-  return json.loads(path.read_text())
+  return json.loads(storage.read_text(path))
 
 
 def read_tensors(directory: str) -> dict[str, np.ndarray]:
   """All tensors of a `save_pretrained` directory (safetensors, possibly sharded; or pytorch_model.bin)."""
-  root = epath.Path(directory)
-  files = sorted(root.glob("*.safetensors"))
+  files = _safetensors_files(directory)
   if files:
     from safetensors.numpy import load  # pylint: disable=import-outside-toplevel
     tensors = {}
     for f in files:
-      tensors.update(load(f.read_bytes()))
+      tensors.update(load(storage.read_bytes(f)))
     return tensors
-  if (root / "pytorch_model.bin").exists():
+  torch_file = storage.join(directory, "pytorch_model.bin")
+  if storage.is_file(torch_file):
     try:
       import torch  # pylint: disable=import-outside-toplevel
     except ImportError as e:
-      raise ImportError(f"{root} has only pytorch_model.bin: install torch to read it, or convert the "
+      raise ImportError(f"{directory} has only pytorch_model.bin: install torch to read it, or convert the "
                         "checkpoint to safetensors") from e
-    with (root / "pytorch_model.bin").open("rb") as f:
-      state = torch.load(f, map_location="cpu", weights_only=True)
+    state = torch.load(io.BytesIO(storage.read_bytes(torch_file)), map_location="cpu", weights_only=True)
     return {k: v.float().numpy() for k, v in state.items()}
-  raise FileNotFoundError(f"no *.safetensors or pytorch_model.bin in {root}")
+  raise FileNotFoundError(f"no *.safetensors or pytorch_model.bin in {directory}")
+
+
+def _safetensors_files(directory: str) -> list[str]:
+  """The `*.safetensors` files directly in `directory`, sorted."""
+  return [storage.join(directory, name) for name in storage.list_sizes(directory) if name.endswith(".safetensors")]
 
 
 class TensorSet:
@@ -103,11 +109,10 @@ class SafetensorsReader:
 
   def __init__(self, directory: str):
     from safetensors import safe_open  # pylint: disable=import-outside-toplevel
-    root = epath.Path(directory)
-    files = sorted(root.glob("*.safetensors"))
+    files = _safetensors_files(directory)
     if not files:
-      raise FileNotFoundError(f"no *.safetensors in {root} (convert pytorch_model.bin checkpoints to safetensors)")
-    self.handles = [safe_open(str(f), framework="numpy") for f in files]
+      raise FileNotFoundError(f"no *.safetensors in {directory} (convert pytorch_model.bin checkpoints to safetensors)")
+    self.handles = [safe_open(f, framework="numpy") for f in files]
     self.where = {name: h for h in self.handles for name in h.keys()}
 
   def shape(self, name: str) -> tuple[int, ...]:

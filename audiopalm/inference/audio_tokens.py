@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 from etils import epath
 
+from audiopalm.files import storage
 from audiopalm.tokenizers.base import AudioTokenizer, load_tokenizer
 from audiopalm.vocab.spec import VocabSpec
 
@@ -50,7 +51,7 @@ def tokenizer_for(spec: VocabSpec, role: str, path: str | None = None, search: S
       [p / "tokenizers" / role for d in search for p in (epath.Path(d), epath.Path(d).parent)] + [BUNDLED[role]])
   seen = []
   for candidate in candidates:
-    if not candidate.exists():
+    if not storage.exists(candidate):
       seen.append(f"{candidate} (missing)")
       continue
     tokenizer = load_tokenizer(KINDS[role], str(candidate), **options)

@@ -36,8 +36,6 @@ import sys
 import time
 from typing import Any, Sequence
 
-from etils import epath
-
 from audiopalm.checkpoints.source import RUN_CONFIG_FILE
 from audiopalm.cli.inference_flags import UsageError, add_stage_flags, load_stages
 from audiopalm.cli.logging_setup import setup_logging
@@ -150,7 +148,7 @@ def _summary(nll_sum: float, tokens: int) -> dict[str, float]:
 
 def _check_dataset(tokens_dir: str, model: LoadedModel, codec_identity: str | None) -> None:
   """Refuses a dataset whose tokens come from other tokenizers than the models read."""
-  info = json.loads((epath.Path(tokens_dir) / "metadata.json").read_text())["tokenizers"]
+  info = json.loads(storage.read_text(storage.join(tokens_dir, "metadata.json")))["tokenizers"]
   wanted = {"semantic": model.spec.semantic.tokenizer, "acoustic": codec_identity}
   for role, identity in wanted.items():
     have = info.get(role, {}).get("identity")
@@ -213,7 +211,7 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
 
 def _dataset_codec(args: argparse.Namespace) -> tuple[Any, str]:
   """Without stage models: the codec of --codec or of the dataset's metadata, and the identity of its tokens."""
-  meta = json.loads((epath.Path(args.tokens_dir) / "metadata.json").read_text())
+  meta = json.loads(storage.read_text(storage.join(args.tokens_dir, "metadata.json")))
   info = meta["tokenizers"].get("acoustic")
   if info is None:
     raise UsageError(f"{args.tokens_dir} has no acoustic tokens: drop 'codec' from --metrics")
@@ -248,10 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   except UsageError as e:  # anything else is a failure, with its traceback
     print(f"error: {e}", file=sys.stderr)
     return 2
-  model_dir = epath.Path(report["model"])
-  output = epath.Path(args.output) if args.output else model_dir / "eval" / f"{args.split}.json"
+  model_dir = report["model"]
+  output = args.output or storage.join(model_dir, "eval", f"{args.split}.json")
   storage.write_text(output, json.dumps(report, indent=2, ensure_ascii=False))  # over an earlier evaluation
-  tensorboard = args.tensorboard_dir or str(model_dir / "tensorboard" / f"eval_{args.split}")
+  tensorboard = args.tensorboard_dir or storage.join(model_dir, "tensorboard", f"eval_{args.split}")
   writer = MetricsWriter(tensorboard)
   writer.write(report["step"] or 0, {}, tensorboard_only=speech_metrics.flatten(report["results"]))
   writer.close()

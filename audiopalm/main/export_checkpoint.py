@@ -41,6 +41,7 @@ from etils import epath
 
 from audiopalm.checkpoints.export import check_output, export_source
 from audiopalm.checkpoints.source import Source, find_source
+from audiopalm.files import storage
 from audiopalm.files.paths import absolute
 from audiopalm.hf.export_lm import family_of, save_hf_checkpoint
 from audiopalm.hf.export_tokenizer import save_tokenizer
@@ -134,7 +135,7 @@ def _tokenizer_dir(path: str, tokens_dir: str) -> epath.Path:
   candidates = [epath.Path(path)] if "://" in path or os.path.isabs(path) else [
       epath.Path(os.path.abspath(path)), epath.Path(tokens_dir) / path]
   for candidate in candidates:
-    if candidate.exists():
+    if storage.exists(candidate):
       return candidate
   raise FileNotFoundError(f"the tokenizer {path!r} named by {tokens_dir}/metadata.json is not at "
                           f"{' or '.join(map(str, candidates))}")
@@ -159,7 +160,7 @@ def _tokenizers(specs: dict[str, VocabSpec], tokens_dir: str | None, out: epath.
   result: dict[str, Any] = {"text": list(text.values())}
   info = {}
   if tokens_dir is not None:
-    info = json.loads((epath.Path(tokens_dir) / "metadata.json").read_text())["tokenizers"]
+    info = json.loads(storage.read_text(storage.join(tokens_dir, "metadata.json")))["tokenizers"]
   for role, identities in wanted.items():
     if not identities:
       continue
@@ -198,7 +199,7 @@ def export_checkpoint(models: dict[str, str], output: str, dtype: str = "float32
     manifest = {"format_version": MANIFEST_VERSION,
                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "models": entries, "tokenizers": _tokenizers(specs, tokens_dir, temp)}
-    (temp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    storage.write_text(temp / MANIFEST, json.dumps(manifest, indent=2))
     if final.exists():
       final.rmtree()
     temp.rename(final)

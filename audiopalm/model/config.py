@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Literal
+
+from audiopalm.files import storage
 
 BlockType = Literal["parallel", "sequential"]
 NormType = Literal["layernorm", "rmsnorm"]
@@ -158,12 +161,11 @@ def config_from(path: str, *, vocab_size: int | None = None, dtype: DType | None
   export or a run), with the fields given replaced: the vocabulary size (extended with audio tokens) and the
   numerics / memory / regularisation options that do not change what the parameters mean (a run saved with
   dropout keeps its rate unless `dropout_rate` is given)."""
-  from etils import epath  # pylint: disable=import-outside-toplevel
-  target = epath.Path(path)
-  target = target if str(target).endswith(".json") else target / "model_config.json"
-  if not target.exists():
+  path = os.fspath(path)
+  target = path if path.endswith(".json") else storage.join(path, "model_config.json")
+  if not storage.is_file(target):
     raise FileNotFoundError(f"no model config at {target}")
   changes = dict(vocab_size=vocab_size, dtype=dtype, param_dtype=param_dtype, remat=remat, attention=attention,
                  dropout_rate=dropout_rate)
-  return dataclasses.replace(TransformerConfig(**json.loads(target.read_text())),
+  return dataclasses.replace(TransformerConfig(**json.loads(storage.read_text(target))),
                              **{k: v for k, v in changes.items() if v is not None})

@@ -34,6 +34,7 @@ from etils import epath
 from tqdm import tqdm
 
 from audiopalm.audio.io import AudioDecodeError, list_audio_files, load_audio
+from audiopalm.files import storage
 from audiopalm.semantic import kmeans as kmeans_lib
 from audiopalm.semantic.standardize import FeatureStats
 from audiopalm.semantic.tokenizer import (SPEC_FILE, SemanticTokenizer, SemanticTokenizerSpec, encoder_identity,
@@ -210,7 +211,7 @@ def fit_semantic_tokenizer(*, encoder_path: str, layer: int, audio_paths: Sequen
   if "://" in str(output_dir):
     raise ValueError(f"output_dir {output_dir!r}: fit on local disk (the sampled features beside it are memory-"
                      "mapped), then copy the tokenizer directory to object storage (gcloud storage cp -r)")
-  if (out / SPEC_FILE).exists():
+  if storage.is_file(out / SPEC_FILE):
     raise FileExistsError(f"{out / SPEC_FILE} exists: a semantic tokenizer was already fitted there (delete it or "
                           "choose another output_dir)")
   start = time.time()
@@ -262,7 +263,7 @@ def fit_semantic_tokenizer(*, encoder_path: str, layer: int, audio_paths: Sequen
                 "sampled_frames": summary["sampled_frames"], "audio_paths": list(audio_paths)})
     save_semantic_tokenizer(str(out), spec, dump.stats, result.centroids)
     if summary["failed"]:
-      (out / SKIPPED_FILE).write_text("".join(f"{path}\t{reason}\n" for path, reason in summary["failed"]))
+      storage.write_text(out / SKIPPED_FILE, "".join(f"{path}\t{reason}\n" for path, reason in summary["failed"]))
       log.warning("%d files were skipped; they are listed with the reasons in %s", len(summary["failed"]),
                   out / SKIPPED_FILE)
   finally:

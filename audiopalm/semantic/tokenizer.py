@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import json
 import logging
 from typing import Any
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
+from audiopalm.files import storage
 from audiopalm.semantic import kmeans
 from audiopalm.semantic.standardize import FeatureStats
 from audiopalm.ssl.encoder import SslEncoder
@@ -165,15 +167,16 @@ def save_semantic_tokenizer(path: str, spec: SemanticTokenizerSpec, stats: Featu
                             centroids: np.ndarray) -> None:
   """Writes the tokenizer directory; it appears under `path` only once complete (written beside, renamed)."""
   target, staging = epath.Path(path), epath.Path(str(path).rstrip("/") + ".tmp")
-  if (target / SPEC_FILE).exists():
+  if storage.is_file(target / SPEC_FILE):
     raise FileExistsError(f"{target / SPEC_FILE} exists: refusing to overwrite a semantic tokenizer")
   if staging.exists():
     staging.rmtree()
   staging.mkdir(parents=True)
-  with (staging / CENTROIDS_FILE).open("wb") as f:
-    np.save(f, np.asarray(centroids, np.float32))
+  buffer = io.BytesIO()
+  np.save(buffer, np.asarray(centroids, np.float32))
+  storage.write_bytes(staging / CENTROIDS_FILE, buffer.getvalue())
   record = {"format_version": FORMAT_VERSION, "spec": dataclasses.asdict(spec), "stats": stats.to_dict()}
-  (staging / SPEC_FILE).write_text(json.dumps(record, indent=2))
+  storage.write_text(staging / SPEC_FILE, json.dumps(record, indent=2))
   if target.exists():  # an empty or partial directory from an earlier attempt, or files the user put there
     for child in staging.iterdir():
       child.rename(target / child.name)
@@ -184,16 +187,15 @@ def save_semantic_tokenizer(path: str, spec: SemanticTokenizerSpec, stats: Featu
 
 def read_spec(path: str) -> tuple[SemanticTokenizerSpec, FeatureStats, np.ndarray]:
   """The spec, statistics and centroids of a tokenizer directory (the encoder is not loaded)."""
-  root = epath.Path(path)
-  if not (root / SPEC_FILE).exists():
-    raise FileNotFoundError(f"{root} is not a semantic tokenizer: no {SPEC_FILE}")
-  record = json.loads((root / SPEC_FILE).read_text())
+  spec_file = storage.join(path, SPEC_FILE)
+  if not storage.is_file(spec_file):
+    raise FileNotFoundError(f"{path} is not a semantic tokenizer: no {SPEC_FILE}")
+  record = json.loads(storage.read_text(spec_file))
   if record.get("format_version") != FORMAT_VERSION:
-    raise ValueError(f"{root / SPEC_FILE}: unsupported format {record.get('format_version')!r} "
+    raise ValueError(f"{spec_file}: unsupported format {record.get('format_version')!r} "
                      f"(this code reads version {FORMAT_VERSION})")
   spec = SemanticTokenizerSpec(**record["spec"])
-  with (root / CENTROIDS_FILE).open("rb") as f:
-    centroids = np.load(f)
+  centroids = np.load(io.BytesIO(storage.read_bytes(storage.join(path, CENTROIDS_FILE))))
   return spec, FeatureStats.from_dict(record["stats"]), centroids
 
 
@@ -201,7 +203,7 @@ def resolve_encoder_path(tokenizer_path: str, encoder_path: str) -> str:
   """An encoder path as recorded, resolved against the tokenizer directory when relative."""
   if "://" in encoder_path or encoder_path.startswith("/"):
     return encoder_path
-  return str(epath.Path(tokenizer_path) / encoder_path)
+  return storage.join(tokenizer_path, encoder_path)
 
 
 @register("semantic")

@@ -31,8 +31,8 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
-from etils import epath
 
+from audiopalm.files import storage
 from audiopalm.hf.tensors import TensorSet, check_shapes, read_config, read_tensors
 from audiopalm.ssl.hubert import HubertConfig, HubertEncoder, Params, abstract_params
 
@@ -174,12 +174,12 @@ def convert(config: HubertConfig, tensors: Mapping[str, np.ndarray]) -> Params:
 
 def read_preprocessor(directory: str) -> dict[str, Any] | None:
   """preprocessor_config.json of the directory as a dict, or None (with a warning) when there is none."""
-  path = epath.Path(directory) / PREPROCESSOR_FILE
-  if not path.exists():
+  path = storage.join(directory, PREPROCESSOR_FILE)
+  if not storage.is_file(path):
     log.warning("%s has no %s: using the Wav2Vec2FeatureExtractor defaults %s", directory, PREPROCESSOR_FILE,
                 DEFAULT_PREPROCESSOR)
     return None
-  return json.loads(path.read_text())
+  return json.loads(storage.read_text(path))
 
 
 def load_hubert(directory: str) -> HubertEncoder:

@@ -27,8 +27,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from etils import epath
 
+from audiopalm.files import storage
 from audiopalm.ssl import fbank as fbank_lib
 from audiopalm.ssl.encoder import as_batch
 
@@ -160,9 +160,9 @@ class MfccEncoder:
 
 def save_mfcc_encoder(directory: str, config: MfccConfig) -> None:
   """Writes `config.json` (model_type 'audiopalm-mfcc'), so `audiopalm.ssl.load.load_encoder(directory)` finds this encoder."""
-  root = epath.Path(directory)
-  root.mkdir(parents=True, exist_ok=True)
-  (root / "config.json").write_text(json.dumps({"model_type": MODEL_TYPE, **dataclasses.asdict(config)}, indent=2))
+  storage.makedirs(directory)
+  storage.write_text(storage.join(directory, "config.json"),
+                     json.dumps({"model_type": MODEL_TYPE, **dataclasses.asdict(config)}, indent=2))
 
 
 def load_mfcc(directory: str, hf_config: dict[str, Any]) -> MfccEncoder:

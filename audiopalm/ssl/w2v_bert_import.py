@@ -24,8 +24,8 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
-from etils import epath
 
+from audiopalm.files import storage
 from audiopalm.hf.tensors import TensorSet, check_shapes, read_config, read_tensors
 from audiopalm.ssl import fbank as fbank_lib
 from audiopalm.ssl.w2v_bert import ACTIVATIONS, POSITION_TYPES, W2vBertConfig, W2vBertEncoder, abstract_params
@@ -152,8 +152,8 @@ def convert(config: W2vBertConfig, tensors: Mapping[str, np.ndarray]) -> dict[st
 
 
 def _read_preprocessor(directory: str) -> dict[str, Any] | None:
-  path = epath.Path(directory) / "preprocessor_config.json"
-  return json.loads(path.read_text()) if path.exists() else None
+  path = storage.join(directory, "preprocessor_config.json")
+  return json.loads(storage.read_text(path)) if storage.is_file(path) else None
 
 
 def load_w2v_bert(directory: str) -> W2vBertEncoder:

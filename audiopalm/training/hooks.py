@@ -18,6 +18,7 @@ from etils import epath
 
 from audiopalm.checkpoints.export import export_params
 from audiopalm.checkpoints.manager import Checkpointer
+from audiopalm.files import storage
 from audiopalm.model import TransformerConfig
 from audiopalm.training.loop import Hook, LoopResult
 from audiopalm.training.metrics import MetricsWriter, mfu
@@ -36,7 +37,7 @@ class MetricsHook(Hook):
     self.flops_per_token = flops_per_token
     self.num_devices = num_devices
     self.peak = peak_flops_per_device
-    self.writer = MetricsWriter(str(epath.Path(model_dir) / "tensorboard"))
+    self.writer = MetricsWriter(storage.join(model_dir, "tensorboard"))
     self.jsonl = epath.Path(model_dir) / "metrics.jsonl" if jax.process_index() == 0 else None
     self._last_time: float | None = None
     self._last_step: int | None = None
@@ -121,10 +122,10 @@ class ExportHook(Hook):
 
   def __init__(self, model_dir: str, num_steps: int, model: TransformerConfig, vocab: VocabSpec | None,
                run_config: dict[str, Any] | None = None):
-    self.directory = epath.Path(model_dir) / "export"
+    self.directory = storage.join(model_dir, "export")
     self.num_steps, self.model, self.vocab, self.run_config = num_steps, model, vocab, run_config
 
   def finished(self, result: LoopResult) -> None:
-    exported = (self.directory / "model_config.json").exists()
+    exported = storage.is_file(storage.join(self.directory, "model_config.json"))
     if result.step >= self.num_steps and (result.step > result.start or not exported):
-      export_params(result.state.params, self.model, str(self.directory), self.vocab, self.run_config)
+      export_params(result.state.params, self.model, self.directory, self.vocab, self.run_config)

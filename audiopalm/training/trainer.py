@@ -20,7 +20,6 @@ from typing import Any, Iterator, Protocol
 import jax
 import jax.numpy as jnp
 import optax
-from etils import epath
 from jax.sharding import Mesh, NamedSharding
 
 from audiopalm.checkpoints.manager import CheckpointConfig, Checkpointer
@@ -98,18 +97,18 @@ def validate_inputs(global_batch_size: int, seq_len: int, vocab_size: int | None
                      f"{model.vocab_size}; set TransformerConfig.vocab_size >= {vocab_size}")
 
 
-def _check_vocab_spec(data: InputSpec, model_path: epath.Path, has_checkpoint: bool) -> VocabSpec | None:
+def _check_vocab_spec(data: InputSpec, model_dir: str, has_checkpoint: bool) -> VocabSpec | None:
   """The input's vocabulary spec (None for inputs without one). With a checkpoint to resume from, a spec that
   differs from the one saved with it is refused: every token id must keep the meaning it was trained with.
   Without one, the spec is (re)written to `<model_dir>/vocab_spec.json` (atomically, by process 0)."""
   spec = getattr(data, "vocab_spec", None)
-  saved = model_path / SPEC_FILE
-  if has_checkpoint and saved.exists():
+  saved = storage.join(model_dir, SPEC_FILE)
+  if has_checkpoint and storage.is_file(saved):
     if spec is None:
       raise ValueError(f"{saved} exists but the input has no vocabulary spec: this run was trained on other data")
-    check_compatible(load_spec(str(saved)), spec, "the training data")
+    check_compatible(load_spec(saved), spec, "the training data")
   elif spec is not None and jax.process_index() == 0:
-    save_spec(spec, str(model_path))
+    save_spec(spec, model_dir)
   return spec
 
 
@@ -200,10 +199,9 @@ def prepare(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimi
             trainer: TrainerConfig, init_from: InitFromConfig, param_groups: ParamGroupsConfig) -> Run:
   """Builds the step and the input, then restores the newest complete checkpoint, or initialises: from
   `init_from.path` (continued pretraining, the vocabulary extended to the input's) or at random."""
-  model_path = epath.Path(model_dir)
-  model_path.mkdir(parents=True, exist_ok=True)
+  storage.makedirs(model_dir)
   if jax.process_index() == 0:
-    (model_path / "model_config.json").write_text(json.dumps(dataclasses.asdict(model), indent=2))
+    storage.write_text(storage.join(model_dir, "model_config.json"), json.dumps(dataclasses.asdict(model), indent=2))
   log.info("Mesh %s on %d devices (%d processes)", dict(device_mesh.shape), device_mesh.size, jax.process_count())
 
   program = step_program(model=model, optimizer=optimizer, step=step, param_groups=param_groups,
@@ -212,14 +210,14 @@ def prepare(*, model_dir: str, model: TransformerConfig, data: InputSpec, optimi
   data_iter = data.make_iterator(row_start, row_stop)
 
   checkpointer = Checkpointer(model_dir, checkpoint)
-  vocab = _check_vocab_spec(data, model_path, checkpointer.latest_step() is not None)
+  vocab = _check_vocab_spec(data, model_dir, checkpointer.latest_step() is not None)
   with sharding_context(device_mesh, rules):
     state = checkpointer.restore(program.abstract, program.shardings, data_iter)
   if state is None and init_from.path is not None:
     state = initial_state(init_from, model, program.tx, device_mesh, rules, vocab, trainer.seed)
     if jax.process_index() == 0:
       # Over the file of a run that stopped before its first checkpoint.
-      storage.write_text(model_path / PROVENANCE_FILE, json.dumps(provenance(init_from), indent=2))
+      storage.write_text(storage.join(model_dir, PROVENANCE_FILE), json.dumps(provenance(init_from), indent=2))
   elif state is None:
     state = init_train_state(program.net, program.tx, device_mesh, rules, trainer.seed)
     log.info("Initialised a new model (%s)", model_dir)

@@ -15,8 +15,8 @@ import json
 from typing import Any, Sequence
 
 import numpy as np
-from etils import epath
 
+from audiopalm.files import storage
 from audiopalm.vocab import bytes as byte_vocab
 from audiopalm.vocab.spec import TextVocab, VocabSpec
 
@@ -57,22 +57,22 @@ def load_text_vocab(kind: str, path: str | None = None) -> LoadedText:
     raise ValueError(f"a {kind!r} text vocabulary needs a path")
   if kind == "sentencepiece":
     import sentencepiece  # pylint: disable=import-outside-toplevel
-    data = epath.Path(path).read_bytes()
+    data = storage.read_bytes(path)
     model = sentencepiece.SentencePieceProcessor(model_proto=data)
     pad = model.pad_id() if model.pad_id() >= 0 else 0
     return LoadedText(TextVocab("sentencepiece", model.get_piece_size(), _file_hash(data), pad, model.eos_id(),
                                 str(path)), model)
   if kind == "huggingface":
     import tokenizers  # pylint: disable=import-outside-toplevel
-    root = epath.Path(path)
-    data = (root / "tokenizer.json").read_bytes()
+    data = storage.read_bytes(storage.join(path, "tokenizer.json"))
     model = tokenizers.Tokenizer.from_str(data.decode())
-    config = json.loads((root / "tokenizer_config.json").read_text()) if (root / "tokenizer_config.json").exists() else {}
+    config_file = storage.join(path, "tokenizer_config.json")
+    config = json.loads(storage.read_text(config_file)) if storage.is_file(config_file) else {}
     token_id = lambda name, default: (model.token_to_id(_token_text(config.get(name))) if config.get(name)  # noqa: E731
                                       else default)
     eos = token_id("eos_token", None)
     if eos is None:
-      raise ValueError(f"{root}: no eos_token in tokenizer_config.json (needed to end text spans)")
+      raise ValueError(f"{path}: no eos_token in tokenizer_config.json (needed to end text spans)")
     pad = token_id("pad_token", eos)
     return LoadedText(TextVocab("huggingface", model.get_vocab_size(with_added_tokens=True), _file_hash(data), pad,
                                 eos, str(path)), model)

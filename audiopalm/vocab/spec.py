@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any, Mapping, Sequence
-
-from etils import epath
 
 from audiopalm.files import storage
 
@@ -174,15 +173,15 @@ def check_compatible(checkpoint: VocabSpec, data: VocabSpec, what: str = "the da
 def save_spec(spec: VocabSpec, path: str) -> None:
   """Writes `vocab_spec.json` into directory `path` (or to `path` if it ends in .json), atomically: a reader
   sees the old file or the new one, never a partial one."""
-  target = epath.Path(path)
-  target = target if str(target).endswith(".json") else target / SPEC_FILE
+  path = os.fspath(path)
+  target = path if path.endswith(".json") else storage.join(path, SPEC_FILE)
   # Over an older spec: a rerun before the first checkpoint.
   storage.write_text(target, json.dumps(spec.to_json(), indent=2))
 
 
 def load_spec(path: str) -> VocabSpec:
-  target = epath.Path(path)
-  target = target if str(target).endswith(".json") else target / SPEC_FILE
-  if not target.exists():
+  path = os.fspath(path)
+  target = path if path.endswith(".json") else storage.join(path, SPEC_FILE)
+  if not storage.is_file(target):
     raise FileNotFoundError(f"no vocabulary spec at {target}")
-  return VocabSpec.from_json(json.loads(target.read_text()), str(target))
+  return VocabSpec.from_json(json.loads(storage.read_text(target)), target)
