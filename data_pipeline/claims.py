@@ -77,16 +77,29 @@ class LeaseConfig:
                        f"({self.lease_seconds}): a dead owner's claim must be able to expire while others wait")
 
 
+def _pid_namespace() -> int:
+  """This process's PID namespace (its inode; 0 where unknown): pids are comparable only within one."""
+  try:
+    return os.stat("/proc/self/ns/pid").st_ino
+  except OSError:
+    return 0
+
+
 def _dead_here(owner: str | None) -> bool:
-  """Whether `owner` (a `worker_id`) names a process of this host that is gone."""
+  """Whether `owner` (a `worker_id`) names a process of this host and PID namespace that is gone.
+
+  Containers may share a host name but not their pids (host networking): owners of another PID namespace, or
+  with no namespace recorded, are never judged here (their claims expire by time)."""
   if not owner or os.environ.get(_NO_LIVENESS_ENV):
     return False
-  host, _, rest = owner.partition(":")
-  pid = rest.partition(":")[0]
-  if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+  parts = owner.split(":")
+  if len(parts) != 4 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+    return False
+  namespace = _pid_namespace()
+  if not namespace or parts[2] != str(namespace) or int(parts[1]) == os.getpid():
     return False
   try:
-    os.kill(int(pid), 0)
+    os.kill(int(parts[1]), 0)
   except ProcessLookupError:
     return True
   except PermissionError:  # alive, another user's
@@ -95,8 +108,9 @@ def _dead_here(owner: str | None) -> bool:
 
 
 def worker_id() -> str:
-  """This process's name in claims: host, pid and a random suffix (pids repeat across hosts and restarts)."""
-  return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+  """This process's name in claims: host, pid, PID namespace and a random suffix (pids repeat across hosts,
+  containers and restarts)."""
+  return f"{socket.gethostname()}:{os.getpid()}:{_pid_namespace()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,10 +178,13 @@ class Lease:
       thread.join()
 
   def release(self) -> None:
-    """Deletes the claim and the expired ones it took over (after the unit is committed: completion is recorded
-    by the unit's own output; or after a failure here, so that another process may take the unit at once)."""
-    for generation in range(self.generation, -1, -1):
-      storage.remove(self.claims.path(self.key, generation))
+    """Gives the unit up: the claim is rewritten as expired (after the unit is committed, completion being recorded
+    by the unit's own output; or after a failure here, so that another process may take the unit at once). Claim
+    files are never deleted while the job runs, so a generation number is never reused and `lost` stays true for
+    an owner that was taken over; `Claims.clear` deletes them once every unit is done."""
+    if not self.lost():
+      storage.write_bytes(self.path, json.dumps({"owner": self.claims.owner, "generation": self.generation,
+                                                 "expires": 0.0, "released": True}).encode())
 
 
 class Claims:
@@ -178,6 +195,11 @@ class Claims:
     self.directory, self.config = directory, config
     self.owner = owner or worker_id()
     self.clock = clock
+
+  def clear(self) -> None:
+    """Deletes every claim file (when the whole job is done)."""
+    for name in storage.listdir(self.directory):
+      storage.remove(storage.join(self.directory, name))
 
   def path(self, key: str, generation: int) -> str:
     return storage.join(self.directory, f"{key}.{generation}")

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from audiopalm.files import storage
-from data_pipeline.claims import Claims, LeaseConfig
+from data_pipeline.claims import Claims, LeaseConfig, worker_id
 
 
 @pytest.fixture(params=["local", "gcs"])
@@ -61,20 +61,29 @@ def test_expired_claims_are_taken_over_once_and_the_loser_knows(directory, monke
   assert held.lost() and not held.renew()
   assert json.loads(storage.read_bytes(held.path))["owner"] == "a"  # a's stale renewal wrote nothing
   taken.release()
-  assert b.scan() == {}  # the claim and the expired one it took over
+  released = b.scan()["unit"]
+  assert released.generation == 1 and released.expired(clock())  # released: free at once, its number kept
+  assert held.lost() and not held.renew()  # a taken-over owner stays lost after the release
+  again = c.try_claim("unit")
+  assert again is not None and again.generation == 2  # generation numbers are never reused
+  c.clear()
+  assert storage.listdir(directory) == []
 
 
 def test_a_dead_owner_on_this_host_is_expired_at_once(directory):
   gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                         check=True)
-  owner = f"{socket.gethostname()}:{gone.stdout.strip()}:deadbeef"
+  namespace = worker_id().split(":")[2]
+  owner = f"{socket.gethostname()}:{gone.stdout.strip()}:{namespace}:deadbeef"
   Claims(directory, CONFIG, owner=owner).try_claim("unit")
   assert Claims(directory, CONFIG).try_claim("unit") is not None
-  alive = f"{socket.gethostname()}:1:cafe"  # pid 1 exists; other hosts' owners expire only by time
+  alive = f"{socket.gethostname()}:1:{namespace}:cafe"  # pid 1 exists
   Claims(directory, CONFIG, owner=alive).try_claim("other")
-  Claims(directory, CONFIG, owner="elsewhere:12345:beef").try_claim("third")
+  Claims(directory, CONFIG, owner="elsewhere:12345:1:beef").try_claim("third")  # other hosts expire by time
+  other_namespace = f"{socket.gethostname()}:{gone.stdout.strip()}:{int(namespace) + 1}:feed"  # a container's
+  Claims(directory, CONFIG, owner=other_namespace).try_claim("fourth")
   fresh = Claims(directory, CONFIG)
-  assert fresh.try_claim("other") is None and fresh.try_claim("third") is None
+  assert fresh.try_claim("other") is None and fresh.try_claim("third") is None and fresh.try_claim("fourth") is None
 
 
 def test_renewing_thread_keeps_the_claim(directory):

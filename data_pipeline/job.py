@@ -172,22 +172,33 @@ class _ArchiveStream:
   once, front to back, reading only the members the shard wants.
 
   Members are usually asked for in archive order (readers yield them so). One asked for out of order was passed
-  earlier and is served from the members kept while looking for another. One that is not in the archive, or is
+  earlier and is served from the members kept while looking for another (as is one that several utterances
+  share, windows of one file, until the last of them). One that is not in the archive, or is
   unsafe (a link, an escaping path), is known as such once the stream has passed the whole archive: its answer is
   the AudioDecodeError that reading it would raise. Only after a damaged archive's stream stops early is a member
   left to random access by the worker (None here), which reports why."""
 
   def __init__(self, items: Sequence[Utterance | Reject]):
-    self.wanted: dict[str, set[str]] = collections.defaultdict(set)
+    self.wanted: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)  # member → asks left
     for item in items:
       if isinstance(item, Utterance) and item.audio.member is not None and audio_source.is_archive(item.audio.path):
-        self.wanted[item.audio.path].add(audio_source.member_key(item.audio.member))
+        self.wanted[item.audio.path][audio_source.member_key(item.audio.member)] += 1
     self.path: str | None = None
     self.members: Iterator[tuple[Any, bytes | None]] | None = None
     self.kept: dict[str, bytes] = {}  # members of `path` passed while looking for another, asked for later
     self.refused: dict[str, str] = {}  # unsafe members of `path` seen so far → why
+    self.seen: dict[str, bool] = {}  # members of `path` handed out
     self.complete = False  # the stream of `path` reached its end without damage
     self.damaged = False  # the stream of `path` stopped at damage: members not seen are left to random access
+
+  def _hand_out(self, key: str, data: bytes) -> bytes:
+    """`data` for one utterance; kept for the shard's other utterances of the same member, if any."""
+    asks = self.wanted[self.path]
+    asks[key] -= 1
+    if asks[key] > 0:
+      self.kept[key] = data
+    self.seen[key] = True
+    return data
 
   def bytes_of(self, ref: AudioRef) -> bytes | AudioDecodeError | None:
     if ref.member is None or not audio_source.is_archive(ref.path):
@@ -195,10 +206,11 @@ class _ArchiveStream:
     key = audio_source.member_key(ref.member)
     if ref.path != self.path:
       wanted = self.wanted[ref.path]
-      self.path, self.kept, self.refused, self.complete, self.damaged = ref.path, {}, {}, False, False
+      self.path, self.kept, self.refused, self.seen = ref.path, {}, {}, {}
+      self.complete = self.damaged = False
       self.members = audio_source.scan_archive(ref.path, read=lambda name: name in wanted)
     if key in self.kept:
-      return self.kept.pop(key)
+      return self._hand_out(key, self.kept.pop(key))
     if self.damaged:
       return None
     if not self.complete:
@@ -211,13 +223,15 @@ class _ArchiveStream:
               self.refused.setdefault(name, reason)
             continue
           if name == key:
-            return data
+            return self._hand_out(key, data)
           self.kept[name] = data
         self.complete = True
       except audio_source.ARCHIVE_ERRORS:  # a damaged archive: the worker's own read reports it per member
         self.damaged = True
         return None
     where = str(AudioRef(ref.path, ref.member))
+    if self.seen.get(key):  # handed out already, for as many utterances as the shard has: asked once more
+      return None
     if key in self.refused:
       return AudioDecodeError(where, f"{UNSAFE_PATH}: {self.refused[key]}")
     return AudioDecodeError(where, f"no member {ref.member!r} in the archive")
@@ -265,7 +279,7 @@ class _Tokenized:
 def run_shard(items: Sequence[Utterance | Reject], shard_index: int, num_shards: int, *, output_dir: str,
               tokenizers: Mapping[str, AudioTokenizer], info: schema.TokensInfo, prep: AudioPrepConfig,
               buckets: batching.BucketConfig, job: JobConfig, mesh: Any, loader: Any = None,
-              progress: tqdm | None = None, times: StageTimes | None = None
+              progress: tqdm | None = None, times: StageTimes | None = None, lease: Lease | None = None
               ) -> tuple[shards_lib.ShardStats, list[Reject]]:
   """Tokenizes one shard's items and commits the shard (see the module docstring); returns its stats, rejects."""
   times = times if times is not None else StageTimes()
@@ -333,8 +347,11 @@ def run_shard(items: Sequence[Utterance | Reject], shard_index: int, num_shards:
         run(batch)
     finally:
       stop.set()  # producers blocked on a full queue give up (only after an error here)
+      pool.shutdown(wait=False, cancel_futures=True)  # and the ones not started yet never start
 
   def commit_record(stats: shards_lib.ShardStats) -> None:  # before the shard's rename: see the module docstring
+    if (lease is not None and lease.lost()) or storage.is_file(storage.join(output_dir, stats.filename)):
+      raise shards_lib.ShardExistsError(f"shard {shard_index} was taken over or committed by another process")
     record = {"stats": stats.to_json(), "rejects": [r.to_json() for r in rejects]}
     storage.write_text(_record_path(output_dir, shard_index, num_shards), json.dumps(record))
 
@@ -374,8 +391,14 @@ def finish(output_dir: str, num_shards: int, info: schema.TokensInfo, job: JobCo
   with concurrent.futures.ThreadPoolExecutor(16) as pool:
     records = list(pool.map(lambda i: json.loads(storage.read_text(_record_path(output_dir, i, num_shards))),
                             range(num_shards)))
+  sizes = storage.list_sizes(output_dir)
   for record in records:
-    all_stats.append(shards_lib.ShardStats.from_json(record["stats"]))
+    stats = shards_lib.ShardStats.from_json(record["stats"])
+    if sizes.get(stats.filename) != stats.num_bytes:  # a record written by an attempt that did not commit
+      raise RuntimeError(f"{output_dir}: {SHARD_RECORDS}/ holds a record of {stats.filename} ({stats.num_bytes} bytes) "
+                         f"that does not describe the shard there ({sizes.get(stats.filename)} bytes): delete both "
+                         "and rerun the job to redo that shard")
+    all_stats.append(stats)
     rejects += [Reject(**r) for r in record["rejects"]]
   storage.write_text(storage.join(output_dir, REJECTS), "".join(json.dumps(r.to_json()) + "\n" for r in rejects))
   by_reason = collections.Counter(r.code for r in rejects)
@@ -487,7 +510,7 @@ def tokenize_corpus(*, reader: str, reader_options: Mapping[str, Any], output_di
         with held.renewing():
           stats, rejects = run_shard(chunks[i], i, num_shards, output_dir=output_dir, tokenizers=tokenizers,
                                      info=info, prep=prep, buckets=buckets, job=job, mesh=mesh, loader=loader,
-                                     progress=bar, times=times)
+                                     progress=bar, times=times, lease=held)
       except shards_lib.ShardExistsError:
         log.warning("Discarded shard %d/%d: another process committed it (this one's claim was taken over)",
                     i + 1, num_shards)
@@ -508,6 +531,7 @@ def tokenize_corpus(*, reader: str, reader_options: Mapping[str, Any], output_di
     summary.update(finish(output_dir, num_shards, info, job,
                           {"inputs": len(items), "semantic_tokenizer": info.semantic.identity,
                            "acoustic_tokenizer": info.acoustic.identity}))
+    claims.clear()
   if written and seconds > 0:  # this process's audio per second of its run (real-time factor)
     summary["audio_hours_per_hour"] = round(times.audio_seconds / seconds, 1)
   summary["io"] = (storage.counts() - io_start).to_json()

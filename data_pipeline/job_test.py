@@ -225,3 +225,25 @@ def test_emilia_trusting_the_jsonl_reads_each_archive_once(tmp_path, monkeypatch
   assert reasons["missing"].startswith("unreadable: no member 'EN_B00000/none.mp3'")
   assert set(examples) == {"EN_B00000_S00000_W000000", "EN_B00000_S00000_W000001", "EN_B00000_S00001_W000003"}
   assert summary["examples"] == 3
+
+
+def test_windows_of_one_archive_member_each_get_its_bytes(tmp_path):
+  """Several utterances naming one member (windows of one file, a JSONL manifest) all come from the one pass."""
+  import io  # pylint: disable=import-outside-toplevel
+  import tarfile  # pylint: disable=import-outside-toplevel
+
+  t = np.arange(6 * 16000) / 16000
+  speech = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+  buffer = io.BytesIO()
+  sf.write(buffer, speech, 16000, format="FLAC")
+  with tarfile.open(tmp_path / "batch.tar.gz", "w:gz") as tar:
+    info = tarfile.TarInfo("x/a.flac")
+    info.size = len(buffer.getvalue())
+    tar.addfile(info, io.BytesIO(buffer.getvalue()))
+  lines = [{"id": f"w{i}", "path": "batch.tar.gz", "member": "x/a.flac", "start": 2.0 * i, "end": 2.0 * i + 2,
+            "text": "hello"} for i in range(3)]
+  (tmp_path / "m.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+  summary = job.tokenize_corpus(reader="jsonl_manifest", reader_options={"manifests": (str(tmp_path / "m.jsonl"),)},
+                                output_dir=str(tmp_path / "out"), semantic=SEMANTIC, acoustic=ACOUSTIC, prep=PREP,
+                                buckets=BUCKETS, job=job.JobConfig(utterances_per_shard=10, decode_threads=2))
+  assert summary["rejects"] == 0 and sorted(_examples(tmp_path / "out")) == ["w0", "w1", "w2"]

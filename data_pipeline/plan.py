@@ -104,12 +104,16 @@ def plan(reader_name: str, reader_options: Mapping[str, Any], output_dir: str,
       return items
     lease = claims.try_claim(PLAN_KEY)
     if lease is not None:
-      with lease.renewing():
-        if (items := _read_manifest(path, header)) is None:  # (written just before the claim: nothing to do)
-          items = _list_and_parse(reader_name, reader_options)
-          storage.write_text(path, "".join(json.dumps(x) + "\n" for x in [header] + [_item_json(i) for i in items]))
-      lease.release()
-      return items
+      try:
+        with lease.renewing():
+          if _read_manifest(path, header) is None:  # (else written just before the claim: nothing to do)
+            items = _list_and_parse(reader_name, reader_options)
+            text = "".join(json.dumps(x) + "\n" for x in [header] + [_item_json(i) for i in items])
+            # Exclusive: if a planner thought dead wrote one meanwhile, that one is the plan, for everyone.
+            storage.create_exclusive(path, text.encode("utf-8"))
+      finally:
+        lease.release()
+      return _read_manifest(path, header)
     if not announced:
       log.info("Another process is planning the job (claim %s): waiting for %s", PLAN_KEY, path)
       announced = True

@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -58,16 +59,20 @@ class GcsEmulator:
     self.url = f"http://127.0.0.1:{self.port}"
     self.log_level = log_level
     self._process: subprocess.Popen | None = None
+    self._log = None
 
   def start(self, timeout: float = 30.0) -> "GcsEmulator":
     cmd = [binary_path(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(self.port), "-external-url",
            self.url, "-backend", "memory", "-log-level", self.log_level]
-    self._process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # pylint: disable=consider-using-with
+    # Its log goes to a file (a pipe nobody reads would fill and stall the server), read back if it fails.
+    self._log = tempfile.TemporaryFile()  # pylint: disable=consider-using-with
+    self._process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log)  # pylint: disable=consider-using-with
     deadline = time.monotonic() + timeout
     while True:
       if self._process.poll() is not None:
+        self._log.seek(0)
         raise RuntimeError(f"fake-gcs-server exited ({self._process.returncode}): "
-                           f"{self._process.stderr.read().decode(errors='replace')[-2000:]}")
+                           f"{self._log.read().decode(errors='replace')[-2000:]}")
       try:
         with urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=2):
           return self
@@ -86,6 +91,9 @@ class GcsEmulator:
         self._process.kill()
         self._process.wait()
     self._process = None
+    if self._log is not None:
+      self._log.close()
+      self._log = None
 
   def __enter__(self) -> "GcsEmulator":
     return self.start()

@@ -46,6 +46,7 @@ import errno
 import io
 import os
 import posixpath
+import shutil
 import threading
 import uuid
 from typing import IO, Any, Iterator
@@ -163,7 +164,8 @@ def filesystem(path: str) -> tuple[Any, str]:
       import gcsfs  # pylint: disable=import-outside-toplevel
 
       token = os.environ.get("AUDIOPALM_GCS_TOKEN") or ("anon" if emulator else None)
-      fs = gcsfs.GCSFileSystem(token=token, skip_instance_cache=True,
+      # No listings cache: existence checks and listings must see what other processes wrote a moment ago.
+      fs = gcsfs.GCSFileSystem(token=token, skip_instance_cache=True, use_listings_cache=False,
                                session_kwargs={"trace_configs": [_trace_config()]})
     else:
       fs = fsspec.filesystem(protocol)
@@ -384,9 +386,9 @@ class _BlockReader(io.RawIOBase):
     try:
       data = self._fs.cat_file(self._path, start=self._position, end=self._position + self._block)
     except Exception as e:  # pylint: disable=broad-except  # gcsfs's HttpError: only 416 means the end
-      if getattr(e, "code", None) != 416 or self._position == 0:
+      if getattr(e, "code", None) != 416:
         raise
-      data = b""
+      data = b""  # past the end (at 0: an empty object, which GCS answers with 416 too)
     self._position += len(data)
     self._eof = len(data) < self._block
     self._buffer, self._offset = memoryview(data), 0
@@ -494,14 +496,20 @@ def _link_exclusive(temp: str, target: str) -> bool:
   except FileExistsError:
     return False
   except OSError as e:  # a filesystem without hard links: O_EXCL on the target, then the data
-    if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
+    if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS):
       raise
     try:
       fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
       return False
-    with os.fdopen(fd, "wb") as out, open(temp, "rb") as src:
-      out.write(src.read())
+    try:  # (not atomic for readers: on such filesystems a reader may see the file before its data)
+      with os.fdopen(fd, "wb") as out, open(temp, "rb") as src:
+        shutil.copyfileobj(src, out)
+        out.flush()
+        os.fsync(out.fileno())
+    except BaseException:
+      os.remove(target)
+      raise
   _fsync_dir(os.path.dirname(target))
   return True
 

@@ -148,3 +148,10 @@ def test_a_missing_object_costs_one_request(gcs_bucket):
   before = storage.counts()
   assert not storage.is_file(f"{gcs_bucket}/nothing/here")
   assert (storage.counts() - before).requests == 1
+
+
+def test_an_empty_object_streams_as_empty(root):
+  path = storage.join(root, "empty.tar")
+  storage.write_bytes(path, b"")
+  with storage.open_sequential(path) as f:
+    assert f.read() == b""

@@ -14,7 +14,8 @@ Files are named as TFDS names them (`naming.DEFAULT_FILENAME_TEMPLATE`),
 Atomicity: a shard is built in a local staging file (`incomplete.{dataset_name}-{split}.{shard:05d}-of-
 {num_shards:05d}.{uuid}` in a local output directory, a name that neither the TFDS template nor a
 `{prefix}.tfrecord-*` / `*-of-NNNNN` glob matches; the system's temporary directory for gs://), fsynced, then
-committed through `audiopalm.files.storage`: its record index is written to `index/<shard file name>.offsets.npy`
+committed through `audiopalm.files.storage`: the writer's `before_rename` runs (the job writes the shard's
+record there, after checking that it still holds the shard), its record index is written to `index/<shard file name>.offsets.npy`
 ([records + 1] int64 offsets, the last the file size: what the loader's start reads instead of the shard), then
 the shard is put at its final name in one step (a rename with `link` locally, one upload on GCS, exclusive unless
 `overwrite`, so two writers of one shard never both commit). An exception (or KeyboardInterrupt) inside the
@@ -306,8 +307,8 @@ class ShardWriter:
     self._offsets.append(self._offsets[-1] + tfrecord.record_size(len(example)))
 
   def close(self) -> ShardStats:
-    """Completes the shard: flush and fsync the staging file, write its index, call `before_rename`, commit the
-    shard at its final name (exclusively unless `overwrite`). Returns its statistics."""
+    """Completes the shard: flush and fsync the staging file, call `before_rename` (which may refuse by raising),
+    write its index, commit the shard at its final name (exclusively unless `overwrite`). Returns its statistics."""
     if self._file is None:
       raise RuntimeError("ShardWriter.close without open")
     try:
@@ -316,11 +317,11 @@ class ShardWriter:
       self._file.close()
       self._file = None
       num_bytes = self._offsets[-1]
+      if self.before_rename is not None:  # (it may refuse the commit by raising, e.g. ShardExistsError)
+        self.before_rename(dataclasses.replace(self._stats, num_bytes=num_bytes))
       buffer = io.BytesIO()
       np.save(buffer, np.asarray(self._offsets, np.int64))
       storage.write_bytes(index_path(self.path), buffer.getvalue())
-      if self.before_rename is not None:
-        self.before_rename(dataclasses.replace(self._stats, num_bytes=num_bytes))
       if not storage.upload(self.temp_path, self.path, exclusive=not self.overwrite):
         raise ShardExistsError(f"{self.path} was committed by another writer first; this copy is discarded")
     except BaseException:
