@@ -22,6 +22,7 @@ import collections
 import concurrent.futures
 import hashlib
 import io
+import logging
 import mmap
 import os
 import posixpath
@@ -34,6 +35,8 @@ from audiopalm.files import storage
 from audiopalm.tokens import schema
 from audiopalm.tokens import shards as shards_lib
 from audiopalm.tokens import tfrecord
+
+log = logging.getLogger(__name__)
 
 _INDEX_THREADS = 32  # index files read at once at start (small objects: latency-bound)
 
@@ -61,6 +64,7 @@ class TokenShardSource:
   def __init__(self, directory: str, split: str = shards_lib.DEFAULT_SPLIT, index_dir: str | None = None,
                dataset_name: str | None = None):
     self.directory = os.fspath(directory)
+    io_start = storage.counts()
     found = [f for f in shards_lib.find_shards(self.directory) if f.split == split]
     names = sorted({f.dataset_name for f in found})
     if dataset_name is None and len(names) > 1:
@@ -81,6 +85,9 @@ class TokenShardSource:
     self.offsets = offsets
     self.starts = np.cumsum([0] + [len(o) - 1 for o in offsets])  # global index of each shard's first example
     self._local = threading.local()  # open files per thread (grain reads from several threads)
+    self.start_io = storage.counts() - io_start  # what the start read (this process's storage traffic meanwhile)
+    log.info("%s: %d shards, %d examples; the start made %d storage requests, read %.1f kB", self.directory,
+             len(self.paths), len(self), self.start_io.requests, self.start_io.bytes_read / 1e3)
 
   @staticmethod
   def _offsets(path: str, size: int, index_dir: str | None) -> np.ndarray:
