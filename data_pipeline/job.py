@@ -62,7 +62,6 @@ from data_pipeline.records import UNSAFE_PATH, AudioRef, Reject, Segment, Uttera
 
 log = logging.getLogger(__name__)
 
-MANIFEST = plan_lib.MANIFEST
 SHARD_RECORDS = "shards"
 CLAIMS = "claims"  # the claims of the plan and of the shards (data_pipeline.claims)
 REJECTS = "rejects.jsonl"
@@ -121,13 +120,11 @@ def _put(pieces: queue.Queue, item: Any, stop: threading.Event) -> None:
 def _source_bytes(ref: AudioRef) -> bytes:
   """The bytes of a plain file or an archive member, read once (whole file: one request; member: one ranged
   read of a plain tar)."""
+  if ref.member is not None:
+    return audio_source.read_member(ref.path, ref.member)  # (raises AudioDecodeError itself)
   try:
-    if ref.member is not None:
-      return audio_source.read_member(ref.path, ref.member)
     return storage.read_bytes(ref.path)
-  except (OSError, ValueError) as e:
-    if isinstance(e, AudioDecodeError):
-      raise
+  except OSError as e:
     raise AudioDecodeError(str(ref), f"{type(e).__name__}: {e}") from e
 
 
@@ -350,8 +347,8 @@ def run_shard(items: Sequence[Utterance | Reject], shard_index: int, num_shards:
       pool.shutdown(wait=False, cancel_futures=True)  # and the ones not started yet never start
 
   def commit_record(stats: shards_lib.ShardStats) -> None:  # before the shard's rename: see the module docstring
-    if (lease is not None and lease.lost()) or storage.is_file(storage.join(output_dir, stats.filename)):
-      raise shards_lib.ShardExistsError(f"shard {shard_index} was taken over or committed by another process")
+    if lease is not None and lease.lost():  # (a shard committed meanwhile: the writer's exclusive commit refuses it)
+      raise shards_lib.ShardExistsError(f"shard {shard_index} was taken over by another process")
     record = {"stats": stats.to_json(), "rejects": [r.to_json() for r in rejects]}
     storage.write_text(_record_path(output_dir, shard_index, num_shards), json.dumps(record))
 

@@ -158,7 +158,7 @@ def test_emilia_archive_is_read_in_one_pass_and_every_item_accounted_for(tmp_pat
   summary = job.tokenize_corpus(reader="emilia", reader_options={"roots": (str(batch / "EN"),)},
                                 output_dir=str(tmp_path / "out"), semantic=SEMANTIC, acoustic=ACOUSTIC, prep=prep,
                                 buckets=BUCKETS, job=job.JobConfig(utterances_per_shard=5, decode_threads=2))
-  manifest = [json.loads(line) for line in (tmp_path / "out" / job.MANIFEST).read_text().splitlines()[1:]]
+  manifest = [json.loads(line) for line in (tmp_path / "out" / plan.MANIFEST).read_text().splitlines()[1:]]
   inputs = sorted(x["utterance"]["id"] if "utterance" in x else x["reject"]["id"] for x in manifest)
   examples, rejects = _examples(tmp_path / "out"), _rejects(tmp_path / "out")
   assert sorted(list(examples) + [r["id"] for r in rejects]) == inputs  # each input exactly once
@@ -216,7 +216,7 @@ def test_emilia_trusting_the_jsonl_reads_each_archive_once(tmp_path, monkeypatch
                                 output_dir=str(tmp_path / "out"), semantic=SEMANTIC, acoustic=ACOUSTIC, prep=prep,
                                 buckets=BUCKETS, job=job.JobConfig(utterances_per_shard=20, decode_threads=2))
   assert len(passes) == 1  # the job's one pass; none at planning, none for the bad members
-  manifest = [json.loads(line) for line in (tmp_path / "out" / job.MANIFEST).read_text().splitlines()[1:]]
+  manifest = [json.loads(line) for line in (tmp_path / "out" / plan.MANIFEST).read_text().splitlines()[1:]]
   inputs = sorted(x["utterance"]["id"] if "utterance" in x else x["reject"]["id"] for x in manifest)
   examples, rejects = _examples(tmp_path / "out"), _rejects(tmp_path / "out")
   assert sorted(list(examples) + [r["id"] for r in rejects]) == inputs and len(inputs) == 12

@@ -23,21 +23,11 @@ from audiopalm.data.token_source import TokenShardSource
 from audiopalm.files import storage
 from audiopalm.tokens import dataset_info, shards
 from tests import cli_tokenize_test
+from tools.gcs_emulator import upload_tree
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEMO_TRAIN = REPO / "audiopalm/data/assets/demo_speech/train"
 pytestmark = pytest.mark.slow
-
-
-def _upload_tree(local: pathlib.Path, remote: str) -> int:
-  """Copies a local directory to gs://; returns the bytes of its files."""
-  total = 0
-  for path in sorted(local.rglob("*")):
-    if path.is_file():
-      data = path.read_bytes()
-      storage.write_bytes(storage.join(remote, str(path.relative_to(local))), data)
-      total += len(data)
-  return total
 
 
 def _run(module: str, *args: str, timeout: int = 600, extra_env=None) -> subprocess.CompletedProcess:
@@ -54,7 +44,7 @@ def _examples(directory: str) -> dict[str, dict]:
 
 
 def test_tokenize_load_and_import_text_on_gcs(gcs_bucket, demo_tokens, tmp_path):
-  corpus_bytes = _upload_tree(DEMO_TRAIN, f"{gcs_bucket}/corpus/train")
+  corpus_bytes = sum(upload_tree(DEMO_TRAIN, f"{gcs_bucket}/corpus/train").values())
   out = f"{gcs_bucket}/tokens"
   proc = _run("data_pipeline.tokenize", "--gin_file=gin_configs/tokenize/demo.gin", f"--gin.INPUT='{gcs_bucket}/corpus/train'",
               f"--gin.OUTPUT_DIR='{out}'", extra_env={"AUDIOPALM_STORAGE_TRACE": str(tmp_path / "requests.txt")})
@@ -112,7 +102,7 @@ def test_elastic_processes_on_gcs(gcs_bucket, tmp_path):
   """Three processes with no coordinator share one job on gs://: the first is SIGKILLed while it holds a shard,
   the third starts late. The job completes, every utterance is in the output exactly once, every shard is
   committed by exactly one process, and the dead process's shard is taken over when its lease expires."""
-  _upload_tree(DEMO_TRAIN, f"{gcs_bucket}/corpus/train")
+  upload_tree(DEMO_TRAIN, f"{gcs_bucket}/corpus/train")
   out = f"{gcs_bucket}/tokens"
   cmd = [sys.executable, "-m", "data_pipeline.tokenize", "--gin_file=gin_configs/tokenize/demo.gin",
          f"--gin.INPUT='{gcs_bucket}/corpus/train'", f"--gin.OUTPUT_DIR='{out}'",

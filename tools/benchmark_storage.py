@@ -113,12 +113,11 @@ def read_trace(path: pathlib.Path) -> tuple[collections.Counter, collections.Cou
 
 def tokenization(args, emulator, bucket: str, work: pathlib.Path) -> list[dict]:
   from audiopalm.files import storage  # pylint: disable=import-outside-toplevel
+  from tools.gcs_emulator import upload_tree  # pylint: disable=import-outside-toplevel
 
   corpus = work / "corpus"
   flacs = make_librilight_corpus(corpus, args.recordings, args.minutes)
-  sources = {f"corpus/{p.relative_to(corpus)}": p.stat().st_size for p in sorted(corpus.rglob("*")) if p.is_file()}
-  for name in sources:
-    storage.write_bytes(f"gs://{bucket}/{name}", (corpus / name.removeprefix("corpus/")).read_bytes())
+  sources = {f"corpus/{name}": size for name, size in upload_tree(corpus, f"gs://{bucket}/corpus").items()}
   source_bytes = sum(sources.values())
   audio_seconds = sum(sf.info(p).duration for p in flacs)
   out = f"gs://{bucket}/tokens"
@@ -196,7 +195,7 @@ def cpu_side(flacs: list[pathlib.Path]) -> list[dict]:
 def loader(args, bucket: str) -> list[dict]:
   from audiopalm.data.token_source import TokenShardSource  # pylint: disable=import-outside-toplevel
   from audiopalm.files import storage  # pylint: disable=import-outside-toplevel
-  from audiopalm.tokens import synthetic, tfrecord  # pylint: disable=import-outside-toplevel
+  from audiopalm.tokens import synthetic  # pylint: disable=import-outside-toplevel
 
   out = f"gs://{bucket}/synthetic"
   cfg = synthetic.SyntheticConfig(examples=2 * args.shards, num_shards=args.shards, min_seconds=2, max_seconds=12,
@@ -220,7 +219,6 @@ def loader(args, bucket: str) -> list[dict]:
     requests += delta.requests
   per_shard = start.requests / args.shards
   mean_record = float(np.mean([np.diff(o).mean() for o in source.offsets]))
-  del tfrecord
   return [
       {"what": f"writing {args.shards} shards ({len(source)} examples) to gs://", "value":
        f"{written.requests} requests ({written.requests / args.shards:.2f} per shard)", "target": "", "ok": ""},

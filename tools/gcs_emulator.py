@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pathlib
 import signal
 import socket
 import subprocess
@@ -128,6 +129,20 @@ class GcsEmulator:
           os.environ.pop(k, None)
         else:
           os.environ[k] = v
+
+
+def upload_tree(local: str | os.PathLike, remote: str) -> dict[str, int]:
+  """Copies every file under the local directory to `remote` (a gs:// prefix), keeping relative paths; returns
+  {relative path: bytes}."""
+  from audiopalm.files import storage  # pylint: disable=import-outside-toplevel
+
+  root, sizes = pathlib.Path(local), {}
+  for path in sorted(root.rglob("*")):
+    if path.is_file():
+      data = path.read_bytes()
+      storage.write_bytes(storage.join(remote, str(path.relative_to(root))), data)
+      sizes[str(path.relative_to(root))] = len(data)
+  return sizes
 
 
 _PORT = flags.DEFINE_integer("port", 4443, "Port on 127.0.0.1.")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import hashlib
-import io
 import logging
 import mmap
 import os
@@ -99,16 +98,10 @@ class TokenShardSource:
       return record_offsets(path)
     key = hashlib.sha256(f"{path}\0{size}".encode()).hexdigest()[:16]
     cache = storage.join(index_dir, f"{posixpath.basename(path)}.{key}.offsets.npy")
-    try:
-      cached = np.load(io.BytesIO(storage.read_bytes(cache)))
-      if len(cached) and int(cached[-1]) == size:
-        return cached.astype(np.int64)
-    except FileNotFoundError:
-      pass
-    offsets = record_offsets(path)
-    buffer = io.BytesIO()
-    np.save(buffer, offsets)
-    storage.write_bytes(cache, buffer.getvalue())  # hosts sharing index_dir never share a temporary file
+    offsets = shards_lib.read_offsets(cache, size)
+    if offsets is None:
+      offsets = record_offsets(path)
+      shards_lib.write_offsets(cache, offsets)  # hosts sharing index_dir never share a temporary file
     return offsets
 
   def __len__(self) -> int:

@@ -91,7 +91,7 @@ def test_gcs_requests_and_bytes_are_counted_on_the_wire(gcs_bucket):
   before = storage.counts()
   storage.write_bytes(path, data)
   written = storage.counts() - before
-  assert written.requests == 1 and data.__len__() <= written.bytes_written < len(data) + 4096
+  assert written.requests == 1 and len(data) <= written.bytes_written < len(data) + 4096
   before = storage.counts()
   assert storage.read_bytes(path) == data
   read = storage.counts() - before

@@ -34,7 +34,7 @@ import posixpath
 import re
 import tempfile
 import uuid
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -144,16 +144,28 @@ def index_path(shard_path: str) -> str:
   return posixpath.join(directory, INDEX_DIR, f"{name}.offsets.npy")
 
 
-def read_index(shard_path: str, num_bytes: int | None = None) -> np.ndarray | None:
-  """The record index written with the shard ([records + 1] int64 offsets, the last one the file size), or None
-  when there is none (a shard written before indexes were) or it does not match `num_bytes` (stale)."""
+def write_offsets(path: str, offsets: Sequence[int] | np.ndarray) -> None:
+  """Writes a record index ([records + 1] int64 offsets, the last the file size) as .npy, atomically."""
+  buffer = io.BytesIO()
+  np.save(buffer, np.asarray(offsets, np.int64))
+  storage.write_bytes(path, buffer.getvalue())
+
+
+def read_offsets(path: str, num_bytes: int | None = None) -> np.ndarray | None:
+  """The record index at `path` (`write_offsets`), or None when there is none or it does not end at `num_bytes`
+  (stale: the shard was rewritten)."""
   try:
-    offsets = np.load(io.BytesIO(storage.read_bytes(index_path(shard_path))))
+    offsets = np.load(io.BytesIO(storage.read_bytes(path)))
   except FileNotFoundError:
     return None
   if offsets.ndim != 1 or not len(offsets) or (num_bytes is not None and int(offsets[-1]) != num_bytes):
     return None
   return offsets.astype(np.int64)
+
+
+def read_index(shard_path: str, num_bytes: int | None = None) -> np.ndarray | None:
+  """The record index written with the shard, or None (a shard written before indexes were, or a stale one)."""
+  return read_offsets(index_path(shard_path), num_bytes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,9 +331,7 @@ class ShardWriter:
       num_bytes = self._offsets[-1]
       if self.before_rename is not None:  # (it may refuse the commit by raising, e.g. ShardExistsError)
         self.before_rename(dataclasses.replace(self._stats, num_bytes=num_bytes))
-      buffer = io.BytesIO()
-      np.save(buffer, np.asarray(self._offsets, np.int64))
-      storage.write_bytes(index_path(self.path), buffer.getvalue())
+      write_offsets(index_path(self.path), self._offsets)
       if not storage.upload(self.temp_path, self.path, exclusive=not self.overwrite):
         raise ShardExistsError(f"{self.path} was committed by another writer first; this copy is discarded")
     except BaseException:
