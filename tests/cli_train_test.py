@@ -139,9 +139,14 @@ def test_sigkill_then_restart_reproduces_the_loss_sequence(references, flags, na
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert max(_complete_checkpoints(tmp_path)) in (10, 20)
-  assert _run(tmp_path, tmp_path / "log.txt", flags(name)) == 0, (tmp_path / "log.txt").read_text()[-3000:]
-  assert "Restored checkpoint" in (tmp_path / "log.txt").read_text()
+  assert _run(tmp_path, tmp_path / "log2.txt", flags(name), JAX_DEBUG_LOG_MODULES="jax._src.compiler") == 0, (
+      tmp_path / "log2.txt").read_text()[-3000:]
+  log = (tmp_path / "log2.txt").read_text()
+  assert "Restored checkpoint" in log
   assert _losses(tmp_path) == expected  # bit-exact, every step: same parameters and the same following batches
+  # The restart loaded its train step from the run's persistent compilation cache instead of compiling it.
+  assert "Persistent compilation cache hit for 'jit_train_step'" in log, log[-3000:]
+  assert "Time to the first step" in log
 
 
 def test_sigterm_saves_a_checkpoint_and_exits(flags, tmp_path):

@@ -145,3 +145,18 @@ def test_elastic_processes_on_gcs(gcs_bucket, tmp_path):
   assert storage.read_text(f"{out}/rejects.jsonl") == ""
   assert dataset_info.read_metadata(out).totals.examples == 360
   assert [n for n in storage.listdir(f"{out}/claims")] == []  # every claim released
+
+
+def test_training_on_gcs_resumes_from_its_checkpoint_and_compilation_cache(gcs_bucket):
+  """A run whose MODEL_DIR is on gs://: checkpoints, metrics, goodput records and JAX's persistent compilation
+  cache all live there, and a restart restores the checkpoint and loads its train step from the cache."""
+  model_dir = f"{gcs_bucket}/runs/tiny"
+  flags = ["--gin_file=gin_configs/experiments/tiny.gin", f"--gin.MODEL_DIR={model_dir}", "--gin.TrainerConfig.log_every=1"]
+  _run("audiopalm.main.train", *flags, "--gin.TRAIN_STEPS=2")
+  assert any("jit_train_step" in name for name in storage.listdir(storage.join(model_dir, "compilation_cache")))
+  second = _run("audiopalm.main.train", *flags, "--gin.TRAIN_STEPS=4",
+                extra_env={"JAX_DEBUG_LOG_MODULES": "jax._src.compiler", "JAX_PLATFORMS": "cpu"})
+  log = second.stdout + second.stderr
+  assert "Restored checkpoint of step 2" in log and "Persistent compilation cache hit for 'jit_train_step'" in log
+  summary = json.loads(storage.read_text(storage.join(model_dir, "goodput", "summary.json")))
+  assert summary["invocations"] == 2 and summary["steps"] == 4

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import time
@@ -228,3 +229,155 @@ def test_text_iterator_host_halves_concatenate_to_the_global_batch():
       assert value.shape == (GLOBAL_BATCH, SEQ_LEN)
       np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), value, err_msg=key)
   assert want["weights"].sum() > 0
+
+
+def _processes(model_dir: pathlib.Path, mesh: dict, num_processes: int, *extra: str) -> tuple[list[list[str]], dict]:
+  """The commands and environment of a run on `num_processes` processes (8 devices in all)."""
+  if num_processes == 1:
+    return [_train_command(model_dir, mesh, *extra)], _env(8)
+  coordinator = f"127.0.0.1:{portpicker.pick_unused_port()}"
+  return [_train_command(model_dir, mesh, f"--coordinator_address={coordinator}", f"--num_processes={num_processes}",
+                         f"--process_id={i}", *extra) for i in range(num_processes)], _env(8 // num_processes)
+
+
+@pytest.mark.slow
+def test_a_run_moves_between_two_processes_and_one_exactly(reference, tmp_path):
+  """2 processes × 4 devices → 1 process × 8 devices → 2 processes × 4 devices, a third of the run each, each
+  resuming from the other's checkpoint: the loss sequence is the uninterrupted 1-process run's."""
+  model_dir = tmp_path / "run"
+  legs = [(2, TWO_PROCESS_MESHES["dcn_data"]), (1, REFERENCE_MESH), (2, TWO_PROCESS_MESHES["dcn_fsdp"])]
+  for leg, (num_processes, mesh) in enumerate(legs):
+    stop = NUM_STEPS * (leg + 1) // len(legs)
+    commands, env = _processes(model_dir, mesh, num_processes, f"--gin.TRAIN_STEPS={stop}",
+                               f"--gin.CheckpointConfig.save_interval_steps={NUM_STEPS // len(legs)}")
+    log_dir = tmp_path / f"leg{leg}"
+    log_dir.mkdir()
+    logs = _run(commands, env, log_dir)
+    if leg:
+      assert f"Restored checkpoint of step {NUM_STEPS * leg // len(legs)}" in logs[0].read_text()
+  rows = _metrics(model_dir)
+  assert [r["step"] for r in rows] == list(range(1, NUM_STEPS + 1))
+  np.testing.assert_allclose([r["loss"] for r in rows], [r["loss"] for r in reference], rtol=LOSS_RTOL, atol=0,
+                             err_msg="the loss sequence across 2 → 1 → 2 processes differs from the uninterrupted run")
+
+
+# Preemption and a lost process, on 2 processes (mesh dcn_data): the run must stop on every process at one step,
+# save it once and exit 0 (SIGTERM), or stop within the heartbeat timeout with a non-zero exit (SIGKILL of a
+# peer); either way the restart continues the uninterrupted loss sequence exactly.
+LONG_STEPS = 40  # long enough that a signal sent after step 3 lands well before the end
+HEARTBEAT_S = 5
+
+
+@pytest.fixture(scope="module")
+def long_reference(tmp_path_factory) -> list[float]:
+  """Losses of an uninterrupted 1-process run of LONG_STEPS steps."""
+  work = tmp_path_factory.mktemp("long_reference")
+  _run([_train_command(work / "run", REFERENCE_MESH, f"--gin.TRAIN_STEPS={LONG_STEPS}")], _env(8), work)
+  return [r["loss"] for r in _metrics(work / "run")]
+
+
+def _start(commands: list[list[str]], env: dict[str, str], log_dir: pathlib.Path) -> list[subprocess.Popen]:
+  procs = []
+  for i, cmd in enumerate(commands):
+    with (log_dir / f"process_{i}.log").open("wb") as out:
+      procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
+  return procs
+
+
+def _logged_steps(model_dir: pathlib.Path) -> dict[int, float]:
+  """Step → the loss logged last for it (a restarted run re-logs the steps after its checkpoint)."""
+  path = model_dir / "metrics.jsonl"
+  rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+  return {r["step"]: r["loss"] for r in rows}
+
+
+def _wait(procs: list[subprocess.Popen], log_dir: pathlib.Path, until, what: str, timeout: float = TIMEOUT_S):
+  deadline = time.monotonic() + timeout
+  while not until():
+    if time.monotonic() > deadline or any(p.poll() not in (None, 0) for p in procs):
+      for p in procs:
+        if p.poll() is None:
+          p.kill()
+        p.wait()
+      logs = "\n".join(f"===== process {i} (exit {p.returncode})\n{_tail(log_dir / f'process_{i}.log')}"
+                       for i, p in enumerate(procs))
+      pytest.fail(f"waiting for {what}: failed or timed out\n{logs}", pytrace=False)
+    time.sleep(0.1)
+
+
+def _interrupted_run(tmp_path: pathlib.Path, interrupt) -> tuple[pathlib.Path, list[subprocess.Popen], pathlib.Path]:
+  """A 2-process run of LONG_STEPS steps, `interrupt(procs)` once it has logged step 3; waits for it to end."""
+  model_dir, log_dir = tmp_path / "run", tmp_path / "interrupted"
+  log_dir.mkdir()
+  commands, env = _processes(model_dir, TWO_PROCESS_MESHES["dcn_data"], 2, f"--gin.TRAIN_STEPS={LONG_STEPS}",
+                             "--gin.CheckpointConfig.save_interval_steps=4", f"--heartbeat_timeout_s={HEARTBEAT_S}")
+  procs = _start(commands, env, log_dir)
+  _wait(procs, log_dir, lambda: max(_logged_steps(model_dir), default=0) >= 3, "step 3")
+  interrupt(procs)
+  deadline = time.monotonic() + 120
+  while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+    time.sleep(0.1)
+  for p in procs:
+    if p.poll() is None:
+      p.kill()
+      pytest.fail(f"a process did not exit within 120 s of the interruption:\n{_tail(log_dir / 'process_0.log')}")
+  return model_dir, procs, log_dir
+
+
+def _restart_matches(model_dir: pathlib.Path, tmp_path: pathlib.Path, long_reference: list[float],
+                     unlogged: tuple[int, ...] = ()) -> None:
+  """A 2-process restart runs 4 steps past the furthest step logged; every step's loss is the reference's
+  (`unlogged`: a preempted step, whose metrics the loop does not log: it saves at once)."""
+  stop = max(_logged_steps(model_dir)) + 4
+  assert stop <= LONG_STEPS, f"the run reached step {stop - 4} before the interruption took effect"
+  log_dir = tmp_path / "restart"
+  log_dir.mkdir()
+  commands, env = _processes(model_dir, TWO_PROCESS_MESHES["dcn_data"], 2, f"--gin.TRAIN_STEPS={stop}")
+  _run(commands, env, log_dir)
+  losses = _logged_steps(model_dir)
+  steps = [s for s in range(1, stop + 1) if s not in unlogged]
+  assert sorted(losses) == steps
+  np.testing.assert_allclose([losses[s] for s in steps], [long_reference[s - 1] for s in steps], rtol=LOSS_RTOL, atol=0,
+                             err_msg="the restarted run's losses differ from the uninterrupted run's")
+
+
+def _preempted_step(log: pathlib.Path) -> int:
+  text = log.read_text(errors="replace")
+  found = [int(line.rsplit("Preemption notice: saving step ", 1)[1].split()[0]) for line in text.splitlines()
+           if "Preemption notice: saving step " in line]
+  assert len(found) == 1, f"expected one preemption notice in {log}:\n{_tail(log)}"
+  return found[0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("who", ["all", "one"])
+def test_sigterm_stops_every_process_at_one_step_saved_once_and_the_restart_is_exact(who, long_reference, tmp_path):
+  targets = {"all": (0, 1), "one": (1,)}[who]
+  model_dir, procs, log_dir = _interrupted_run(
+      tmp_path, lambda procs: [procs[i].send_signal(signal.SIGTERM) for i in targets])
+  assert [p.returncode for p in procs] == [0, 0], _tail(log_dir / "process_0.log")
+  steps = [_preempted_step(log_dir / f"process_{i}.log") for i in range(2)]
+  assert steps[0] == steps[1], f"the processes stopped at different steps: {steps}"
+  saved = sorted(int(p.name) for p in (model_dir / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved[-1] == steps[0] and len(saved) == len(set(saved)), saved
+  _restart_matches(model_dir, tmp_path, long_reference, unlogged=(steps[0],))
+
+
+@pytest.mark.slow
+def test_sigkill_of_one_process_ends_the_other_within_the_heartbeat_and_the_restart_is_exact(long_reference,
+                                                                                              tmp_path):
+  killed = {}
+
+  def kill(procs):
+    killed["at"] = time.monotonic()
+    procs[1].send_signal(signal.SIGKILL)
+
+  model_dir, procs, log_dir = _interrupted_run(tmp_path, kill)
+  assert procs[1].returncode == -signal.SIGKILL and procs[0].returncode != 0
+  waited = time.monotonic() - killed["at"]
+  assert waited < HEARTBEAT_S + 30, f"the surviving process took {waited:.0f} s to stop"
+  # Either its collective failed (our message, exit 1) or JAX's coordination service ended it (SIGABRT).
+  log = (log_dir / "process_0.log").read_text(errors="replace")
+  assert ("Process 0 of 2 failed; exiting with status 1" in log and procs[0].returncode == 1) or (
+      "another task died" in log), _tail(log_dir / "process_0.log")
+  _restart_matches(model_dir, tmp_path, long_reference)

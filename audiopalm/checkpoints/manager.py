@@ -1,14 +1,19 @@
-"""Orbax checkpoints of a training state and the data-iterator state.
+"""Orbax checkpoints of a training state, the input's global position and the loop's counters.
 
     checkpointer = Checkpointer(model_dir, CheckpointConfig(save_interval_steps=1000))
     state = checkpointer.restore(abstract_state, shardings, data_iter)   # None: no checkpoint yet
     checkpointer.save(step, state, data_iter)                            # when the interval says so
 
-A checkpoint is `<model_dir>/checkpoints/<step>/{state,data}`: `state` is the
-state pytree (sharded arrays, written by every process for its shards: the language model's
-`TrainState`, the codec's `CodecTrainState`), `data` holds one JSON iterator state per process
-(grain's handler). Orbax writes to a temporary directory and renames it when complete, so a
-crash mid-save never leaves a checkpoint that looks complete; `latest_step()` only sees finished ones.
+A checkpoint is `<model_dir>/checkpoints/<step>/{state,input,loop}`: `state` is the state pytree (sharded arrays,
+written by every process for its shards: the language model's `TrainState`, the codec's `CodecTrainState`),
+`input` the input's one global state (JSON: every process's part merged, `audiopalm.checkpoints.input_state`), `loop` the
+loop's counters (JSON, e.g. loss-spike rewinds). Nothing in a checkpoint depends on the number of processes or
+devices that wrote it: a restore reshards the state onto the new mesh and hands the global input state to this
+process's iterator. Orbax writes to a temporary directory and renames it when complete, so a crash mid-save never
+leaves a checkpoint that looks complete; `latest_step()` only sees finished ones.
+
+A restore reads and checks the small parts first (the input state, the state's shapes), so a run that cannot
+continue (another input, another model) fails naming what differs, before any array is read or compiled.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ import os
 import signal
 from typing import Any
 
-import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
+from audiopalm.checkpoints.input_state import global_input_state
 from audiopalm.files.paths import absolute
 
 log = logging.getLogger(__name__)
@@ -55,7 +61,7 @@ class CheckpointConfig:
 
 
 class Checkpointer:
-  """Saves and restores (state, data iterator) pairs under `<model_dir>/checkpoints`."""
+  """Saves and restores (state, input position, loop counters) under `<model_dir>/checkpoints`."""
 
   def __init__(self, model_dir: str, cfg: CheckpointConfig):
     self.directory = absolute(model_dir) / "checkpoints"
@@ -65,35 +71,65 @@ class Checkpointer:
                                            cleanup_tmp_directories=True)
     self.manager = ocp.CheckpointManager(
         self.directory, options=options,
-        item_handlers={"state": ocp.StandardCheckpointHandler(), "data": grain.checkpoint.CheckpointHandler()})
+        item_handlers={"state": ocp.StandardCheckpointHandler(), "input": ocp.JsonCheckpointHandler(),
+                       "loop": ocp.JsonCheckpointHandler()})
     self._last_saved: int | None = None
+    self.loop_state: dict[str, Any] = {}  # the restored checkpoint's loop counters ({} for a new run)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
-  def restore(self, abstract_state: Any, shardings: Any, data_iter: Any) -> Any | None:
-    """Restores the newest complete checkpoint into `shardings` and `data_iter`; None if there is none."""
-    step = self.manager.latest_step()
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def restore(self, abstract_state: Any, shardings: Any, data_iter: Any, step: int | None = None) -> Any | None:
+    """Restores checkpoint `step` (default: the newest complete one) into `shardings` and `data_iter` (None: keep
+    its position); None if there is none. The input state and the state's shapes are checked first."""
+    step = self.manager.latest_step() if step is None else step
     if step is None:
       return None
+    items = set(self.manager.item_metadata(step).keys())
+    if "input" not in items:
+      raise ValueError(f"checkpoint {step} in {self.directory} holds no global input state (items {sorted(items)}): "
+                       "it was written before inputs were saved independently of the number of processes. Start a "
+                       "new run from its parameters with InitFromConfig.path=<this run's model_dir>")
+    small = self.manager.restore(step, args=ocp.args.Composite(
+        input=ocp.args.JsonRestore(), **({"loop": ocp.args.JsonRestore()} if "loop" in items else {})))
+    if data_iter is not None:
+      data_iter.set_state(small.input)
+    self.loop_state = dict(small.get("loop") or {})
+    _check_shapes(self.manager.item_metadata(step)["state"], abstract_state, f"checkpoint {step} in {self.directory}")
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), data=grain.checkpoint.CheckpointRestore(data_iter)))
+    restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
     log.info("Restored checkpoint of step %d from %s", step, self.directory)
     return restored.state
 
-  def save(self, step: int, state: Any, data_iter: Any, force: bool = False) -> bool:
-    """Starts a save if the interval says so (or `force`); returns whether one started."""
+  def save(self, step: int, state: Any, data_iter: Any, force: bool = False,
+           loop_state: dict[str, Any] | None = None) -> bool:
+    """Starts a save if the interval says so (or `force`); returns whether one started. Every process must call
+    it at the same steps (the input's global state is gathered from all of them)."""
     if step == self._last_saved or step == self.manager.latest_step():
       return False
+    if not force and not self.manager.should_save(step):
+      return False
     saved = self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iter)), force=force)
+        state=ocp.args.StandardSave(state), input=ocp.args.JsonSave(global_input_state(data_iter)),
+        loop=ocp.args.JsonSave(loop_state or {})), force=force)
     if saved:
       self._last_saved = step
     if saved and os.environ.get(_KILL_DURING_SAVE_ENV) == str(step):
       log.warning("Fault injection: SIGKILL during the asynchronous save of step %d", step)
       os.kill(os.getpid(), signal.SIGKILL)
     return saved
+
+  def discard_after(self, step: int) -> None:
+    """Deletes the checkpoints of steps after `step` (a rollback: they hold a state the run no longer follows)."""
+    self.wait()
+    for later in [s for s in self.all_steps() if s > step]:
+      self.manager.delete(later)
+      log.info("Deleted checkpoint %d (the run was rolled back to step %d)", later, step)
+    self.manager.reload()
+    self._last_saved = None
 
   def reached_preemption(self, step: int) -> bool:
     """True on every process once any process received a preemption notice (multi-host)."""
@@ -104,3 +140,28 @@ class Checkpointer:
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _leaves(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+  """'a/b/c' → (shape, dtype) of every array leaf."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    name = "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+    if hasattr(leaf, "shape"):
+      out[name] = (tuple(leaf.shape), str(np.dtype(leaf.dtype)) if getattr(leaf, "dtype", None) is not None else "?")
+  return out
+
+
+def _check_shapes(saved: Any, abstract: Any, where: str) -> None:
+  """ValueError naming the leaves whose shapes differ, or that only one side has."""
+  have, want = _leaves(saved), _leaves(abstract)
+  order = lambda names: sorted(names, key=lambda k: (not k.startswith("params"), k))  # noqa: E731 (parameters first)
+  problems = [f"{k}: only in the checkpoint" for k in order(set(have) - set(want))]
+  problems += [f"{k}: not in the checkpoint" for k in order(set(want) - set(have))]
+  problems += [f"{k}: shape {have[k][0]} saved, {want[k][0]} now" for k in order(set(have) & set(want))
+               if have[k][0] != want[k][0]]
+  if problems:
+    shown = "; ".join(problems[:8]) + (f"; … {len(problems) - 8} more" if len(problems) > 8 else "")
+    raise ValueError(f"{where} does not fit this run's state ({len(problems)} differences: {shown}). The model or "
+                     "optimizer config differs from the run that wrote it: restore that config, or start a new run "
+                     "from its parameters with InitFromConfig.path")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from audiopalm.checkpoints.input_state import merge_states
 from audiopalm.checkpoints.manager import CheckpointConfig, Checkpointer
 from audiopalm.files import storage
 
@@ -43,3 +44,30 @@ def test_save_and_restore_state_and_data_position(model_dir):
   assert restored["w"].sharding == sharding and int(restored["step"]) == 7
   assert [next(fresh) for _ in range(3)] == following and seen  # the data resumes where the save left it
   again.close()
+
+
+def test_process_states_merge_into_one_global_state():
+  parts = [{"input": {"seq_len": 8}, "streams": {"0": {"i": 3}, "1": {"i": 4}}},
+           {"input": {"seq_len": 8}, "streams": {"2": {"i": 3}, "3": {"i": 5}}}]
+  assert merge_states(parts) == {"input": {"seq_len": 8},
+                                 "streams": {"0": {"i": 3}, "1": {"i": 4}, "2": {"i": 3}, "3": {"i": 5}}}
+  assert merge_states([{"rows": 24}, {"rows": 24}]) == {"rows": 24}
+  with pytest.raises(ValueError, match=r"disagree at input state\['rows'\]: 24 vs 32"):
+    merge_states([{"rows": 24}, {"rows": 32}])
+
+
+def test_a_restore_can_leave_the_input_where_it_is_and_drop_later_checkpoints(tmp_path):
+  state = {"w": np.arange(4, dtype=np.float32)}
+  checkpointer = Checkpointer(str(tmp_path), CheckpointConfig(save_interval_steps=1, async_save=False))
+  data = _iterator()
+  for step in (1, 2, 3):
+    next(data)
+    checkpointer.save(step, {"w": state["w"] * step}, data, loop_state={"rewinds": [step]})
+  position = data.get_state()
+  restored = checkpointer.restore(jax.eval_shape(lambda: state), {"w": None}, None, step=1)
+  np.testing.assert_array_equal(np.asarray(restored["w"]), state["w"])
+  assert checkpointer.loop_state == {"rewinds": [1]} and data.get_state() == position
+  checkpointer.discard_after(1)
+  assert checkpointer.all_steps() == [1]
+  assert checkpointer.save(2, state, data)  # the rolled-back run saves its own step 2
+  checkpointer.close()

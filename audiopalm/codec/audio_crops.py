@@ -25,11 +25,11 @@ import grain
 import numpy as np
 
 from audiopalm.audio.io import AUDIO_SUFFIXES, AudioDecodeError, list_audio_files, load_audio
+from audiopalm.data.global_rows import GlobalRowsIterator
 
 log = logging.getLogger(__name__)
 
 PEAK_LIMIT = 0.999  # a crop whose peak exceeds this after the gain is scaled down to it
-_MAX_BATCHES = 2**40  # effectively endless (grain needs a length that fits in an index)
 _LOAD_THREADS = 8  # decoding is I/O- (gs://) or libsndfile-bound, both release the GIL
 _PROGRESS_EVERY = 1000  # files
 # A few batches ahead is plenty for in-memory crops (grain's default of 500 batches costs GBs at codec batch sizes).
@@ -84,7 +84,7 @@ class AudioCropsConfig:
     """Samples per crop at `sample_rate`."""
     return int(round(self.crop_seconds * self.sample_rate))
 
-  def make_iterator(self, row_start: int, row_stop: int) -> grain.DatasetIterator:
+  def make_iterator(self, row_start: int, row_stop: int) -> GlobalRowsIterator:
     """This host's rows [row_start, row_stop) of every global batch (see the module docstring)."""
     return make_audio_crops_iterator(self, row_start, row_stop)
 
@@ -143,25 +143,26 @@ def crop(clip: np.ndarray, crop_samples: int, gain_db: Sequence[float],
   return out, valid
 
 
-def make_audio_crops_iterator(cfg: AudioCropsConfig, row_start: int, row_stop: int) -> grain.DatasetIterator:
+def make_audio_crops_iterator(cfg: AudioCropsConfig, row_start: int, row_stop: int) -> GlobalRowsIterator:
   """Iterator of {"audio": float32 [rows, crop_samples], "lengths": int32 [rows]} for rows [row_start, row_stop).
 
-  Endless; the state is grain's (`next_index`), so `get_state` / `set_state`
-  resume it exactly.
+  Endless; its state is the global rows consumed (`audiopalm.data.global_rows`), so `get_state` / `set_state`
+  resume it exactly, on any number of processes.
   """
   if not 0 <= row_start < row_stop <= cfg.global_batch_size:
     raise ValueError(f"Row range [{row_start}, {row_stop}) is not inside the global batch of "
                      f"{cfg.global_batch_size}")
   clips = load_clips(cfg)
   order = grain.MapDataset.source(range(len(clips))).shuffle(seed=cfg.seed).repeat(None)
-  g, per_host, samples = cfg.global_batch_size, row_stop - row_start, cfg.crop_samples
+  g, samples = cfg.global_batch_size, cfg.crop_samples
 
   def row(k: int) -> dict[str, np.ndarray]:
-    step, j = divmod(k, per_host)
-    j += row_start  # the global row
+    step, j = divmod(k, g)  # global row j of step `step`
     rng = np.random.default_rng((cfg.seed, step, j))
-    audio, valid = crop(clips[order[step * g + j]], samples, cfg.gain_db, rng)
+    audio, valid = crop(clips[order[k]], samples, cfg.gain_db, rng)
     return {"audio": audio, "lengths": np.int32(valid)}
 
-  ds = grain.MapDataset.range(_MAX_BATCHES * per_host).map(row).batch(per_host)
-  return iter(ds.to_iter_dataset(_READ_OPTIONS))
+  identity = {"source": "audio_crops", "paths": list(cfg.paths), "sample_rate": cfg.sample_rate,
+              "crop_samples": samples, "seed": cfg.seed, "gain_db": list(cfg.gain_db), "clips": len(clips)}
+  return GlobalRowsIterator(row, identity, global_batch_size=g, row_start=row_start, row_stop=row_stop,
+                            read_options=_READ_OPTIONS)

@@ -1,19 +1,20 @@
-"""One component of a training mixture: a format applied to a token dataset, as a per-host grain pipeline.
+"""One component of a training mixture: a format applied to a token dataset, as one stream's grain pipeline.
 
     component = MixtureComponent(format="asr", dataset="runs/tokens_demo", rate=1.0)
     ds = component_dataset(component, source, vocab, seed=0, shard_index=h, shard_count=n, ...)
     # grain.IterDataset of packer inputs {"targets": [n] int32, "weights": [n] float32}, one per sequence
 
-The pipeline of a component, all of it deterministic in (seed, host, number of hosts):
+The pipeline of a component, all of it deterministic in (seed, stream, number of streams):
 
-    examples [N]  ──shuffle(seed)──▶  ──repeat(num_epochs)──▶  one stream for all hosts (new order every epoch)
+    examples [N]  ──shuffle(seed)──▶  ──repeat(num_epochs)──▶  one sequence for all streams (new order every epoch)
       ──format(example, vocab, rng(seed, position))──▶  0..k sequences per example
-      ──[h::n]──▶  this host's positions  ──drop sequences longer than a row, flatten──▶  mixed by rate
+      ──[k::K]──▶  this input stream's positions  ──drop sequences longer than a row, flatten──▶  mixed by rate
 
-Host h of n takes the positions h, h + n, h + 2n, ... of the shared stream, so in every epoch the hosts' data
-are disjoint and together the whole dataset, and neighbouring hosts do not read neighbouring examples. The
-per-example rng (grain's `random_map`) depends on the seed and the position in the shared stream, so crops
-differ between hosts and epochs, but never between a run and its resumption.
+Input stream k of K (`audiopalm.data.streams`: a process runs the streams of its rows) takes the positions
+k, k + K, k + 2K, ... of the shared stream, so in every epoch the streams' data are disjoint and together the
+whole dataset, and neighbouring streams do not read neighbouring examples. The per-example rng (grain's
+`random_map`) depends on the seed and the position in the shared stream, so crops differ between streams and
+epochs, but never between a run and its resumption, whatever the number of processes.
 """
 
 from __future__ import annotations
@@ -118,38 +119,39 @@ def component_seed(seed: int, index: int) -> int:
   return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
-def host_slice(ds: grain.MapDataset, shard_index: int, shard_count: int, source: Any) -> grain.MapDataset:
-  """Positions shard_index, shard_index + shard_count, ... of `ds` (disjoint between hosts, together all);
-  `source` (the dataset's examples) must have an example for every host."""
+def stream_slice(ds: grain.MapDataset, shard_index: int, shard_count: int, source: Any) -> grain.MapDataset:
+  """Positions shard_index, shard_index + shard_count, ... of `ds` (disjoint between streams, together all);
+  `source` (the dataset's examples) must have an example for every stream."""
   if not 0 <= shard_index < shard_count:
-    raise ValueError(f"host shard {shard_index} of {shard_count}")
+    raise ValueError(f"input stream {shard_index} of {shard_count}")
   if len(source) < shard_count:
-    raise ValueError(f"{source!r}: {len(source)} examples cannot be split between {shard_count} hosts")
+    raise ValueError(f"{source!r}: {len(source)} examples cannot be split between {shard_count} input streams; "
+                     "set SpeechTextConfig.streams to at most {len(source)} (or a smaller global batch)")
   return ds[shard_index::shard_count]
 
 
-def host_examples(source: TokenShardSource, shard_index: int, shard_count: int) -> grain.MapDataset:
-  """This host's share of the examples in dataset order (what `preflight` tries)."""
-  return host_slice(grain.MapDataset.source(source), shard_index, shard_count, source)
+def stream_examples(source: TokenShardSource, shard_index: int, shard_count: int) -> grain.MapDataset:
+  """This stream's share of the examples in dataset order (what `preflight` tries)."""
+  return stream_slice(grain.MapDataset.source(source), shard_index, shard_count, source)
 
 
 def component_dataset(component: MixtureComponent, source: TokenShardSource, vocab: Any, *, seed: int,
                       shard_index: int, shard_count: int, length: int, num_epochs: int | None, shuffle: bool,
                       read_options: grain.ReadOptions, stats: ComponentStats,
                       task_id: int | None = None) -> grain.IterDataset:
-  """The component's per-host stream of packer inputs (see the module docstring)."""
+  """The component's packer inputs in input stream `shard_index` of `shard_count` (see the module docstring)."""
   ds = grain.MapDataset.source(source)
   ds = (ds.shuffle(seed=seed) if shuffle else ds).repeat(num_epochs)
   ds = ds.random_map(_FormatExample(component, vocab, length, task_id, stats), seed=seed)
-  ds = host_slice(ds, shard_index, shard_count, source)
+  ds = stream_slice(ds, shard_index, shard_count, source)
   return grain.experimental.FlatMapIterDataset(ds.to_iter_dataset(read_options), _Flatten())
 
 
 def preflight(component: MixtureComponent, source: TokenShardSource, vocab: Any, length: int,
               shard_index: int, shard_count: int, seed: int) -> None:
   """Fails (ValueError) now, not as a silent endless loop later, if the format makes no sequence that fits a row
-  from the first `PREFLIGHT_EXAMPLES` examples of this host (e.g. 'ast' on data without translations)."""
-  examples = host_examples(source, shard_index, shard_count)
+  from the first `PREFLIGHT_EXAMPLES` examples of this stream (e.g. 'ast' on data without translations)."""
+  examples = stream_examples(source, shard_index, shard_count)
   fmt = _FormatExample(component, vocab, length, None, ComponentStats())
   tried = made = too_long = 0
   for i in range(min(PREFLIGHT_EXAMPLES, len(examples))):

@@ -8,18 +8,20 @@
     batch = next(it)                                  # BATCH_KEYS, each [row_stop - row_start, seq_len]
     it.get_state() / it.set_state(state)              # JSON; the trainer saves it in every checkpoint
 
-Per host: each component streams its formatted sequences from this host's disjoint slice of its dataset
-(`audiopalm.data.mixture`), the streams are interleaved by rate (grain's deterministic `mix`: rates are shares
-of sequences), packed into rows (best fit decreasing over windows of sequences, or grain's packers), batched, and turned into the trainer's
-keys (`packing.to_batch`). Everything is a pure function of (seed, host, number of hosts), so a resumed loader
-continues exactly where the checkpointed one was. The packing efficiency is logged every `log_every` batches.
+The global batch is made of K input streams (`audiopalm.data.streams`; K = `streams`, by default one per row),
+and each process runs the streams of its rows. Per stream: each component streams its formatted sequences from
+the stream's disjoint slice of its dataset (`audiopalm.data.mixture`), the components are interleaved by rate
+(grain's deterministic `mix`: rates are shares of sequences), packed into rows (best fit decreasing over windows
+of sequences, or grain's packers), batched, and turned into the trainer's keys (`packing.to_batch`). Everything
+is a pure function of (seed, stream, K), not of the number of processes: a resumed loader continues exactly
+where the checkpointed one was, on any number of processes that divides K. The packing efficiency is logged
+every `log_every` batches.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 from typing import Any
 
@@ -28,6 +30,7 @@ import numpy as np
 
 from audiopalm.data import mixture, packing
 from audiopalm.data.mixture import MixtureComponent
+from audiopalm.data.streams import StreamsIterator
 from audiopalm.data.token_source import TokenShardSource
 from audiopalm.files import storage
 from audiopalm.formats import audiolm_stages
@@ -59,8 +62,8 @@ class SpeechTextConfig:
       first component runs out; one host only, e.g. for evaluation).
     packing: 'best_fit_decreasing' (over windows of sequences), or grain's 'best_fit' / 'first_fit' packers
       (see `audiopalm.data.packing`).
-    packing_window: sequences per best-fit-decreasing window (more: less padding, more memory and a longer
-      replay when a checkpoint is restored).
+    packing_window: sequences per best-fit-decreasing window, over all streams: each stream packs windows of
+      packing_window / streams (more: less padding, more memory and a longer replay when a checkpoint is restored).
     packing_bins: rows filled at a time by grain's packers.
     read_threads: grain threads reading and formatting examples, per component (grain's `ReadOptions`); None: 0 when every
       dataset is on a local disk (reading in the calling thread is fastest: the work holds the GIL), else 16
@@ -70,7 +73,11 @@ class SpeechTextConfig:
     emit_task_ids: add "task_ids" [rows, seq_len] (the component index of each token, -1 on padding) to batches.
     log_every: log the packing efficiency every this many batches (0: never).
     check_resumed_state: refuse to resume from an iterator state saved under another input config (mixture,
-      seq_len, hosts, packing, ...); False: start such an input afresh instead (with a warning).
+      seq_len, streams, packing, ...); False: start such an input afresh instead (with a warning).
+    streams: independent input streams the global batch is made of (each fills global_batch_size / streams
+      rows; a process runs the streams of its rows). Fixed for a run: it resumes exactly on any number of
+      processes that divides it. None: one stream per row (global_batch_size) for an endless input, one for a
+      finite input; a resumed run keeps its own.
   """
 
   components: tuple[MixtureComponent, ...] = ()
@@ -89,6 +96,7 @@ class SpeechTextConfig:
   emit_task_ids: bool = False
   log_every: int = 100
   check_resumed_state: bool = True
+  streams: int | None = None
 
   def __post_init__(self):
     object.__setattr__(self, "components", tuple(self.components))
@@ -107,6 +115,12 @@ class SpeechTextConfig:
     if min(self.packing_bins, self.packing_window) < 1 or min(self.read_threads or 0, self.prefetch, self.log_every) < 0:
       raise ValueError("SpeechTextConfig: packing_window and packing_bins must be >= 1 and read_threads, prefetch, "
                        "log_every >= 0")
+    if self.streams is not None and (self.streams < 1 or self.global_batch_size % self.streams):
+      raise ValueError(f"SpeechTextConfig.streams={self.streams} must be >= 1 and divide global_batch_size "
+                       f"({self.global_batch_size})")
+    if self.streams not in (None, 1) and self.num_epochs is not None:
+      raise ValueError(f"SpeechTextConfig.streams={self.streams} with num_epochs={self.num_epochs}: a finite input "
+                       "is one stream (its streams would run out after different numbers of batches)")
 
   # -------------------------------------------------------------------------------------------------------------
   # Vocabulary (the trainer reads `vocab_spec` and `vocab_size`).
@@ -175,32 +189,39 @@ class SpeechTextConfig:
   # -------------------------------------------------------------------------------------------------------------
   # The iterator.
 
-  def make_iterator(self, row_start: int, row_stop: int) -> grain.DatasetIterator:
-    """This process's rows [row_start, row_stop) of every global batch (the trainer's input contract).
+  @property
+  def num_streams(self) -> int:
+    """K: `streams`, or by default one per row of an endless input (one for a finite input)."""
+    if self.streams is not None:
+      return self.streams
+    return self.global_batch_size if self.num_epochs is None else 1
 
-    Hosts are numbered by their rows: host row_start // rows_per_host of global_batch_size // rows_per_host.
-    """
-    per_host = row_stop - row_start
-    if per_host < 1 or self.global_batch_size % per_host or row_start % per_host:
-      raise ValueError(f"rows [{row_start}, {row_stop}) of a global batch of {self.global_batch_size}: every process "
-                       "must hold an equal, aligned share of the batch")
-    hosts = self.global_batch_size // per_host
-    if self.num_epochs is not None and hosts > 1:
-      raise ValueError(f"SpeechTextConfig.num_epochs={self.num_epochs} with {hosts} hosts: hosts would run out after "
-                       "different numbers of batches (their packing differs) and the others would wait forever; "
-                       "train endlessly (num_epochs=None) for TRAIN_STEPS steps instead")
-    identity = self.state_identity(hosts, per_host)
-    return iter(_CheckedState(self.dataset(row_start // per_host, hosts, per_host), identity,
-                              self.check_resumed_state))
+  def make_iterator(self, row_start: int, row_stop: int) -> StreamsIterator:
+    """This process's rows [row_start, row_stop) of every global batch (the trainer's input contract): the
+    streams of those rows (`audiopalm.data.streams`)."""
+    if self.num_epochs is not None and (row_start, row_stop) != (0, self.global_batch_size):
+      raise ValueError(f"SpeechTextConfig.num_epochs={self.num_epochs} with several processes: they would run out "
+                       "after different numbers of batches (their packing differs) and the others would wait "
+                       "forever; train endlessly (num_epochs=None) for TRAIN_STEPS steps instead")
+    threads = self.read_threads
+    if threads is None:
+      threads = REMOTE_READ_THREADS if any("://" in c.dataset for c in self.components) else 0
+    packing_stats = packing.PackingStats(length=self.seq_len)
+    report = _Report(packing_stats, self._component_stats, self.log_every, row_start)
+    return StreamsIterator(self.stream, self.state_identity(), global_batch_size=self.global_batch_size,
+                           streams=self.num_streams, row_start=row_start, row_stop=row_stop, threads=threads,
+                           fixed=self.streams is not None, check=self.check_resumed_state, report=report)
 
-  def state_identity(self, hosts: int, rows: int) -> dict[str, Any]:
-    """What a saved iterator state is only valid for (compared on restore)."""
+  def state_identity(self) -> dict[str, Any]:
+    """What a saved iterator state is only valid for (compared on restore; the streams are added to it)."""
     return {"components": [repr(c) for c in self.components], "vocab_size": self.vocab_size, "seq_len": self.seq_len,
-            "rows_per_host": rows, "hosts": hosts, "seed": self.seed, "shuffle": self.shuffle,
-            "num_epochs": self.num_epochs, "packing": self.packing, "packing_window": self.packing_window,
-            "packing_bins": self.packing_bins, "emit_task_ids": self.emit_task_ids}
+            "seed": self.seed, "shuffle": self.shuffle, "num_epochs": self.num_epochs, "packing": self.packing,
+            "packing_window": self.packing_window, "packing_bins": self.packing_bins,
+            "emit_task_ids": self.emit_task_ids}
 
-  def sources(self) -> dict[tuple[str, str], TokenShardSource]:
+  @functools.cached_property
+  def _sources(self) -> dict[tuple[str, str], TokenShardSource]:
+    """(dataset, split) → its examples (opened once, shared by the streams)."""
     out: dict[tuple[str, str], TokenShardSource] = {}
     for c in self.components:
       if (c.dataset, c.split) not in out:
@@ -208,37 +229,40 @@ class SpeechTextConfig:
                                                    dataset_name=self._metadata[c.dataset].dataset_name)
     return out
 
-  def dataset(self, shard_index: int, shard_count: int, rows: int) -> grain.IterDataset:
-    """Host `shard_index` of `shard_count`'s batches of `rows` rows (see the module docstring)."""
+  @functools.cached_property
+  def _component_stats(self) -> dict[str, mixture.ComponentStats]:
+    """Per-component counters of this process (all its streams)."""
+    return {c.label: mixture.ComponentStats() for c in self.components}
+
+  def stream(self, index: int, count: int, threads: int = 0) -> grain.DatasetIterator:
+    """Stream `index` of `count`: its batches of global_batch_size / count rows (see the module docstring)."""
+    return iter(self.dataset(index, count, self.global_batch_size // count, threads))
+
+  def dataset(self, stream: int, streams: int, rows: int, threads: int = 0) -> grain.IterDataset:
+    """Stream `stream` of `streams` as batches of `rows` rows (see the module docstring)."""
     vocab = self.vocab
-    sources = self.sources()
-    threads = self.read_threads
-    if threads is None:
-      threads = REMOTE_READ_THREADS if any("://" in c.dataset for c in self.components) else 0
     read_options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=self.prefetch if threads else 0)
-    streams, rates, stats = {}, {}, {}
+    streams_by_label, rates = {}, {}
     for i, c in enumerate(self.components):
       seed = mixture.component_seed(self.seed, i)
-      source = sources[c.dataset, c.split]
-      mixture.preflight(c, source, vocab, self.seq_len, shard_index, shard_count, seed)
-      stats[c.label] = mixture.ComponentStats()
-      streams[c.label] = mixture.component_dataset(
-          c, source, vocab, seed=seed, shard_index=shard_index, shard_count=shard_count, length=self.seq_len,
-          num_epochs=self.num_epochs, shuffle=self.shuffle, read_options=read_options, stats=stats[c.label],
-          task_id=i if self.emit_task_ids else None)
+      source = self._sources[c.dataset, c.split]
+      mixture.preflight(c, source, vocab, self.seq_len, stream, streams, seed)
+      streams_by_label[c.label] = mixture.component_dataset(
+          c, source, vocab, seed=seed, shard_index=stream, shard_count=streams, length=self.seq_len,
+          num_epochs=self.num_epochs, shuffle=self.shuffle, read_options=read_options,
+          stats=self._component_stats[c.label], task_id=i if self.emit_task_ids else None)
       rates[c.label] = c.rate
-    mixed = grain.IterDataset.mix(streams, rates) if len(streams) > 1 else next(iter(streams.values()))
+    mixed = (grain.IterDataset.mix(streams_by_label, rates) if len(streams_by_label) > 1
+             else next(iter(streams_by_label.values())))
     keys = packing.PACKED_KEYS + (("task_ids",) if self.emit_task_ids else ())
     pad_id, bos_id = vocab.spec.text.pad_id, vocab.spec.text.eos_id
-    packed = packing.pack(mixed, length=self.seq_len, algorithm=self.packing, window=self.packing_window,
-                          num_bins=self.packing_bins, pad_id=pad_id,
+    packed = packing.pack(mixed, length=self.seq_len, algorithm=self.packing,
+                          window=-(-self.packing_window // streams), num_bins=self.packing_bins, pad_id=pad_id,
                           seed=mixture.component_seed(self.seed, _PACKING_SEED), keys=keys)
-    packing_stats = packing.PackingStats(length=self.seq_len)
-    report = _Report(packing_stats, stats, self.log_every, shard_index)
     # An endless input drops nothing; a finite one ends with a partial batch, filled with weight-0 padding rows.
     finite = self.num_epochs is not None
     return packed.batch(rows, drop_remainder=not finite).map(
-        lambda b: report(_fill_rows(packing.to_batch(b, bos_id=bos_id, pad_id=pad_id), rows, pad_id)))
+        lambda b: _fill_rows(packing.to_batch(b, bos_id=bos_id, pad_id=pad_id), rows, pad_id))
 
 
 def _fill_rows(batch: dict[str, np.ndarray], rows: int, pad_id: int) -> dict[str, np.ndarray]:
@@ -251,50 +275,12 @@ def _fill_rows(batch: dict[str, np.ndarray], rows: int, pad_id: int) -> dict[str
   return {k: np.concatenate([v, np.full((short,) + v.shape[1:], fill.get(k, 0), v.dtype)]) for k, v in batch.items()}
 
 
-class _CheckedState(grain.IterDataset):
-  """Tags the iterator state with what it is valid for; restoring a state made by another config is refused
-  (or, with `check=False`, ignored: the input starts afresh)."""
-
-  def __init__(self, parent: grain.IterDataset, identity: dict[str, Any], check: bool):
-    super().__init__(parent)
-    self.identity, self.check = json.loads(json.dumps(identity)), check
-
-  def __iter__(self) -> grain.DatasetIterator:
-    return _CheckedStateIterator(self._parent.__iter__(), self)
-
-
-class _CheckedStateIterator(grain.DatasetIterator):
-
-  def __init__(self, parent: grain.DatasetIterator, spec: _CheckedState):
-    super().__init__(parent)
-    self.spec = spec
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    return next(self._parent)
-
-  def get_state(self) -> dict[str, Any]:
-    return {"input": self.spec.identity, "state": self._parent.get_state()}
-
-  def set_state(self, state: dict[str, Any]) -> None:
-    saved = state.get("input", {})
-    diff = sorted(k for k in set(saved) | set(self.spec.identity) if saved.get(k) != self.spec.identity.get(k))
-    if diff:
-      what = "; ".join(f"{k}: {saved.get(k)!r} then, {self.spec.identity.get(k)!r} now" for k in diff)
-      if self.spec.check:
-        raise ValueError(f"the checkpoint's input state was saved by a different input config ({what}); it "
-                         "cannot continue this one. Restore the config, or set "
-                         "SpeechTextConfig.check_resumed_state=False to start the new input from its beginning")
-      log.warning("The input config changed (%s): the input starts from its beginning", what)
-      return
-    self._parent.set_state(state["state"])
-
-
 class _Report:
   """Counts packed batches and logs the packing efficiency and per-component counters now and then."""
 
   def __init__(self, stats: packing.PackingStats, components: dict[str, mixture.ComponentStats], every: int,
-               host: int):
-    self.stats, self.components, self.every, self.host, self.batches = stats, components, every, host, 0
+               first_row: int):
+    self.stats, self.components, self.every, self.first_row, self.batches = stats, components, every, first_row, 0
 
   def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     self.stats.count_batch(batch)
@@ -302,5 +288,5 @@ class _Report:
     if self.every and self.batches % self.every == 0:
       parts = ", ".join(f"{name}: {s.examples} examples → {s.sequences} sequences ({s.dropped_too_long} too long)"
                         for name, s in self.components.items())
-      log.info("input (host %d, %d batches): %s; %s", self.host, self.batches, self.stats.summary(), parts)
+      log.info("input (rows from %d, %d batches): %s; %s", self.first_row, self.batches, self.stats.summary(), parts)
     return batch

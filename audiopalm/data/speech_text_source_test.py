@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from audiopalm.data import mixture
+from audiopalm.checkpoints.input_state import merge_states
 from audiopalm.data.iterator import BATCH_KEYS
 from audiopalm.data.mixture import MixtureComponent
 from audiopalm.data.speech_text_source import SpeechTextConfig
@@ -93,7 +94,7 @@ def _segments(batch, vocab):
   return out
 
 
-def test_two_hosts_see_disjoint_data_whose_union_is_the_whole(small):
+def test_two_streams_see_disjoint_data_whose_union_is_the_whole(small):
   cfg = _config(small, ("text_lm", 1.0, None), global_batch_size=2, num_epochs=1)
   seen = [[s for b in cfg.dataset(h, 2, 1) for s in _segments(b, cfg.vocab)] for h in (0, 1)]
   source = TokenShardSource(small)
@@ -102,11 +103,11 @@ def test_two_hosts_see_disjoint_data_whose_union_is_the_whole(small):
   assert len(seen[0]) == len(seen[1]) == 30
   assert sorted(seen[0] + seen[1]) == sorted(index)
   assert not set(seen[0]) & set(seen[1])
-  # The hosts do not walk the dataset in lockstep (host 1 reading the neighbour of host 0's example).
+  # The streams do not walk the dataset in lockstep (stream 1 reading the neighbour of stream 0's example).
   neighbours = [abs(index[a] - index[b]) == 1 for a, b in zip(seen[0], seen[1])]
   assert sum(neighbours) < 5, neighbours
   # Finite epochs on several hosts would leave hosts waiting for one that ran out: refused.
-  with pytest.raises(ValueError, match="num_epochs=1 with 2 hosts"):
+  with pytest.raises(ValueError, match="num_epochs=1 with several processes"):
     cfg.make_iterator(0, 1)
 
 
@@ -118,19 +119,79 @@ def test_a_state_saved_under_another_input_config_is_refused(small):
   other = _config(small, *PALM, seq_len=512)
   with pytest.raises(ValueError, match="different input config \\(seq_len: 256 then, 512 now\\)"):
     other.make_iterator(0, 4).set_state(state)
-  with pytest.raises(ValueError, match="rows_per_host: 4 then, 2 now"):
-    cfg.make_iterator(0, 2).set_state(state)
+  with pytest.raises(ValueError, match="streams: 4 then, 2 now"):
+    _config(small, *PALM, streams=2).make_iterator(0, 4).set_state(state)
   fresh = _config(small, *PALM, seq_len=512, check_resumed_state=False)
   it = fresh.make_iterator(0, 4)
   it.set_state(state)  # ignored, with a warning: the input starts afresh
   np.testing.assert_array_equal(next(it)["targets"], next(fresh.make_iterator(0, 4))["targets"])
 
 
-def test_host_examples_are_strided_slices():
-  hosts = [list(mixture.host_examples(list(range(10)), h, 3)) for h in range(3)]
+def _take(it, n):
+  return [next(it) for _ in range(n)]
+
+
+def _concat(parts):
+  return {k: np.concatenate([p[k] for p in parts]) for k in BATCH_KEYS}
+
+
+def _assert_batches_equal(got, want):
+  for g, w in zip(got, want, strict=True):
+    for k in BATCH_KEYS:
+      np.testing.assert_array_equal(g[k], w[k], err_msg=k)
+
+
+def test_the_global_batches_and_state_do_not_depend_on_the_number_of_processes(small):
+  cfg = _config(small, *PALM)  # 4 rows: 4 streams of one row (the default)
+  whole = cfg.make_iterator(0, 4)
+  halves = [cfg.make_iterator(0, 2), cfg.make_iterator(2, 4)]
+  _assert_batches_equal(_take(whole, 3), [_concat([next(h) for h in halves]) for _ in range(3)])
+  merged = merge_states([h.get_state() for h in halves])  # what a 2-process checkpoint holds
+  assert merged == whole.get_state() and sorted(merged["streams"]) == ["0", "1", "2", "3"]
+  state = json.loads(json.dumps(merged))
+  expected = _take(whole, 4)
+  one = cfg.make_iterator(0, 4)  # 2 processes -> 1
+  one.set_state(state)
+  _assert_batches_equal(_take(one, 4), expected)
+  quarters = [cfg.make_iterator(i, i + 1) for i in range(4)]  # 2 processes -> 4
+  for q in quarters:
+    q.set_state(state)
+  _assert_batches_equal([_concat([next(q) for q in quarters]) for _ in range(4)], expected)
+
+
+def test_a_process_split_that_cuts_a_stream_is_refused(small):
+  cfg = _config(small, *PALM, streams=2)  # 2 streams of 2 rows
+  with pytest.raises(ValueError, match=r"rows \[0, 1\) .* split the input's 2 streams of 2 rows"):
+    cfg.make_iterator(0, 1)
+  with pytest.raises(ValueError, match="streams=3 must be >= 1 and divide global_batch_size"):
+    _config(small, *PALM, streams=3)
+
+
+def test_a_changed_global_batch_continues_every_stream_at_its_next_row(small, caplog):
+  cfg = _config(small, *PALM)  # 4 streams
+  it = cfg.make_iterator(0, 4)
+  _take(it, 2)
+  state = json.loads(json.dumps(it.get_state()))
+  following = _take(it, 2)  # stream k's next two rows are row k of these
+  bigger = _config(small, *PALM, global_batch_size=8)  # the run keeps its 4 streams, 2 rows each
+  resumed = bigger.make_iterator(0, 8)
+  resumed.set_state(state)
+  assert "global batch size changed (4 then, 8 now)" in caplog.text
+  got = next(resumed)
+  for k in range(4):
+    for r in range(2):
+      for key in BATCH_KEYS:
+        np.testing.assert_array_equal(got[key][2 * k + r], following[r][key][k], err_msg=f"stream {k} row {r} {key}")
+  odd = _config(small, *PALM, global_batch_size=6).make_iterator(0, 6)
+  with pytest.raises(ValueError, match="global batch of 6 rows cannot be made of 4 input streams"):
+    odd.set_state(state)
+
+
+def test_stream_examples_are_strided_slices():
+  hosts = [list(mixture.stream_examples(list(range(10)), h, 3)) for h in range(3)]
   assert hosts == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
-  with pytest.raises(ValueError, match="cannot be split between 4 hosts"):
-    mixture.host_examples([1, 2, 3], 0, 4)
+  with pytest.raises(ValueError, match="cannot be split between 4 input streams"):
+    mixture.stream_examples([1, 2, 3], 0, 4)
 
 
 def test_mixture_rates_hold_over_many_batches(small):
@@ -152,8 +213,8 @@ def test_mixture_rates_hold_over_many_batches(small):
 
 def test_a_component_that_makes_nothing_fails_before_training(small):
   cfg = _config(small, ("asr", 1.0, None), ("ast", 1.0, None))
-  with pytest.raises(ValueError, match=r"'ast' made no usable sequence from the first 30 examples .*translation"):
-    cfg.make_iterator(0, 2)
+  with pytest.raises(ValueError, match=r"'ast' made no usable sequence from the first 15 examples .*translation"):
+    cfg.make_iterator(0, 2)  # streams 0 and 1 of 4: 15 of the 60 examples each
   too_short = _config(small, ("asr", 1.0, None), seq_len=8)
   with pytest.raises(ValueError, match="longer than the row length 8"):
     too_short.make_iterator(0, 4)
@@ -174,8 +235,6 @@ def test_config_errors_name_the_problem(small, tmp_path):
   missing_text = SpeechTextConfig(components=(MixtureComponent("text_lm", str(tmp_path / "text")),))
   with pytest.raises(FileNotFoundError, match="no token dataset at .*audiopalm.main.import_text"):
     missing_text.vocab_size  # pylint: disable=pointless-statement
-  with pytest.raises(ValueError, match="equal, aligned share"):
-    _config(small, ("asr", 1.0, None)).make_iterator(1, 3)
 
 
 def test_datasets_with_different_tokenizers_cannot_share_a_vocabulary(small, tmp_path):

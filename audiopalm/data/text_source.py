@@ -18,13 +18,11 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from audiopalm.data.global_rows import GlobalRowsIterator
 from audiopalm.files import storage
 from audiopalm.vocab.bytes import EOS, PAD, VOCAB_SIZE, encode
 from audiopalm.vocab.combined import load_text_vocab
 from audiopalm.vocab.spec import make_spec
-
-_MAX_BATCHES = 2**40  # effectively endless (grain needs a length that fits in an index)
-
 
 @dataclasses.dataclass(frozen=True)
 class TextSourceConfig:
@@ -60,7 +58,7 @@ class TextSourceConfig:
       raise ValueError(f"TextSourceConfig: seq_len ({self.seq_len}) must be >= 2 and global_batch_size "
                        f"({self.global_batch_size}) >= 1")
 
-  def make_iterator(self, row_start: int, row_stop: int) -> grain.DatasetIterator:
+  def make_iterator(self, row_start: int, row_stop: int) -> GlobalRowsIterator:
     """The trainer's input contract (`audiopalm.training.trainer.InputSpec`)."""
     return make_text_iterator(self, row_start, row_stop)
 
@@ -98,12 +96,12 @@ def load_rows(cfg: TextSourceConfig) -> dict[str, np.ndarray]:
   return pack_documents(docs, cfg.seq_len)
 
 
-def make_text_iterator(cfg: TextSourceConfig, row_start: int, row_stop: int) -> grain.DatasetIterator:
+def make_text_iterator(cfg: TextSourceConfig, row_start: int, row_stop: int) -> GlobalRowsIterator:
   """Iterator over this host's rows [row_start, row_stop) of every global batch.
 
-  Global batch b consists of rows b*G ... b*G + G - 1 of the (shuffled, repeated)
-  row sequence, so the concatenation of all hosts' batches is independent of
-  the number of processes. The iterator state is grain's (`next_index`).
+  Global batch b consists of rows b·G … b·G + G - 1 of the (shuffled, repeated) row sequence, so the
+  concatenation of all hosts' batches is independent of the number of processes, and the state (rows consumed,
+  `audiopalm.data.global_rows`) is one global position.
   """
   rows = load_rows(cfg)
   num_rows = len(rows["inputs"])
@@ -111,11 +109,12 @@ def make_text_iterator(cfg: TextSourceConfig, row_start: int, row_stop: int) -> 
   if cfg.shuffle:
     table = table.shuffle(seed=cfg.seed)
   table = table.repeat(None)
-  g, per_host = cfg.global_batch_size, row_stop - row_start
 
-  def row(j: int) -> dict[str, np.ndarray]:
-    i = table[(j // per_host) * g + row_start + j % per_host]
-    return {k: v[i] for k, v in rows.items()}
+  def row(k: int) -> dict[str, np.ndarray]:
+    i = table[k]
+    return {key: v[i] for key, v in rows.items()}
 
-  ds = grain.MapDataset.range(_MAX_BATCHES * per_host).map(row).batch(per_host)
-  return iter(ds.to_iter_dataset())
+  identity = {"source": "text", "paths": list(cfg.paths), "seq_len": cfg.seq_len, "seed": cfg.seed,
+              "shuffle": cfg.shuffle, "rows": num_rows}
+  return GlobalRowsIterator(row, identity, global_batch_size=cfg.global_batch_size, row_start=row_start,
+                            row_stop=row_stop)

@@ -63,3 +63,26 @@ def test_epochs_are_reshuffled(tmp_path):
 def test_missing_file_is_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="nope.txt"):
     make_text_iterator(TextSourceConfig(paths=(str(tmp_path / "nope.txt"),)), 0, 1)
+
+
+def test_the_state_is_the_global_rows_consumed_whatever_the_process_split(tmp_path, caplog):
+  cfg = _config(tmp_path)
+  halves = [make_text_iterator(cfg, 0, 4), make_text_iterator(cfg, 4, 8)]
+  for _ in range(3):
+    for h in halves:
+      next(h)
+  state = halves[0].get_state()
+  assert state == halves[1].get_state() and state["rows"] == 24  # one global position, alike on both processes
+  whole = make_text_iterator(cfg, 0, 8)
+  following = [next(whole) for _ in range(5)][3:]  # global batches 3 and 4: rows 24-39
+  resumed = make_text_iterator(cfg, 0, 8)
+  resumed.set_state(state)  # 2 processes → 1
+  np.testing.assert_array_equal(next(resumed)["targets"], following[0]["targets"])
+  # A global batch of 16 continues at row 24: its first batch is rows 24-39.
+  bigger = make_text_iterator(_config(tmp_path, batch=16), 0, 16)
+  bigger.set_state(state)
+  assert "global batch size changed (8 then, 16 now)" in caplog.text
+  np.testing.assert_array_equal(next(bigger)["targets"], np.concatenate([f["targets"] for f in following]))
+  other = TextSourceConfig(paths=cfg.paths, seq_len=16, global_batch_size=8)
+  with pytest.raises(ValueError, match="belongs to another input .*seq_len: 32 then, 16 now"):
+    make_text_iterator(other, 0, 8).set_state(state)

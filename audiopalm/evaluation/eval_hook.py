@@ -102,6 +102,8 @@ class EvalHook(Hook):
   evaluation time does not count as training time).
   """
 
+  category = "evaluation"
+
   def __init__(self, model_cfg: TransformerConfig, data: Any, cfg: EvalConfig, mesh: Mesh, rules: ShardingRules,
                model_dir: str, writer: MetricsWriter | None = None, on_done: Callable[[int], None] | None = None):
     self.model_cfg, self.cfg, self.mesh, self.rules, self.on_done = model_cfg, cfg, mesh, rules, on_done

@@ -20,7 +20,7 @@ from audiopalm.semantic import fit as semantic_fit
 from audiopalm.semantic import kmeans
 from audiopalm.sharding import mesh, rules
 from audiopalm.tokenizers import base as tokenizers
-from audiopalm.training import init_from, optimizer, param_groups, train_step, trainer
+from audiopalm.training import init_from, loss_guard, optimizer, param_groups, train_step, trainer
 from audiopalm.vocab import build as vocab_build
 
 # Public constructors.
@@ -33,6 +33,7 @@ TrainStepConfig = gin.external_configurable(train_step.TrainStepConfig, "TrainSt
 CheckpointConfig = gin.external_configurable(checkpoints.CheckpointConfig, "CheckpointConfig")
 TrainerConfig = gin.external_configurable(trainer.TrainerConfig, "TrainerConfig")
 EvalConfig = gin.external_configurable(eval_hook.EvalConfig, "EvalConfig")
+LossGuardConfig = gin.external_configurable(loss_guard.LossGuardConfig, "LossGuardConfig")
 InitFromConfig = gin.external_configurable(init_from.InitFromConfig, "InitFromConfig")
 ParamGroupsConfig = gin.external_configurable(param_groups.ParamGroupsConfig, "ParamGroupsConfig")
 TextSourceConfig = gin.external_configurable(text_source.TextSourceConfig, "TextSourceConfig")

@@ -26,8 +26,10 @@ from audiopalm.sharding.mesh import MeshConfig
 from audiopalm.sharding.params import sharding_context
 from audiopalm.sharding.rules import ShardingRules
 from audiopalm.training import trainer as lm
-from audiopalm.training.hooks import CheckpointHook, ExportHook, MetricsHook, NonFiniteGuard
+from audiopalm.training.goodput import Goodput
+from audiopalm.training.hooks import ExportHook, MetricsHook
 from audiopalm.training.init_from import InitFromConfig
+from audiopalm.training.loss_guard import LossGuard, LossGuardConfig
 from audiopalm.training.loop import run_loop
 from audiopalm.training.metrics import peak_flops_per_device
 from audiopalm.training.optimizer import OptimizerConfig
@@ -39,13 +41,14 @@ def train(*, model_dir: str, model: TransformerConfig, data: lm.InputSpec, optim
           step: TrainStepConfig = TrainStepConfig(), mesh: MeshConfig = MeshConfig(),
           rules: ShardingRules = ShardingRules(), checkpoint: CheckpointConfig = CheckpointConfig(),
           trainer: lm.TrainerConfig = lm.TrainerConfig(), init_from: InitFromConfig = InitFromConfig(),
-          param_groups: ParamGroupsConfig = ParamGroupsConfig(),
-          evaluation: EvalConfig = EvalConfig()) -> dict[str, Any]:
+          param_groups: ParamGroupsConfig = ParamGroupsConfig(), evaluation: EvalConfig = EvalConfig(),
+          loss_guard: LossGuardConfig = LossGuardConfig()) -> dict[str, Any]:
   """Trains (or resumes training of) `model` on `data` up to `trainer.num_steps`.
 
   A new run starts from random parameters, or from the checkpoint `init_from.path` (continued pretraining, with
   the vocabulary extended to the input's); `param_groups` sets learning-rate multipliers for text rows, audio
-  rows and the rest. With `evaluation.every` > 0, the held-out perplexity of the training mixture on
+  rows and the rest; `loss_guard` rolls the run back on a loss spike or a run of non-finite steps. With
+  `evaluation.every` > 0, the held-out perplexity of the training mixture on
   `evaluation.dataset` is written every that many steps and at the last step (`EvalHook`). The resolved arguments
   are saved as `<model_dir>/train_config.json` (and in the export), which evaluation reads.
 
@@ -63,7 +66,7 @@ def train(*, model_dir: str, model: TransformerConfig, data: lm.InputSpec, optim
                    param_groups=param_groups)
   config = run_config(model=model, data=data, optimizer=optimizer, step=step, mesh=mesh, rules=rules,
                       checkpoint=checkpoint, trainer=trainer, init_from=init_from, param_groups=param_groups,
-                      evaluation=evaluation)
+                      evaluation=evaluation, loss_guard=loss_guard)
   if jax.process_index() == 0:
     storage.write_text(f"{model_dir}/{RUN_CONFIG_FILE}", json.dumps(config, indent=2))
 
@@ -71,7 +74,7 @@ def train(*, model_dir: str, model: TransformerConfig, data: lm.InputSpec, optim
   metrics = MetricsHook(model_dir, trainer.log_every, data.global_batch_size * data.seq_len,
                         flops_per_token(model, data.seq_len), device_mesh.size,
                         peak_flops_per_device(override=trainer.peak_flops_per_device))
-  hooks = [NonFiniteGuard(trainer.max_consecutive_nonfinite), metrics, CheckpointHook(run.checkpointer, run.data_iter)]
+  hooks = [LossGuard(loss_guard), metrics]
   if trainer.export_params:
     hooks.append(ExportHook(model_dir, trainer.num_steps, model, run.vocab, config))
   hooks.append(EvalHook(model, eval_data, evaluation, device_mesh, rules, model_dir, writer=metrics.writer,
@@ -80,7 +83,7 @@ def train(*, model_dir: str, model: TransformerConfig, data: lm.InputSpec, optim
   # 4. The loop.
   result = run_loop(state=run.state, step_fn=run.step, batches=run.batches(), start=run.start,
                     num_steps=trainer.num_steps, checkpointer=run.checkpointer, data_iter=run.data_iter, hooks=hooks,
-                    context=sharding_context(device_mesh, rules))
+                    context=sharding_context(device_mesh, rules), goodput=Goodput(model_dir, run.start, metrics.writer))
   return {"step": result.step, "finished": result.step >= trainer.num_steps, "model_dir": model_dir}
 
 

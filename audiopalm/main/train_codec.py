@@ -21,7 +21,7 @@ from audiopalm.codec.discriminators import DiscriminatorConfig
 from audiopalm.codec.gan_step import CodecLossConfig, CodecOptimizerConfig
 from audiopalm.main import configurables  # noqa: F401  (the gin configurables train_codec's arguments name)
 from audiopalm.sharding.mesh import MeshConfig
-from audiopalm.training.hooks import CheckpointHook
+from audiopalm.training.goodput import Goodput
 from audiopalm.training.loop import run_loop
 
 
@@ -38,15 +38,16 @@ def train_codec(*, model_dir: str, codec: CodecConfig, data: AudioCropsConfig,
   run = codec_trainer.prepare(model_dir=model_dir, codec=codec, data=data, discriminator=discriminator,
                               losses=losses, optimizer=optimizer, mesh=mesh, checkpoint=checkpoint, trainer=trainer)
   # 4. The periodic work, in the order it runs after each step.
-  hooks = [codec_trainer.CodecMetricsHook(model_dir, trainer.log_every,
-                                          data.global_batch_size * data.crop_samples / data.sample_rate),
-           CheckpointHook(run.checkpointer, run.data_iter)]
+  metrics = codec_trainer.CodecMetricsHook(model_dir, trainer.log_every,
+                                           data.global_batch_size * data.crop_samples / data.sample_rate)
+  hooks = [metrics]
   export = codec_trainer.CodecExportHook(model_dir, trainer.num_steps, codec) if trainer.export else None
   if export is not None:
     hooks.append(export)
   # 5. The loop.
   result = run_loop(state=run.state, step_fn=run.step, batches=run.batches(), start=run.start,
-                    num_steps=trainer.num_steps, checkpointer=run.checkpointer, data_iter=run.data_iter, hooks=hooks)
+                    num_steps=trainer.num_steps, checkpointer=run.checkpointer, data_iter=run.data_iter, hooks=hooks,
+                    goodput=Goodput(model_dir, run.start, metrics.writer))
   finished = result.step >= trainer.num_steps
   return {"step": result.step, "finished": finished, "model_dir": model_dir,
           "export": export.path if export is not None and finished else None}

@@ -20,6 +20,10 @@ class DistributedConfig:
   coordinator address, process count and this process's id (or the
   `AUDIOPALM_COORDINATOR_ADDRESS`, `AUDIOPALM_NUM_PROCESSES`, `AUDIOPALM_PROCESS_ID`
   environment variables; SLURM's are detected by JAX itself with `auto=True`).
+
+  `heartbeat_timeout_s` (or `AUDIOPALM_HEARTBEAT_TIMEOUT_S`) bounds how long the others wait for a process that
+  died (SIGKILL, a lost host): after it, JAX's coordination service ends every process with "another task died"
+  (a non-zero exit), and a restart resumes from the newest checkpoint. None: JAX's default (100 s).
   """
 
   coordinator_address: str | None = None
@@ -27,6 +31,7 @@ class DistributedConfig:
   process_id: int | None = None
   auto: bool = False
   cpu_collectives: str = "gloo"
+  heartbeat_timeout_s: int | None = None
 
   @classmethod
   def from_env(cls, **overrides) -> "DistributedConfig":
@@ -36,6 +41,8 @@ class DistributedConfig:
         num_processes=int(env["AUDIOPALM_NUM_PROCESSES"]) if "AUDIOPALM_NUM_PROCESSES" in env else None,
         process_id=int(env["AUDIOPALM_PROCESS_ID"]) if "AUDIOPALM_PROCESS_ID" in env else None,
         auto=env.get("AUDIOPALM_DISTRIBUTED_AUTO", "0") == "1",
+        heartbeat_timeout_s=(int(env["AUDIOPALM_HEARTBEAT_TIMEOUT_S"]) if "AUDIOPALM_HEARTBEAT_TIMEOUT_S" in env
+                             else None),
     )
     values.update({k: v for k, v in overrides.items() if v is not None})
     return cls(**values)
@@ -52,17 +59,20 @@ class DistributedConfig:
                        f"num_processes={self.num_processes!r}, process_id={self.process_id!r}")
     if all(given) and not 0 <= self.process_id < self.num_processes:
       raise ValueError(f"process_id {self.process_id} is outside [0, {self.num_processes})")
+    if self.heartbeat_timeout_s is not None and self.heartbeat_timeout_s < 1:
+      raise ValueError(f"heartbeat_timeout_s must be >= 1 second, got {self.heartbeat_timeout_s}")
 
 
 def initialize(cfg: DistributedConfig) -> None:
   """Joins the multi-process run described by `cfg`; a no-op for a single process."""
   cfg.validate()
+  timeouts = {} if cfg.heartbeat_timeout_s is None else {"heartbeat_timeout_seconds": cfg.heartbeat_timeout_s}
   if cfg.explicit:
     if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS", "") == "cpu":
       jax.config.update("jax_cpu_collectives_implementation", cfg.cpu_collectives)
     log.info("jax.distributed.initialize(%s, num_processes=%d, process_id=%d)", cfg.coordinator_address,
              cfg.num_processes, cfg.process_id)
     jax.distributed.initialize(coordinator_address=cfg.coordinator_address, num_processes=cfg.num_processes,
-                               process_id=cfg.process_id)
+                               process_id=cfg.process_id, **timeouts)
   elif cfg.auto:
-    jax.distributed.initialize()
+    jax.distributed.initialize(**timeouts)

@@ -1,4 +1,4 @@
-"""Hooks of the language model's training: metrics, checkpoints, the non-finite guard, the export.
+"""Hooks of the language model's training: metrics and the export (the loss guard: `audiopalm.training.loss_guard`).
 
 The loop (`audiopalm.training.loop`) calls each hook after every step with the step number (steps taken so far),
 the state and that step's metrics (device arrays, not yet fetched); a hook decides itself whether it has work to
@@ -17,7 +17,6 @@ import numpy as np
 from etils import epath
 
 from audiopalm.checkpoints.export import export_params
-from audiopalm.checkpoints.manager import Checkpointer
 from audiopalm.files import storage
 from audiopalm.model import TransformerConfig
 from audiopalm.training.loop import Hook, LoopResult
@@ -46,13 +45,16 @@ class MetricsHook(Hook):
     """Marks the point from which throughput is measured (after the first, compiling step; after evaluations)."""
     self._last_time, self._last_step = time.perf_counter(), step
 
+  def rewound(self, step: int) -> None:
+    self.started(step)
+
   def __call__(self, step: int, state: TrainState, metrics: dict[str, jax.Array]) -> None:
     if step % self.every:
       return
-    values = {k: v.item() for k, v in jax.device_get(metrics).items()}
+    values = {k: np.asarray(v).item() for k, v in jax.device_get(metrics).items()}
     scalars = {"loss": values["loss"], "z_loss": values["z_loss"], "grad_norm": values["grad_norm"],
                "lr": values["lr"], "nonpad_fraction": values["nonpad_fraction"],
-               "skipped_steps": int(jax.device_get(state.nonfinite_total))}
+               "skipped_steps": int(jax.device_get(state.nonfinite_total)), "rewinds": int(values.get("rewinds", 0))}
     now = time.perf_counter()
     if self._last_time is not None and step > self._last_step:
       step_time = (now - self._last_time) / (step - self._last_step)
@@ -68,51 +70,6 @@ class MetricsHook(Hook):
 
   def close(self) -> None:
     self.writer.close()
-
-
-class CheckpointHook(Hook):
-  """Saves (asynchronously) whenever the checkpoint manager's interval says so."""
-
-  def __init__(self, checkpointer: Checkpointer, data_iter: Any):
-    self.checkpointer = checkpointer
-    self.data_iter = data_iter
-
-  def __call__(self, step: int, state: Any, metrics: dict[str, jax.Array]) -> None:
-    self.checkpointer.save(step, state, self.data_iter)
-
-
-class NonFiniteError(RuntimeError):
-  """Raised when too many consecutive steps had a non-finite loss or gradient."""
-
-
-class NonFiniteGuard(Hook):
-  """Aborts the run (NonFiniteError, before the final checkpoint: the last good one is kept) once `limit` steps in
-  a row had a non-finite loss or gradient (the step skipped them). Each step's count is read one step late, so
-  the device queue stays full; the last step's is read from the final state."""
-
-  def __init__(self, limit: int):
-    self.limit = limit
-    self._previous: dict[str, jax.Array] | None = None
-    self._ran = False
-
-  def started(self, step: int) -> None:
-    self._ran = True
-
-  def __call__(self, step: int, state: TrainState, metrics: dict[str, jax.Array]) -> None:
-    if self._previous is not None:
-      self._check(self._previous["nonfinite_consecutive"], step - 1)
-    self._previous = metrics
-
-  def stopping(self, step: int, state: TrainState) -> None:
-    if self._ran:
-      self._check(state.nonfinite_consecutive, step)
-
-  def _check(self, count: jax.Array, step: int) -> None:
-    consecutive = int(np.asarray(jax.device_get(count)))
-    if consecutive >= self.limit:
-      raise NonFiniteError(f"{consecutive} consecutive steps up to step {step} had a non-finite loss or gradient "
-                           f"(limit max_consecutive_nonfinite={self.limit}); the last good checkpoint is kept. "
-                           "Lower the learning rate or restart from an earlier checkpoint with other data.")
 
 
 class ExportHook(Hook):

@@ -67,7 +67,7 @@ class MetricsWriter:
     if self._writer is not None:
       for name, value in {**scalars, **(tensorboard_only or {})}.items():
         self._writer.add_scalar(name, value, step)
-    if jax.process_index() == 0:
+    if jax.process_index() == 0 and scalars:
       shown = " ".join(f"{k}={_fmt(v)}" for k, v in scalars.items())
       log.info("step %d %s", step, shown)
 

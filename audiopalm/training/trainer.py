@@ -57,7 +57,6 @@ class TrainerConfig:
     num_steps: train until the state's step reaches this.
     log_every: metrics period in steps.
     seed: parameter-initialisation seed.
-    max_consecutive_nonfinite: abort after this many skipped (non-finite) steps in a row.
     peak_flops_per_device: override of the per-device peak used for MFU.
     export_params: write a params-only export to `<model_dir>/export` at the end.
   """
@@ -65,14 +64,12 @@ class TrainerConfig:
   num_steps: int = 1000
   log_every: int = 10
   seed: int = 0
-  max_consecutive_nonfinite: int = 10
   peak_flops_per_device: float | None = None
   export_params: bool = True
 
   def __post_init__(self):
-    if self.num_steps < 0 or self.log_every < 1 or self.max_consecutive_nonfinite < 1:
-      raise ValueError(f"TrainerConfig: need num_steps >= 0, log_every >= 1 and max_consecutive_nonfinite >= 1, "
-                       f"got {self.num_steps}, {self.log_every}, {self.max_consecutive_nonfinite}")
+    if self.num_steps < 0 or self.log_every < 1:
+      raise ValueError(f"TrainerConfig: need num_steps >= 0 and log_every >= 1, got {self.num_steps}, {self.log_every}")
 
 
 def validate_inputs(global_batch_size: int, seq_len: int, vocab_size: int | None, model: TransformerConfig,

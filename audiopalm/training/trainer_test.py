@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import logging
 
 import grain
 import numpy as np
@@ -12,7 +13,8 @@ from audiopalm.data.text_source import TextSourceConfig
 from audiopalm.main.presets import model_preset
 from audiopalm.main.train import train
 from audiopalm.sharding.mesh import MeshConfig
-from audiopalm.training.hooks import NonFiniteError
+from audiopalm.training.loss_guard import LossGuardConfig, LossSpikeError, NonFiniteError
+from audiopalm.training.optimizer import OptimizerConfig
 from audiopalm.training.trainer import TrainerConfig
 
 TINY = model_preset("tiny", num_layers=1, d_model=64, d_ff=128, head_dim=16)
@@ -37,8 +39,8 @@ class ConstantSource:
 def test_consecutive_nonfinite_steps_abort(tmp_path):
   with pytest.raises(NonFiniteError, match="3 consecutive steps"):
     train(model_dir=str(tmp_path), model=TINY, data=ConstantSource(weight=np.nan), mesh=MeshConfig(ici={"data": -1}),
-          checkpoint=CheckpointConfig(save_interval_steps=100),
-          trainer=TrainerConfig(num_steps=20, log_every=1, max_consecutive_nonfinite=3))
+          checkpoint=CheckpointConfig(save_interval_steps=100), trainer=TrainerConfig(num_steps=20, log_every=1),
+          loss_guard=LossGuardConfig(max_consecutive_nonfinite=3))
   logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert len(logged) <= 4 and logged[-1]["skipped_steps"] >= 3
 
@@ -95,3 +97,67 @@ def test_vocab_spec_is_saved_and_a_different_vocabulary_is_refused_on_resume(tmp
                      "ids \\[258, 322\\) of semantic-synthetic-k64 vs ids \\[258, 290\\) of semantic-synthetic-k32"):
     train(data=data("b", 32), trainer=TrainerConfig(num_steps=4, log_every=1), **run)
   assert train(data=first, trainer=TrainerConfig(num_steps=3, log_every=1), **run)["step"] == 3  # same data resumes
+
+
+@dataclasses.dataclass(frozen=True)
+class PoisonedSource:
+  """Batches of one repeated token (easy: the loss falls fast), except the batches at positions `poisoned`, whose
+  targets are random tokens (a loss spike). Its state is grain's (one process)."""
+  poisoned: tuple[int, ...] = ()
+  global_batch_size: int = 8
+  seq_len: int = 16
+
+  def make_iterator(self, row_start, row_stop):
+    n, t = row_stop - row_start, self.seq_len
+    rng = np.random.default_rng(0)
+
+    def batch(b):
+      targets = rng.integers(2, 250, (n, t)) if b in self.poisoned else np.full((n, t), 7)
+      return {"inputs": np.ones((n, t), np.int32), "targets": targets.astype(np.int32),
+              "positions": np.tile(np.arange(t, dtype=np.int32), (n, 1)), "segment_ids": np.ones((n, t), np.int32),
+              "weights": np.ones((n, t), np.float32)}
+    return iter(grain.MapDataset.range(1000).map(batch).to_iter_dataset())
+
+
+SPIKES = LossGuardConfig(spike_multiple=3.0, window=4, skip_batches=2, max_rewinds=2)
+
+
+def _spike_run(tmp_path, data, num_steps):
+  return train(model_dir=str(tmp_path), model=TINY, data=data, mesh=MeshConfig(ici={"data": -1}),
+               optimizer=OptimizerConfig(name="adamw", peak_lr=1e-2, schedule="constant", warmup_steps=1),
+               checkpoint=CheckpointConfig(save_interval_steps=4, max_to_keep=None),
+               trainer=TrainerConfig(num_steps=num_steps, log_every=1), loss_guard=SPIKES)
+
+
+def test_a_loss_spike_rolls_back_to_the_checkpoint_before_it_and_skips_the_bad_batches(tmp_path, caplog):
+  caplog.set_level(logging.INFO)
+  result = _spike_run(tmp_path, PoisonedSource(poisoned=(13,)), 20)  # batch 13 is step 14's
+  assert result["finished"]
+  assert "Rewind: the loss of step 14" in caplog.text and "Rolling back to step 12 and skipping 2 batches" in caplog.text
+  logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  steps = [r["step"] for r in logged]
+  # Steps 1-15 ran (15 found step 14's spike), then 13-20 again from checkpoint 12; the checkpoints after 12 were
+  # dropped when the run was rolled back.
+  assert steps == list(range(1, 15)) + list(range(13, 21)), steps
+  assert logged[-1]["rewinds"] == 1 and max(r["loss"] for r in logged[-8:]) < logged[13]["loss"] / 3
+  loop = json.loads((tmp_path / "checkpoints" / "20" / "loop" / "metadata").read_text())
+  assert loop["rewinds"] == [{"bad_step": 14, "found_at": 15, "to": 12, "skipped_batches": 2,
+                              "reason": loop["rewinds"][0]["reason"]}]
+  summary = json.loads((tmp_path / "goodput" / "summary.json").read_text())
+  assert summary["redone_steps"] == 3 and 0 < summary["goodput"] < 1  # steps 13-15 were taken twice
+
+
+def test_past_the_rewind_cap_a_spiking_run_ends_naming_it(tmp_path):
+  with pytest.raises(LossSpikeError, match="no rewind is left \\(2 of at most 2 taken\\)"):
+    _spike_run(tmp_path, PoisonedSource(poisoned=tuple(range(9, 1000))), 40)
+
+
+def test_a_checkpoint_of_another_model_is_refused_naming_what_differs(tmp_path):
+  text = tmp_path / "t.txt"
+  text.write_text("hello world\n\nanother paragraph\n")
+  run = dict(model_dir=str(tmp_path / "m"), data=TextSourceConfig(paths=(str(text),), seq_len=16, global_batch_size=8),
+             mesh=MeshConfig(ici={"data": -1}))
+  train(model=TINY, trainer=TrainerConfig(num_steps=1), **run)
+  with pytest.raises(ValueError, match=r"checkpoint 1 in .* does not fit this run's state \(6 differences: "
+                     r"params/layers/mlp/wi: shape \(1, 64, 2, 128\) saved, \(1, 64, 2, 256\) now"):
+    train(model=TINY.replace(d_ff=256), trainer=TrainerConfig(num_steps=2), **run)

@@ -1,0 +1,58 @@
+"""Goodput accounting: categories, restarts' redone steps, records across invocations."""
+
+import json
+import time
+
+import pytest
+
+from audiopalm.training.goodput import CATEGORIES, Goodput, InvocationRecord, summarize
+
+
+def _record(start_step, last_step, steps_s, started=0.0, wall=100.0, redone=0):
+  seconds = {c: 0.0 for c in CATEGORIES}
+  seconds.update(startup=10.0, compilation=5.0, steps=steps_s)
+  return InvocationRecord(started=started, updated=started + wall, start_step=start_step, last_step=last_step,
+                          seconds=seconds, redone_steps=redone)
+
+
+def test_redone_steps_move_from_steps_to_redone():
+  # Invocation 1: steps 0 → 21 (20 timed steps after the first, 1 s each); killed. Invocation 2 restored step 10
+  # and redid 11 steps (11 → 21) before new work.
+  first = _record(0, 21, 20.0)
+  second = _record(10, 40, 29.0, started=200.0, redone=11)
+  summary = summarize([first, second])
+  assert summary["redone_steps"] == 11 and summary["invocations"] == 2 and summary["steps"] == 40
+  assert summary["seconds"]["redone"] == pytest.approx(11.0)
+  assert summary["seconds"]["steps"] == pytest.approx(20.0 + 29.0 - 11.0)
+  assert summary["goodput"] == pytest.approx(38.0 / 200.0)
+
+
+def test_a_restart_counts_the_steps_an_earlier_invocation_had_reached(tmp_path):
+  directory = tmp_path / "goodput"
+  directory.mkdir()
+  (directory / "20261207T000000-1.json").write_text(json.dumps(_record(0, 21, 20.0).__dict__))
+  (directory / "20261207T000001-2.json").write_text("{cut by a crash")  # ignored with a warning
+  clock = Goodput(str(tmp_path), start_step=10, started=time.time() - 1.0)
+  assert clock.record.seconds["startup"] >= 1.0
+  with clock.timed("data"):
+    time.sleep(0.01)
+  clock.first_step_done(11)
+  for step in range(12, 25):
+    clock.step_done(step)
+  clock.rewound(3)  # a loss-spike rewind: 3 more steps to take again
+  for step in range(22, 26):
+    clock.step_done(step)
+  summary = clock.finish()
+  assert clock.record.redone_steps == 11 + 3  # steps 11-21 (reached before), then 3 after the rewind
+  assert summary["invocations"] == 2 and summary["redone_steps"] == 14
+  assert clock.record.seconds["data"] >= 0.01 and all(v >= 0 for v in clock.record.seconds.values())
+  assert json.loads((directory / "summary.json").read_text()) == summary
+  assert sorted(p.name for p in directory.iterdir())[-1] == "summary.json"
+
+
+def test_a_disabled_clock_writes_nothing(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  clock = Goodput.disabled()
+  clock.first_step_done(1)
+  clock.finish()
+  assert not list(tmp_path.iterdir())
