@@ -151,7 +151,8 @@ def test_training_on_gcs_resumes_from_its_checkpoint_and_compilation_cache(gcs_b
   """A run whose MODEL_DIR is on gs://: checkpoints, metrics, goodput records and JAX's persistent compilation
   cache all live there, and a restart restores the checkpoint and loads its train step from the cache."""
   model_dir = f"{gcs_bucket}/runs/tiny"
-  flags = ["--gin_file=gin_configs/experiments/tiny.gin", f"--gin.MODEL_DIR={model_dir}", "--gin.TrainerConfig.log_every=1"]
+  flags = ["--gin_file=gin_configs/experiments/tiny.gin", f"--gin.MODEL_DIR={model_dir}",
+           "--gin.TrainerConfig.log_every=1"]
   _run("audiopalm.main.train", *flags, "--gin.TRAIN_STEPS=2")
   assert any("jit_train_step" in name for name in storage.listdir(storage.join(model_dir, "compilation_cache")))
   second = _run("audiopalm.main.train", *flags, "--gin.TRAIN_STEPS=4",

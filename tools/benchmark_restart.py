@@ -8,8 +8,9 @@ Runs `python -m audiopalm.main.train` as a user would (one process, this machine
 1. **cold**: a new run, its persistent compilation cache (`<model_dir>/compilation_cache`) empty, `--steps` steps;
 2. **warm**: the same run continued for `--steps` more steps (restored checkpoint, cache filled by run 1);
 3. **no cache**: a new run with `--compilation_cache_dir=none`, for comparison with 1;
-4. **killed + restarted**: a new run of 2 × `--steps` steps killed (SIGKILL) at 1.5 × `--steps`, then restarted:
-   the goodput summary of the two invocations (steps redone, time per category).
+4. **killed + restarted**: a new run of 2 × `--steps` steps (a checkpoint every `--steps` / 4) killed (SIGKILL)
+   at 1.6 × `--steps`, then restarted: the goodput summary of the two invocations (steps redone: those after the
+   killed run's newest checkpoint, up to its last goodput record, written here every second; time per category).
 Each invocation's figures come from its goodput record (`<model_dir>/goodput/*.json`, written by process 0):
 startup (process start → loop), compilation (the first step), and the time to the first step (their sum).
 Prints Markdown tables (results in docs/benchmarks.md).
@@ -68,7 +69,7 @@ def _row(name: str, record: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--gin_file", default="gin_configs/experiments/tiny.gin")
-  parser.add_argument("--steps", type=int, default=40)
+  parser.add_argument("--steps", type=int, default=100)
   parser.add_argument("--workdir", default="/tmp/benchmark_restart")
   args = parser.parse_args(argv)
   work = pathlib.Path(args.workdir)
@@ -82,11 +83,13 @@ def main(argv: Sequence[str] | None = None) -> None:
   _run(_command(args.gin_file, cached, 2 * args.steps), log)
   print("3. no cache", flush=True)
   _run(_command(args.gin_file, plain, args.steps, "--compilation_cache_dir=none"), log)
-  print("4. killed at 1.5x steps, restarted", flush=True)
+  kill_at = 8 * args.steps // 5
+  print(f"4. killed at step {kill_at}, restarted", flush=True)
   with log.open("ab") as out:
-    proc = subprocess.Popen(_command(args.gin_file, killed, 2 * args.steps), cwd=REPO, env=_env(), stdout=out,
+    proc = subprocess.Popen(_command(args.gin_file, killed, 2 * args.steps, "--gin.TrainerConfig.goodput_every_s=1"),
+                            cwd=REPO, env=_env(), stdout=out,
                             stderr=subprocess.STDOUT)
-  while _logged_step(killed) < 3 * args.steps // 2 and proc.poll() is None:
+  while _logged_step(killed) < kill_at and proc.poll() is None:
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
@@ -99,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> None:
   print(_row("warm cache (restart)", warm))
   print(_row("no cache (new run)", _records(plain)[0]))
   summary = json.loads((killed / "goodput" / "summary.json").read_text())
-  print(f"\nKilled at step {3 * args.steps // 2} and restarted ({summary['invocations']} invocations, "
+  print(f"\nKilled at step {kill_at} and restarted ({summary['invocations']} invocations, "
         f"{summary['steps']} steps, {summary['redone_steps']} redone): goodput {100 * summary['goodput']:.1f}% "
         f"of {summary['wall_s']:.1f} s")
   print("\n| category | seconds | share |")

@@ -6,8 +6,8 @@
 
 A checkpoint is `<model_dir>/checkpoints/<step>/{state,input,loop}`: `state` is the state pytree (sharded arrays,
 written by every process for its shards: the language model's `TrainState`, the codec's `CodecTrainState`),
-`input` the input's one global state (JSON: every process's part merged, `audiopalm.checkpoints.input_state`), `loop` the
-loop's counters (JSON, e.g. loss-spike rewinds). Nothing in a checkpoint depends on the number of processes or
+`input` the input's one global state (JSON: every process's part merged, `audiopalm.checkpoints.input_state`),
+`loop` the loop's counters (JSON, e.g. loss-spike rewinds). Nothing in a checkpoint depends on the number of processes or
 devices that wrote it: a restore reshards the state onto the new mesh and hands the global input state to this
 process's iterator. Orbax writes to a temporary directory and renames it when complete, so a crash mid-save never
 leaves a checkpoint that looks complete; `latest_step()` only sees finished ones.

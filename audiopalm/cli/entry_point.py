@@ -5,11 +5,12 @@
 
 `config.gin` (everything bound) is written to the run's directory before the run and
 `operative_config.gin` (what was actually used) after it, by process 0. `--heartbeat_timeout_s` bounds how long
-the processes of a multi-process run wait for one that died. JAX's persistent compilation cache is on, in
-`<model_dir>/compilation_cache` (local or gs://; `--compilation_cache_dir=DIR` elsewhere, `none` to turn it off),
-so a restart loads its programs instead of compiling them (JAX writes entries from process 0 only). In a multi-process run, an error in one process
-ends it at once with exit status 1 (after logging the error), rather than in JAX's shutdown barrier: the others
-then stop within the heartbeat timeout.
+the processes of a multi-process run wait for one that died. For training runs JAX's persistent compilation cache
+is on, in `<model_dir>/compilation_cache` (local or gs://; `--compilation_cache_dir=DIR` elsewhere, `none` to
+turn it off), so a restart loads its programs instead of compiling them (JAX writes entries from process 0
+only); other entry points use it only when `--compilation_cache_dir` is given. In a multi-process run, an error
+in one process ends it at once with exit status 1 (after logging the error), rather than in JAX's shutdown
+barrier: the others then stop within the heartbeat timeout.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from audiopalm.sharding.distributed import DistributedConfig, initialize
 
 
 def run(prog: str, description: str, run_fn: Callable[[], Any], model_dir_binding: str,
-        argv: list[str] | None = None) -> Any:
-  """Parses flags and gin, initialises JAX's multi-host runtime, calls `run_fn()` and returns its result."""
+        argv: list[str] | None = None, compilation_cache: bool = False) -> Any:
+  """Parses flags and gin, initialises JAX's multi-host runtime, calls `run_fn()` and returns its result.
+  `compilation_cache`: JAX's persistent compilation cache defaults to `<model_dir>/compilation_cache` (training
+  runs); otherwise it is off unless `--compilation_cache_dir` is given."""
   args, bindings = split_gin_bindings(sys.argv[1:] if argv is None else argv)
   parser = argparse.ArgumentParser(prog=prog, description=description,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,7 +46,8 @@ def run(prog: str, description: str, run_fn: Callable[[], Any], model_dir_bindin
   parser.add_argument("--heartbeat_timeout_s", type=int, default=None,
                       help="seconds before the processes of a multi-process run give up on one that died")
   parser.add_argument("--compilation_cache_dir", default=None,
-                      help="JAX's persistent compilation cache (default: <model_dir>/compilation_cache; 'none': off)")
+                      help="JAX's persistent compilation cache (training runs: <model_dir>/compilation_cache by "
+                           "default; 'none': off)")
   flags = parser.parse_args(args)
 
   setup_logging()
@@ -53,11 +57,12 @@ def run(prog: str, description: str, run_fn: Callable[[], Any], model_dir_bindin
                                         auto=flags.distributed_auto, heartbeat_timeout_s=flags.heartbeat_timeout_s))
   gin.finalize()
   model_dir = query(model_dir_binding)
-  enable_compilation_cache(flags.compilation_cache_dir, model_dir)
+  if compilation_cache or flags.compilation_cache_dir is not None:
+    enable_compilation_cache(flags.compilation_cache_dir, model_dir)
   _write_config(model_dir, "config.gin", gin.config_str())
   try:
     result = run_fn()
-  except BaseException:  # pylint: disable=broad-exception-caught
+  except Exception:  # pylint: disable=broad-exception-caught
     if jax.process_count() == 1:
       raise
     logging.exception("Process %d of %d failed; exiting with status 1 now (the others stop within the heartbeat "
@@ -65,6 +70,8 @@ def run(prog: str, description: str, run_fn: Callable[[], Any], model_dir_bindin
                       "the run on the processes you have, it resumes from the newest checkpoint",
                       jax.process_index(), jax.process_count())
     logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
     os._exit(1)  # not through JAX's shutdown barrier, where the others would wait for this process
   _write_config(model_dir, "operative_config.gin", gin.operative_config_str())
   logging.info("Done: %s", result)

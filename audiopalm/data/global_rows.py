@@ -7,18 +7,20 @@
 The text input (`audiopalm.data.text_source`) and the codec's audio crops (`audiopalm.codec.audio_crops`) are
 such inputs. Their state is one global position, the rows consumed by all processes together, so a run resumes at
 the same row on any number of processes. If the global batch size changed, the input continues at that same
-row with batches of the new size (said in one line): the row sequence is unchanged, only its cut into batches.
+row with batches of the new size (said in one line): the rows' order is unchanged, only its cut into batches
+(an input that draws per-row randomness from the batch and row numbers, like the audio crops, draws anew).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Callable
 
 import grain
 import numpy as np
 
-from audiopalm.data.iterator import differences
+from audiopalm.data.iterator import state_differences
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ class GlobalRowsIterator:
                read_options: grain.ReadOptions | None = None):
     if not 0 <= row_start < row_stop <= global_batch_size:
       raise ValueError(f"rows [{row_start}, {row_stop}) are not inside the global batch of {global_batch_size}")
-    self.row, self.identity = row, identity
+    self.row, self.identity = row, json.loads(json.dumps(identity))  # as a restored one reads
     self.global_batch_size, self.row_start, self.row_stop = global_batch_size, row_start, row_stop
     self.read_options = read_options or grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)
     self._start(0)
@@ -68,7 +70,7 @@ class GlobalRowsIterator:
     return {"input": self.identity, "global_batch_size": self.global_batch_size, "rows": self.rows_consumed}
 
   def set_state(self, state: dict[str, Any]) -> None:
-    what = differences(state.get("input", {}), self.identity)
+    what = state_differences(state.get("input", {}), self.identity)
     if what or "rows" not in state:
       raise ValueError(f"the checkpoint's input state belongs to another input ({what or state!r}); it cannot "
                        "continue this one. Restore the input's config, or start a new run (another model_dir)")

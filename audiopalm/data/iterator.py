@@ -4,9 +4,10 @@ An input iterator yields *host-local* batches (this process's rows of the global
 `[rows, length]` with the keys `BATCH_KEYS`, and exposes `get_state()` / `set_state(state)` with JSON states:
 
 - `get_state()` is this process's part of the input's **global** state. Every checkpoint holds one global state,
-  all processes' parts merged (`audiopalm.checkpoints.input_state`): dicts are merged key by key, and a key that several processes give must
-  have the same value in each (so a position every process shares, like "rows consumed", is written once, and
-  per-stream positions that processes own disjointly, like `{"streams": {"0": ..., "5": ...}}`, are united).
+  all processes' parts merged (`audiopalm.checkpoints.input_state`): dicts are merged key by key, and a key that
+  several processes give must have the same value in each (so a position every process shares, like "rows
+  consumed", is written once, and per-stream positions that processes own disjointly, like
+  `{"streams": {"0": ..., "5": ...}}`, are united).
 - `set_state(state)` takes that global state, whichever number of processes wrote it, and takes its own part.
 
 So a run resumes on another number of processes (or devices, or mesh) at the same global position. A grain
@@ -70,7 +71,7 @@ def to_global_batch(local: dict[str, np.ndarray], sharding: NamedSharding, globa
   return out
 
 
-def differences(saved: dict[str, Any], now: dict[str, Any]) -> str:
+def state_differences(saved: dict[str, Any], now: dict[str, Any]) -> str:
   """'key: <saved> then, <now> now; ...' for the keys whose values differ ('' if none)."""
   keys = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
   return "; ".join(f"{k}: {saved.get(k)!r} then, {now.get(k)!r} now" for k in keys)

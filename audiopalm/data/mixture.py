@@ -126,7 +126,7 @@ def stream_slice(ds: grain.MapDataset, shard_index: int, shard_count: int, sourc
     raise ValueError(f"input stream {shard_index} of {shard_count}")
   if len(source) < shard_count:
     raise ValueError(f"{source!r}: {len(source)} examples cannot be split between {shard_count} input streams; "
-                     "set SpeechTextConfig.streams to at most {len(source)} (or a smaller global batch)")
+                     f"set SpeechTextConfig.streams to at most {len(source)} (or a smaller global batch)")
   return ds[shard_index::shard_count]
 
 

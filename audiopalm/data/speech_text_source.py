@@ -4,11 +4,11 @@
                                         MixtureComponent("tts", "runs/tokens_demo", rate=1.0)),
                             seq_len=1024, global_batch_size=16)
     data.vocab_spec                                   # the run's combined vocabulary (saved with checkpoints)
-    it = data.make_iterator(row_start, row_stop)      # this host's rows of every global batch (grain iterator)
+    it = data.make_iterator(row_start, row_stop)      # this host's rows of every global batch (its streams)
     batch = next(it)                                  # BATCH_KEYS, each [row_stop - row_start, seq_len]
     it.get_state() / it.set_state(state)              # JSON; the trainer saves it in every checkpoint
 
-The global batch is made of K input streams (`audiopalm.data.streams`; K = `streams`, by default one per row),
+The global batch is made of K input streams (`audiopalm.data.streams`; K = `streams`, by default up to 64),
 and each process runs the streams of its rows. Per stream: each component streams its formatted sequences from
 the stream's disjoint slice of its dataset (`audiopalm.data.mixture`), the components are interleaved by rate
 (grain's deterministic `mix`: rates are shares of sequences), packed into rows (best fit decreasing over windows
@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 ACOUSTIC_FORMATS = ("coarse_acoustic", "fine_acoustic")  # formats that read acoustic tokens
 TEXT_FORMATS = ("text_lm",)  # formats that read only transcripts (a audiopalm.main.import_text dataset serves them)
 REMOTE_READ_THREADS = 16  # default read threads when a dataset is remote (gs://, ...)
+DEFAULT_MAX_STREAMS = 64  # the default number of input streams is the largest divisor of the batch up to this
+MIN_STREAM_WINDOW = 256  # sequences per packing window of a stream, at least (or packing_window if smaller)
 _PACKING_SEED = 1 << 30  # the packer's row-order seed is component_seed(seed, this)
 
 
@@ -63,12 +65,14 @@ class SpeechTextConfig:
     packing: 'best_fit_decreasing' (over windows of sequences), or grain's 'best_fit' / 'first_fit' packers
       (see `audiopalm.data.packing`).
     packing_window: sequences per best-fit-decreasing window, over all streams: each stream packs windows of
-      packing_window / streams (more: less padding, more memory and a longer replay when a checkpoint is restored).
+      packing_window / streams, but at least min(packing_window, 256) (more: less padding, more memory and a longer
+      replay when a checkpoint is restored).
     packing_bins: rows filled at a time by grain's packers.
-    read_threads: grain threads reading and formatting examples, per component (grain's `ReadOptions`); None: 0 when every
-      dataset is on a local disk (reading in the calling thread is fastest: the work holds the GIL), else 16
-      (remote reads, e.g. gs://, wait on the network).
-    prefetch: examples read ahead by those threads, per component.
+    read_threads: grain threads reading and formatting examples, per component and process, shared out among the
+      process's streams (at least one each) (grain's `ReadOptions`); None: 0 when every dataset is on a local disk
+      (reading in the calling thread is fastest: the work holds the GIL), else 16 (remote reads, e.g. gs://, wait
+      on the network).
+    prefetch: examples read ahead by those threads, per component and process (shared out like the threads).
     index_dir: cache directory for the TFRecord offset indexes (None: rebuild them at start; fast locally).
     emit_task_ids: add "task_ids" [rows, seq_len] (the component index of each token, -1 on padding) to batches.
     log_every: log the packing efficiency every this many batches (0: never).
@@ -76,8 +80,9 @@ class SpeechTextConfig:
       seq_len, streams, packing, ...); False: start such an input afresh instead (with a warning).
     streams: independent input streams the global batch is made of (each fills global_batch_size / streams
       rows; a process runs the streams of its rows). Fixed for a run: it resumes exactly on any number of
-      processes that divides it. None: one stream per row (global_batch_size) for an endless input, one for a
-      finite input; a resumed run keeps its own.
+      processes that divides it. None: the largest divisor of global_batch_size up to 64 for an endless input
+      (64 processes, or any divisor of it), one for a finite input; a resumed run keeps its own. Set it for pods
+      of more than 64 hosts.
   """
 
   components: tuple[MixtureComponent, ...] = ()
@@ -191,10 +196,14 @@ class SpeechTextConfig:
 
   @property
   def num_streams(self) -> int:
-    """K: `streams`, or by default one per row of an endless input (one for a finite input)."""
+    """K: `streams`, or by default the largest divisor of the global batch up to DEFAULT_MAX_STREAMS for an
+    endless input (one for a finite input)."""
     if self.streams is not None:
       return self.streams
-    return self.global_batch_size if self.num_epochs is None else 1
+    if self.num_epochs is not None:
+      return 1
+    return max(k for k in range(1, min(self.global_batch_size, DEFAULT_MAX_STREAMS) + 1)
+               if self.global_batch_size % k == 0)
 
   def make_iterator(self, row_start: int, row_stop: int) -> StreamsIterator:
     """This process's rows [row_start, row_stop) of every global batch (the trainer's input contract): the
@@ -203,13 +212,10 @@ class SpeechTextConfig:
       raise ValueError(f"SpeechTextConfig.num_epochs={self.num_epochs} with several processes: they would run out "
                        "after different numbers of batches (their packing differs) and the others would wait "
                        "forever; train endlessly (num_epochs=None) for TRAIN_STEPS steps instead")
-    threads = self.read_threads
-    if threads is None:
-      threads = REMOTE_READ_THREADS if any("://" in c.dataset for c in self.components) else 0
     packing_stats = packing.PackingStats(length=self.seq_len)
     report = _Report(packing_stats, self._component_stats, self.log_every, row_start)
     return StreamsIterator(self.stream, self.state_identity(), global_batch_size=self.global_batch_size,
-                           streams=self.num_streams, row_start=row_start, row_stop=row_stop, threads=threads,
+                           streams=self.num_streams, row_start=row_start, row_stop=row_stop,
                            fixed=self.streams is not None, check=self.check_resumed_state, report=report)
 
   def state_identity(self) -> dict[str, Any]:
@@ -234,14 +240,20 @@ class SpeechTextConfig:
     """Per-component counters of this process (all its streams)."""
     return {c.label: mixture.ComponentStats() for c in self.components}
 
-  def stream(self, index: int, count: int, threads: int = 0) -> grain.DatasetIterator:
-    """Stream `index` of `count`: its batches of global_batch_size / count rows (see the module docstring)."""
-    return iter(self.dataset(index, count, self.global_batch_size // count, threads))
+  def stream(self, index: int, count: int, here: int = 1) -> grain.DatasetIterator:
+    """Stream `index` of `count`: its batches of global_batch_size / count rows (see the module docstring);
+    `here`: the streams this process runs (they share its reading threads and prefetch buffers)."""
+    return iter(self.dataset(index, count, self.global_batch_size // count, here))
 
-  def dataset(self, stream: int, streams: int, rows: int, threads: int = 0) -> grain.IterDataset:
+  def dataset(self, stream: int, streams: int, rows: int, here: int = 1) -> grain.IterDataset:
     """Stream `stream` of `streams` as batches of `rows` rows (see the module docstring)."""
     vocab = self.vocab
-    read_options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=self.prefetch if threads else 0)
+    threads = self.read_threads
+    if threads is None:
+      threads = REMOTE_READ_THREADS if any("://" in c.dataset for c in self.components) else 0
+    threads = -(-threads // here)  # shared out, at least one each
+    read_options = grain.ReadOptions(num_threads=threads,
+                                     prefetch_buffer_size=max(1, self.prefetch // here) if threads else 0)
     streams_by_label, rates = {}, {}
     for i, c in enumerate(self.components):
       seed = mixture.component_seed(self.seed, i)
@@ -257,7 +269,8 @@ class SpeechTextConfig:
     keys = packing.PACKED_KEYS + (("task_ids",) if self.emit_task_ids else ())
     pad_id, bos_id = vocab.spec.text.pad_id, vocab.spec.text.eos_id
     packed = packing.pack(mixed, length=self.seq_len, algorithm=self.packing,
-                          window=-(-self.packing_window // streams), num_bins=self.packing_bins, pad_id=pad_id,
+                          window=max(-(-self.packing_window // streams), min(self.packing_window, MIN_STREAM_WINDOW)),
+                          num_bins=self.packing_bins, pad_id=pad_id,
                           seed=mixture.component_seed(self.seed, _PACKING_SEED), keys=keys)
     # An endless input drops nothing; a finite one ends with a partial batch, filled with weight-0 padding rows.
     finite = self.num_epochs is not None

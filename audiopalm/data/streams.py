@@ -5,7 +5,8 @@
     it.get_state()   # {"input": identity, "global_batch_size": 16, "streams": {"8": …, …, "15": …}}
 
 Stream k fills rows [k·G/K, (k+1)·G/K) of every global batch, and is a pure function of (k, K) and the input's
-config: `build(k, K, threads)` returns its grain iterator of batches of G/K rows. A process runs the streams of
+config: `build(k, K, n)` returns its grain iterator of batches of G/K rows (`n`: the streams this process runs,
+which share its reading threads and buffers). A process runs the streams of
 its rows, so each process reads and packs only its share of the data, and the global batch is the same whatever
 the number of processes. The state of each stream is its own, so all processes' states together
 (`audiopalm.checkpoints.input_state`) are one global position, `{"streams": {k: state of stream k}}`, from
@@ -18,16 +19,17 @@ size that K divides continues every stream at its next row (said in one line).
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Callable
 
 import numpy as np
 
-from audiopalm.data.iterator import differences
+from audiopalm.data.iterator import state_differences
 
 log = logging.getLogger(__name__)
 
-BuildStream = Callable[[int, int, int], Any]  # (stream k, streams K, read threads) → iterator of [G/K rows] batches
+BuildStream = Callable[[int, int, int], Any]  # (stream k, streams K, streams here) → iterator of [G/K rows] batches
 
 
 def stream_layout(global_batch_size: int, streams: int, row_start: int, row_stop: int) -> range:
@@ -47,24 +49,22 @@ def stream_layout(global_batch_size: int, streams: int, row_start: int, row_stop
 
 class StreamsIterator:
   """This process's streams, batch by batch (see the module docstring). `identity` says which input a state
-  belongs to (`check`: refuse another input's state; else start afresh with a warning); `threads`: grain
-  reading threads per process, shared out among its streams; `fixed`: whether K was set by the user (else a
-  restored state's K is taken); `report(batch)` sees every host batch."""
+  belongs to (`check`: refuse another input's state; else start afresh with a warning); `fixed`: whether K was
+  set by the user (else a restored state's K is taken); `report(batch)` sees every host batch."""
 
   def __init__(self, build: BuildStream, identity: dict[str, Any], *, global_batch_size: int, streams: int,
-               row_start: int, row_stop: int, threads: int = 0, fixed: bool = True, check: bool = True,
+               row_start: int, row_stop: int, fixed: bool = True, check: bool = True,
                report: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] = lambda b: b):
-    self.build, self.base_identity = build, identity
+    self.build, self.base_identity = build, json.loads(json.dumps(identity))  # as a restored one reads
     self.global_batch_size, self.row_start, self.row_stop = global_batch_size, row_start, row_stop
-    self.threads, self.fixed, self.check, self.report = threads, fixed, check, report
+    self.fixed, self.check, self.report = fixed, check, report
     self._open(streams)
 
   def _open(self, streams: int) -> None:
     self.num_streams = streams
     self.streams = stream_layout(self.global_batch_size, streams, self.row_start, self.row_stop)
     self.identity = {**self.base_identity, "streams": streams}
-    threads = -(-self.threads // len(self.streams)) if self.threads else 0
-    self._its = {k: self.build(k, streams, threads) for k in self.streams}
+    self._its = {k: self.build(k, streams, len(self.streams)) for k in self.streams}
 
   def __iter__(self) -> "StreamsIterator":
     return self
@@ -83,7 +83,7 @@ class StreamsIterator:
     saved_streams = saved.get("streams")
     if not self.fixed and isinstance(saved_streams, int) and saved_streams != self.num_streams:
       self._open(saved_streams)  # the run's K (its default follows the global batch size, which may have changed)
-    what = differences(saved, self.identity)
+    what = state_differences(saved, self.identity)
     if what:
       if self.check:
         raise ValueError(f"the checkpoint's input state was saved by a different input config ({what}); it "

@@ -83,7 +83,8 @@ def train(*, model_dir: str, model: TransformerConfig, data: lm.InputSpec, optim
   # 4. The loop.
   result = run_loop(state=run.state, step_fn=run.step, batches=run.batches(), start=run.start,
                     num_steps=trainer.num_steps, checkpointer=run.checkpointer, data_iter=run.data_iter, hooks=hooks,
-                    context=sharding_context(device_mesh, rules), goodput=Goodput(model_dir, run.start, metrics.writer))
+                    context=sharding_context(device_mesh, rules), goodput=Goodput(model_dir, run.start, metrics.writer,
+                                                                       write_every_s=trainer.goodput_every_s))
   return {"step": result.step, "finished": result.step >= trainer.num_steps, "model_dir": model_dir}
 
 
@@ -106,7 +107,7 @@ TRAIN = gin.external_configurable(train, "train")
 
 
 def main(argv: list[str] | None = None) -> None:
-  entry_point.run("python -m audiopalm.main.train", __doc__, TRAIN, "train.model_dir", argv)
+  entry_point.run("python -m audiopalm.main.train", __doc__, TRAIN, "train.model_dir", argv, compilation_cache=True)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,8 @@ TRAIN_CODEC = gin.external_configurable(train_codec, "train_codec")
 
 
 def main(argv: list[str] | None = None) -> None:
-  entry_point.run("python -m audiopalm.main.train_codec", __doc__, TRAIN_CODEC, "train_codec.model_dir", argv)
+  entry_point.run("python -m audiopalm.main.train_codec", __doc__, TRAIN_CODEC, "train_codec.model_dir", argv,
+                  compilation_cache=True)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ step an earlier invocation reached; after a loss-spike rewind, the steps rolled 
 invocation's mean step time) moves from `steps` to `redone`. goodput = (steps − redone) / all wall time.
 
 Process 0 writes one record per invocation to `<model_dir>/goodput/<start time>-<pid>.json`, updated at every
-checkpoint and every `write_every_s` seconds (so a killed process leaves its last update), and the run's summary
+checkpoint and every `write_every_s` (10) seconds: a killed process leaves its last update, so the steps it took
+after that are not known to the restart (an undercount of redone steps of at most that long), and the run's summary
 (all records summed) goes to the log, `<model_dir>/goodput/summary.json` and TensorBoard (`goodput/...`).
 """
 
@@ -32,6 +33,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from typing import Any, Iterator
 
 import jax
@@ -41,6 +43,7 @@ from audiopalm.files import storage
 
 log = logging.getLogger(__name__)
 
+_LAST_FINISH = [0.0]  # when the last run in this process finished (its successor's startup starts there)
 CATEGORIES = ("startup", "compilation", "data", "checkpoint", "evaluation", "steps", "other")
 GOODPUT_DIR = "goodput"
 SUMMARY_FILE = "summary.json"
@@ -55,12 +58,14 @@ def process_start_time() -> float:
 class InvocationRecord:
   """One invocation's accounting (what the JSON record holds)."""
 
-  started: float  # process start, seconds since the epoch
+  started: float  # process start (or the end of the previous run in this process), seconds since the epoch
   updated: float
   start_step: int
   last_step: int
+  furthest_step: int  # the furthest step reached (beyond last_step after a rewind)
   seconds: dict[str, float]
-  redone_steps: int = 0  # of this invocation's steps, those computed before (restart and rewinds)
+  steps_run: int = 0  # steps taken after the first (the first one's time is compilation)
+  redone_steps: int = 0  # of those, the ones computed before (after a restart or a rewind)
 
   @property
   def wall(self) -> float:
@@ -69,8 +74,7 @@ class InvocationRecord:
   @property
   def step_time(self) -> float:
     """Mean seconds per step after the first (0 when unknown)."""
-    steps = self.last_step - self.start_step - 1
-    return self.seconds.get("steps", 0.0) / steps if steps > 0 else 0.0
+    return self.seconds.get("steps", 0.0) / self.steps_run if self.steps_run > 0 else 0.0
 
 
 class Goodput:
@@ -78,22 +82,23 @@ class Goodput:
   `MetricsWriter` for the TensorBoard summary; `started`: the process start (default: from the OS)."""
 
   def __init__(self, model_dir: str | None, start_step: int, writer: Any | None = None, started: float | None = None,
-               write_every_s: float = 30.0):
+               write_every_s: float = 10.0):
     self.directory = storage.join(model_dir, GOODPUT_DIR) if model_dir is not None else None
     self.primary = jax.process_index() == 0 and self.directory is not None
     self.writer, self.write_every_s = writer, write_every_s
     self._last_write = time.perf_counter()
-    started = process_start_time() if started is None else started
+    if started is None:  # a second run in the same process starts when the first one ended
+      started = max(process_start_time(), _LAST_FINISH[0])
     now = time.time()
     self.record = InvocationRecord(started=started, updated=now, start_step=start_step, last_step=start_step,
-                                   seconds={c: 0.0 for c in CATEGORIES})
+                                   furthest_step=start_step, seconds={c: 0.0 for c in CATEGORIES})
     self.record.seconds["startup"] = now - started
     self._loop_clock = time.perf_counter()  # the loop's time not yet given to a category
     self._outside = 0.0  # seconds of the current stretch spent in `timed` categories
-    self.path = (storage.join(self.directory, f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(started))}-"
-                                              f"{os.getpid()}.json") if self.directory is not None else None)
+    name = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(started))}-{os.getpid()}-{uuid.uuid4().hex[:6]}.json"
+    self.path = storage.join(self.directory, name) if self.directory is not None else None
     self.earlier = self._earlier_records()
-    reached = max((r.last_step for r in self.earlier), default=start_step)
+    reached = max((r.furthest_step for r in self.earlier), default=start_step)
     self._to_redo = max(0, reached - start_step)  # steps an earlier invocation took already (counted as redone)
     if self.primary:
       log.info("Time to the loop: %.1f s since the process started", self.record.seconds["startup"])
@@ -134,7 +139,7 @@ class Goodput:
   def first_step_done(self, step: int) -> None:
     """The invocation's first step has run (and was waited for): the time since the loop began is compilation."""
     self._close_stretch("compilation")
-    self._count(step)
+    self._count(step, timed=False)
     if self.primary:
       log.info("Time to the first step: %.1f s since the process started (startup %.1f s, compilation and the "
                "first step %.1f s)", time.time() - self.record.started, self.record.seconds["startup"],
@@ -146,11 +151,13 @@ class Goodput:
     if self.primary and time.perf_counter() - self._last_write > self.write_every_s:
       self.write()
 
-  def _count(self, step: int) -> None:
-    if self._to_redo > 0:
-      self._to_redo -= 1
-      self.record.redone_steps += 1
+  def _count(self, step: int, timed: bool = True) -> None:
+    redone = self._to_redo > 0
+    self._to_redo -= redone
+    self.record.steps_run += timed
+    self.record.redone_steps += redone and timed
     self.record.last_step = step
+    self.record.furthest_step = max(self.record.furthest_step, step)
 
   def rewound(self, steps: int) -> None:
     """A loss-spike rewind rolled back `steps` steps: they will be taken again."""
@@ -167,6 +174,7 @@ class Goodput:
     """Writes the record and the run's summary (log, summary.json, TensorBoard); returns the summary."""
     self._close_stretch("other")
     self.write()
+    _LAST_FINISH[0] = time.time()
     result = summarize(self.earlier + [self.record])
     if self.primary and self.directory is not None:
       storage.write_text(storage.join(self.directory, SUMMARY_FILE), json.dumps(result, indent=1))
@@ -187,4 +195,4 @@ def summarize(records: list[InvocationRecord]) -> dict[str, Any]:
   wall = sum(r.wall for r in records)
   return {"goodput": seconds["steps"] / wall if wall > 0 else 0.0, "wall_s": wall, "invocations": len(records),
           "redone_steps": sum(r.redone_steps for r in records),
-          "steps": max((r.last_step for r in records), default=0), "seconds": seconds}
+          "steps": max((r.furthest_step for r in records), default=0), "seconds": seconds}

@@ -12,14 +12,15 @@ evaluation); the loop imports none of them. One iteration:
      the device);
   3. after the first step of this process (its compilation), a wait for it, then every hook's `started(step)`;
   4. a preemption notice (SIGTERM; with several processes, JAX's preemption sync point) ends the loop here,
-     before the hooks, so that no evaluation delays the save;
+     before the hooks (only their quick `preempted(step, state, metrics)`), so that no evaluation delays the save;
   5. every hook in order: `hook(step, state, metrics)` (metrics with "rewinds", the run's rewinds so far);
   6. a checkpoint, when the checkpointer's interval says so (with the input's position and the loop's counters).
 
 A hook that raises `Rewind` (the loss guard, `audiopalm.training.loss_guard`) rolls the run back: the newest
-checkpoint before the bad step is restored, the checkpoints after it are dropped, `skip_batches` input batches are
-skipped, every hook hears `rewound(step)`, and the loop goes on from there; the rewinds are counted in the
-checkpoints, and past the cap the hook's error ends the run. After the loop: every hook's `stopping` (a
+checkpoint before the bad step is restored, `skip_batches` input batches are skipped, that checkpoint is written
+again with the input's new position and the rewind counted (the later ones are deleted), every hook hears
+`rewound(step)`, and the loop goes on from there; past the cap the hook's error ends the run (the checkpoints
+from the bad step on are deleted first). After the loop: every hook's `stopping` (a
 `Rewind` here is handled the same way), the final checkpoint (forced, waited for), every hook's `finished`, and in
 any case every hook's `close`. The wall time is accounted by category (`audiopalm.training.goodput`): the
 input, the steps, checkpoint saves, and the hooks that name a `category` (e.g. "evaluation").
@@ -76,6 +77,10 @@ class Hook:
   def __call__(self, step: int, state: Any, metrics: dict[str, jax.Array]) -> None:
     """After every step (`step`: steps taken so far; `metrics`: that step's, not yet fetched)."""
 
+  def preempted(self, step: int, state: Any, metrics: dict[str, jax.Array]) -> None:
+    """A preemption notice ends the loop after this step, instead of `__call__`: quick work only (the save is
+    next; e.g. the loss guard reads this step's loss)."""
+
   def stopping(self, step: int, state: Any) -> None:
     """The loop has ended, before the final checkpoint (raise to keep the last good checkpoint instead)."""
 
@@ -123,10 +128,13 @@ class _Rollback:
     return len(self.loop_state.setdefault("rewinds", []))
 
   def __call__(self, rewind: Rewind, current: int, state: Any) -> tuple[Any, int]:
-    """Returns the restored state and its step, or raises the hook's error when no rewind is left."""
+    """Returns the restored state and its step (saved again at once, with the input's new position and the
+    rewind counted), or raises the hook's error when no rewind is left (the checkpoints from the bad step on,
+    written before it was judged, are deleted first: the newest left is good)."""
     self.checkpointer.wait()
     before = [s for s in self.checkpointer.all_steps() if s < rewind.bad_step]
     if self.count >= rewind.max_rewinds or not before:
+      self.checkpointer.discard_after(before[-1] if before else -1)
       why = (f"no rewind is left ({self.count} of at most {rewind.max_rewinds} taken)" if before
              else f"there is no checkpoint before step {rewind.bad_step} to rewind to")
       raise rewind.error(f"{rewind.reason}; {why}; the last good checkpoint is kept. Lower the learning rate, or "
@@ -135,13 +143,21 @@ class _Rollback:
     like = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
     shardings = jax.tree.map(lambda a: a.sharding, state)
     restored = self.checkpointer.restore(like, shardings, None, step=target)
-    self.checkpointer.discard_after(target)
-    for _ in range(rewind.skip_batches):
-      next(self.data_iter)
+    skipped = 0
+    try:
+      for skipped in range(1, rewind.skip_batches + 1):
+        next(self.data_iter)
+    except StopIteration:
+      skipped -= 1
+      log.warning("The input ran out while skipping batches after a rewind")
     self.loop_state["rewinds"].append({"bad_step": rewind.bad_step, "found_at": current, "to": target,
-                                       "skipped_batches": rewind.skip_batches, "reason": rewind.reason})
+                                       "skipped_batches": skipped, "reason": rewind.reason})
     log.warning("Rewind: %s. Rolling back to step %d and skipping %d batches (rewind %d of at most %d)",
-                rewind.reason, target, rewind.skip_batches, self.count, rewind.max_rewinds)
+                rewind.reason, target, skipped, self.count, rewind.max_rewinds)
+    # Checkpoint `target` again, now with the input's new position and the rewind counted (and drop the later
+    # ones): a restart from here does not see the bad batches again and keeps the count.
+    self.checkpointer.discard_after(target - 1)
+    self.checkpointer.save(target, restored, self.data_iter, force=True, loop_state=self.loop_state)
     return restored, target
 
 
@@ -180,6 +196,11 @@ def run_loop(*, state: Any, step_fn: StepFn, batches: Iterator[Any], start: int,
           if preemption.reached(current):  # before the hooks: an evaluation would delay the save
             log.warning("Preemption notice: saving step %d and exiting", current)
             preempted = True
+            try:
+              for hook in hooks:
+                hook.preempted(current, state, metrics)
+            except Rewind as rewind:
+              state, current = _rewind(rollback, rewind, current, state, hooks, clock)
             break
           try:
             for hook in hooks:
@@ -216,7 +237,8 @@ def run_loop(*, state: Any, step_fn: StepFn, batches: Iterator[Any], start: int,
 
 def _rewind(rollback: _Rollback, rewind: Rewind, current: int, state: Any, hooks: Sequence[Hook],
             clock: Goodput) -> tuple[Any, int]:
-  state, step = rollback(rewind, current, state)
+  with clock.timed("checkpoint"):
+    state, step = rollback(rewind, current, state)
   clock.rewound(current - step)
   for hook in hooks:
     hook.rewound(step)

@@ -8,11 +8,13 @@ Each step's loss is read one step late (the device queue stays full). A step is 
 - it is the `max_consecutive_nonfinite`-th step in a row with a non-finite loss or gradient (the train step skips
   those updates; this ends a run of them).
 Then the guard raises `Rewind`: the loop (`audiopalm.training.loop`) restores the newest checkpoint before the
-first bad step, drops the checkpoints after it, skips `skip_batches` batches of the input after the position it
-had reached (the batches around the spike are never trained on again), logs the rewind and counts it in the
-metrics and in the checkpoints. After `max_rewinds` rewinds (over the whole run, restarts included), or with no
-checkpoint before the bad step, the run ends with `NonFiniteError` / `LossSpikeError` and keeps its last good
-checkpoint.
+first bad step, skips `skip_batches` batches of the input after the position it had reached (the batches around
+the spike are never trained on again), saves that checkpoint again with the new input position and the rewind
+counted, drops the later ones, and logs the rewind (the metrics count them too). After `max_rewinds` rewinds
+(over the whole run, restarts included), or with no checkpoint before the bad step, the run ends with
+`NonFiniteError` / `LossSpikeError`; the checkpoints from the bad step on are deleted, so the newest left is
+good. The newest checkpoint before the bad step may be the one just before it: checkpoint rarely enough that it
+predates the cause, or raise `skip_batches` when the data is the cause.
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ class LossGuard(Hook):
     previous, self._previous = self._previous, (step, {k: metrics[k] for k in ("loss", "nonfinite_consecutive")})
     if previous is not None:
       self._judge(previous[0], previous[1])
+
+  def preempted(self, step: int, state: Any, metrics: dict[str, jax.Array]) -> None:
+    self(step, state, metrics)  # the preempted step is judged in `stopping`, before it is saved
 
   def stopping(self, step: int, state: Any) -> None:
     if self._ran and self._previous is not None:  # the last step, read now

@@ -59,6 +59,9 @@ class TrainerConfig:
     seed: parameter-initialisation seed.
     peak_flops_per_device: override of the per-device peak used for MFU.
     export_params: write a params-only export to `<model_dir>/export` at the end.
+    goodput_every_s: seconds between updates of this invocation's goodput record (`audiopalm.training.goodput`;
+      also updated at every checkpoint): a killed process's steps after its last update are not counted as
+      redone by the restart.
   """
 
   num_steps: int = 1000
@@ -66,10 +69,12 @@ class TrainerConfig:
   seed: int = 0
   peak_flops_per_device: float | None = None
   export_params: bool = True
+  goodput_every_s: float = 10.0
 
   def __post_init__(self):
-    if self.num_steps < 0 or self.log_every < 1:
-      raise ValueError(f"TrainerConfig: need num_steps >= 0 and log_every >= 1, got {self.num_steps}, {self.log_every}")
+    if self.num_steps < 0 or self.log_every < 1 or not self.goodput_every_s > 0:
+      raise ValueError(f"TrainerConfig: need num_steps >= 0, log_every >= 1 and goodput_every_s > 0, got "
+                       f"{self.num_steps}, {self.log_every}, {self.goodput_every_s}")
 
 
 def validate_inputs(global_batch_size: int, seq_len: int, vocab_size: int | None, model: TransformerConfig,

@@ -133,7 +133,8 @@ def test_a_loss_spike_rolls_back_to_the_checkpoint_before_it_and_skips_the_bad_b
   caplog.set_level(logging.INFO)
   result = _spike_run(tmp_path, PoisonedSource(poisoned=(13,)), 20)  # batch 13 is step 14's
   assert result["finished"]
-  assert "Rewind: the loss of step 14" in caplog.text and "Rolling back to step 12 and skipping 2 batches" in caplog.text
+  assert "Rewind: the loss of step 14" in caplog.text
+  assert "Rolling back to step 12 and skipping 2 batches" in caplog.text
   logged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   steps = [r["step"] for r in logged]
   # Steps 1-15 ran (15 found step 14's spike), then 13-20 again from checkpoint 12; the checkpoints after 12 were
@@ -143,6 +144,8 @@ def test_a_loss_spike_rolls_back_to_the_checkpoint_before_it_and_skips_the_bad_b
   loop = json.loads((tmp_path / "checkpoints" / "20" / "loop" / "metadata").read_text())
   assert loop["rewinds"] == [{"bad_step": 14, "found_at": 15, "to": 12, "skipped_batches": 2,
                               "reason": loop["rewinds"][0]["reason"]}]
+  # Checkpoint 12 was written again at the rollback, with the rewind and the input's new position in it.
+  assert json.loads((tmp_path / "checkpoints" / "12" / "loop" / "metadata").read_text()) == loop
   summary = json.loads((tmp_path / "goodput" / "summary.json").read_text())
   assert summary["redone_steps"] == 3 and 0 < summary["goodput"] < 1  # steps 13-15 were taken twice
 
@@ -150,6 +153,11 @@ def test_a_loss_spike_rolls_back_to_the_checkpoint_before_it_and_skips_the_bad_b
 def test_past_the_rewind_cap_a_spiking_run_ends_naming_it(tmp_path):
   with pytest.raises(LossSpikeError, match="no rewind is left \\(2 of at most 2 taken\\)"):
     _spike_run(tmp_path, PoisonedSource(poisoned=tuple(range(9, 1000))), 40)
+  # The checkpoints written after the first bad step (before it was judged) are gone: the newest one left is good,
+  # and it counts the rewinds taken.
+  saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert saved[-1] == 8, saved
+  assert len(json.loads((tmp_path / "checkpoints" / "8" / "loop" / "metadata").read_text())["rewinds"]) == 2
 
 
 def test_a_checkpoint_of_another_model_is_refused_naming_what_differs(tmp_path):
