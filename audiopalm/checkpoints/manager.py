@@ -7,9 +7,9 @@
 A checkpoint is `<model_dir>/checkpoints/<step>/{state,input,loop}`: `state` is the state pytree (sharded arrays,
 written by every process for its shards: the language model's `TrainState`, the codec's `CodecTrainState`),
 `input` the input's one global state (JSON: every process's part merged, `audiopalm.checkpoints.input_state`),
-`loop` the loop's counters (JSON, e.g. loss-spike rewinds). Nothing in a checkpoint depends on the number of processes or
-devices that wrote it: a restore reshards the state onto the new mesh and hands the global input state to this
-process's iterator. Orbax writes to a temporary directory and renames it when complete, so a crash mid-save never
+`loop` the loop's counters (JSON, e.g. loss-spike rewinds). Nothing in a checkpoint depends on the number of
+processes or devices that wrote it: a restore reshards the state onto the new mesh and hands the global input
+state to this process's iterator. Orbax writes to a temporary directory and renames it when complete, so a crash mid-save never
 leaves a checkpoint that looks complete; `latest_step()` only sees finished ones.
 
 A restore reads and checks the small parts first (the input state, the state's shapes), so a run that cannot
@@ -25,7 +25,6 @@ import signal
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 from audiopalm.checkpoints.input_state import global_input_state
@@ -88,7 +87,8 @@ class Checkpointer:
     step = self.manager.latest_step() if step is None else step
     if step is None:
       return None
-    items = set(self.manager.item_metadata(step).keys())
+    metadata = self.manager.item_metadata(step)
+    items = set(metadata.keys())
     if "input" not in items:
       raise ValueError(f"checkpoint {step} in {self.directory} holds no global input state (items {sorted(items)}): "
                        "it was written before inputs were saved independently of the number of processes. Start a "
@@ -98,7 +98,7 @@ class Checkpointer:
     if data_iter is not None:
       data_iter.set_state(small.input)
     self.loop_state = dict(small.get("loop") or {})
-    _check_shapes(self.manager.item_metadata(step)["state"], abstract_state, f"checkpoint {step} in {self.directory}")
+    _check_shapes(metadata["state"], abstract_state, f"checkpoint {step} in {self.directory}")
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, shardings)
     restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
     log.info("Restored checkpoint of step %d from %s", step, self.directory)
@@ -142,24 +142,23 @@ class Checkpointer:
     self.manager.close()
 
 
-def _leaves(tree: Any) -> dict[str, tuple[tuple[int, ...], str]]:
-  """'a/b/c' → (shape, dtype) of every array leaf."""
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """'a/b/c' → shape of every array leaf."""
   out = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    name = "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
     if hasattr(leaf, "shape"):
-      out[name] = (tuple(leaf.shape), str(np.dtype(leaf.dtype)) if getattr(leaf, "dtype", None) is not None else "?")
+      out["/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)] = tuple(leaf.shape)
   return out
 
 
 def _check_shapes(saved: Any, abstract: Any, where: str) -> None:
   """ValueError naming the leaves whose shapes differ, or that only one side has."""
-  have, want = _leaves(saved), _leaves(abstract)
+  have, want = _shapes(saved), _shapes(abstract)
   order = lambda names: sorted(names, key=lambda k: (not k.startswith("params"), k))  # noqa: E731 (parameters first)
   problems = [f"{k}: only in the checkpoint" for k in order(set(have) - set(want))]
   problems += [f"{k}: not in the checkpoint" for k in order(set(want) - set(have))]
-  problems += [f"{k}: shape {have[k][0]} saved, {want[k][0]} now" for k in order(set(have) & set(want))
-               if have[k][0] != want[k][0]]
+  problems += [f"{k}: shape {have[k]} saved, {want[k]} now" for k in order(set(have) & set(want))
+               if have[k] != want[k]]
   if problems:
     shown = "; ".join(problems[:8]) + (f"; … {len(problems) - 8} more" if len(problems) > 8 else "")
     raise ValueError(f"{where} does not fit this run's state ({len(problems)} differences: {shown}). The model or "

@@ -49,7 +49,7 @@ import posixpath
 import shutil
 import threading
 import uuid
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 os.environ.setdefault("EPATH_USE_TF", "false")
@@ -181,13 +181,17 @@ def _url(fs: Any, path: str) -> str:
 # ------------------------------------------------------------------------------------------------- metadata
 
 
-def exists(path: str | os.PathLike) -> bool:
-  """Whether a file (or, locally, a directory) exists at `path`."""
+def _either(path: str | os.PathLike, local: Callable[[str], Any], remote: Callable[[Any, str], Any]) -> Any:
+  """`local(the local path)`, or `remote(filesystem, its path)` for a URL."""
   path = os.fspath(path)
   if not is_remote(path):
-    return os.path.exists(_local(path))
-  fs, p = filesystem(path)
-  return fs.exists(p)
+    return local(_local(path))
+  return remote(*filesystem(path))
+
+
+def exists(path: str | os.PathLike) -> bool:
+  """Whether a file (or, locally, a directory) exists at `path`."""
+  return _either(path, os.path.exists, lambda fs, p: fs.exists(p))
 
 
 def is_file(path: str | os.PathLike) -> bool:
@@ -208,20 +212,12 @@ def is_file(path: str | os.PathLike) -> bool:
 
 def isdir(path: str | os.PathLike) -> bool:
   """Whether `path` is a directory (on an object store: a prefix with objects under it)."""
-  path = os.fspath(path)
-  if not is_remote(path):
-    return os.path.isdir(_local(path))
-  fs, p = filesystem(path)
-  return fs.isdir(p)
+  return _either(path, os.path.isdir, lambda fs, p: fs.isdir(p))
 
 
 def size(path: str | os.PathLike) -> int:
   """The file's size in bytes (FileNotFoundError if it does not exist)."""
-  path = os.fspath(path)
-  if not is_remote(path):
-    return os.path.getsize(_local(path))
-  fs, p = filesystem(path)
-  return int(fs.size(p))
+  return _either(path, os.path.getsize, lambda fs, p: int(fs.size(p)))
 
 
 def listdir(path: str | os.PathLike) -> list[str]:
