@@ -47,7 +47,8 @@ def test_gin_file_parses(name):
 
 def test_presets_are_the_model_gin_files():
   """A preset is written once, as a gin file; `model_preset` / `codec_preset` read it for code outside gin."""
-  assert model_presets() == ["demo", "palm_1b", "palm_8b", "tiny"]
+  assert model_presets() == ["demo", "gemma2_9b", "gemma3_4b", "llama3_1_8b", "palm_1b", "palm_8b", "qwen2_5_7b",
+                             "qwen3_8b", "tiny"]
   assert codec_presets() == ["demo_16khz", "encodec_24khz", "soundstream_16khz", "soundstream_24khz", "tiny"]
   tiny = model_preset("tiny")
   assert tiny == TransformerConfig(vocab_size=512, d_model=128, num_layers=2, num_heads=4, num_kv_heads=1,

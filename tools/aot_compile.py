@@ -20,7 +20,10 @@ Two answers, both per device:
   analytical   what the state takes on each device under the mesh (exact: parameters and optimizer state shard
                by shard), plus gradients and an estimate of the activations saved for the backward pass under the
                remat policy, and the logits. Always reported; the only answer where the TPU compiler is missing or
-               for a topology it does not know (`--topology=cpu-N --hbm_gib=G` for any N devices of G GiB).
+               for a topology it does not know (`--topology=cpu-N --hbm_gib=G` for any N devices of G GiB, e.g.
+               one 8 x H100 host: `--topology=cpu-8 --hbm_gib=80`).
+  cpu-N        the step compiled by XLA's CPU compiler for N host devices, standing in for a GPU host's compiler
+               (no GPU needed): the same partitioned program, XLA CPU's buffer assignment.
 A plan fits when it needs at most `--usable_fraction` (default 0.9) of the chip's HBM. Exit status: 0 fits,
 1 does not fit, 2 bad arguments or a mesh that cannot lay out the model or the batch.
 """
@@ -86,7 +89,7 @@ _2D = {1: (1, 1), 4: (2, 2), 8: (2, 4), 16: (4, 4), 32: (4, 8), 64: (8, 8), 128:
 
 def parse_topology(name: str, hbm_gib: float | None = None) -> Topology:
   """`v5p-256` / `v4-32` (TensorCores: 2 per chip), `v5litepod-64` / `v6e-256` (chips), `v5p:4x4x8` (chip grid),
-  or `cpu-N` (N devices, analytical only, with --hbm_gib)."""
+  or `cpu-N` (N devices of this host standing in, with --hbm_gib)."""
   if m := re.fullmatch(r"cpu-(\d+)", name):
     if hbm_gib is None:
       raise ValueError("--topology=cpu-N needs --hbm_gib (memory per device)")
@@ -118,9 +121,19 @@ def libtpu_requirement() -> str:
   return "libtpu"
 
 
+def cpu_devices(topology: Topology, num_slices: int) -> list[Any] | None:
+  """A `cpu-N` topology's stand-in devices: N of this host's XLA CPU devices (`main` asks XLA for them), or None
+  where the process has fewer."""
+  count = topology.devices_per_slice * num_slices
+  devices = jax.devices("cpu")
+  return devices[:count] if topology.generation == "cpu" and len(devices) >= count else None
+
+
 def tpu_devices(topology: Topology, num_slices: int) -> list[Any] | None:
   """The topology's devices from the TPU compiler (libtpu), or None where it is not installed."""
-  if topology.generation == "cpu" or importlib.util.find_spec("libtpu") is None:
+  if topology.generation == "cpu":
+    return cpu_devices(topology, num_slices)
+  if importlib.util.find_spec("libtpu") is None:
     return None
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
   hosts = (2, 4, 1) if topology.generation in ("v5e", "v6e") and topology.devices_per_slice == 8 else (2, 2, 1)
@@ -286,7 +299,8 @@ def plan(args: argparse.Namespace, run: RunStep) -> dict:
   if devices is None:
     result["compiled"] = None
     result["compiled_skipped"] = ("--analytical_only" if args.analytical_only else
-                                  "not a TPU topology" if topology.generation == "cpu" else
+                                  f"this process has fewer than {num_devices} CPU devices"
+                                  if topology.generation == "cpu" else
                                   "the TPU compiler is not installed here (to compile: pip install "
                                   f"--target=DIR '{libtpu_requirement()}' and PYTHONPATH=DIR)")
   else:
@@ -324,8 +338,10 @@ def table(result: dict) -> str:
     lines.append(f"\nthe TPU compiler refused it for {compiled['devices']} x {compiled['device_kind']}: "
                  f"{compiled['compiler_refused']}")
   elif compiled:
+    stand_in = (" (XLA's CPU compiler standing in for an accelerator's: its buffer assignment, not the GPU "
+                "compiler's)" if compiled["device_kind"] == "cpu" else "")
     lines.append(f"\ncompiled for {compiled['devices']} x {compiled['device_kind']} in "
-                 f"{compiled['compile_seconds']:.0f} s")
+                 f"{compiled['compile_seconds']:.0f} s{stand_in}")
   else:
     lines.append(f"\nnot compiled: {result['compiled_skipped']}; the analytical plan decides")
   verdict = "FITS" if result["fits"] else "DOES NOT FIT"
@@ -338,6 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   # Compile for the topology's devices; JAX itself runs on the CPU (without this, an installed libtpu makes JAX
   # look for TPU chips first). Set before JAX starts a backend.
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  if m := re.fullmatch(r"cpu-(\d+)", args.topology):  # the stand-in: that many XLA CPU devices
+    count = int(m.group(1)) * args.num_slices
+    os.environ["XLA_FLAGS"] = (re.sub(r"--xla_force_host_platform_device_count=\d+", "",
+                                      os.environ.get("XLA_FLAGS", "")) +
+                               f" --xla_force_host_platform_device_count={count}").strip()
   logging.basicConfig(level=logging.WARNING)
   parse_gin(args.gin_file, bindings, args.gin_search_path, allow_required=True)
   try:

@@ -144,3 +144,17 @@ def test_compiles_the_train_step_for_a_tpu_slice_and_a_multi_slice(libtpu, tmp_p
   assert two.returncode == 0, two.stdout + two.stderr[-3000:]
   plan = json.loads((tmp_path / "two.json").read_text())
   assert plan["compiled"]["devices"] == 8 and plan["compiled"]["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}
+
+
+def test_a_cpu_topology_compiles_with_xla_cpu_standing_in(tmp_path):
+  """`cpu-N` (e.g. one 8 x H100 host: cpu-8, 80 GiB) compiles the run's step for N XLA CPU devices, whatever
+  XLA_FLAGS the caller had; a family preset with local layers, soft-caps and q/k norms lowers like any other."""
+  result = _run("--topology=cpu-8", "--hbm_gib=80", *_text_run("gemma3_4b", 16, 128),
+                "--gin.TransformerConfig.num_layers=2", "--gin.TransformerConfig.vocab_size=512",
+                "--gin.TransformerConfig.d_model=64", "--gin.TransformerConfig.d_ff=96",
+                "--gin.TransformerConfig.head_dim=16", f"--output={tmp_path / 'plan.json'}",
+                env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+  plan = json.loads((tmp_path / "plan.json").read_text())
+  assert (plan["compiled"]["devices"], plan["compiled"]["device_kind"]) == (8, "cpu")
+  assert plan["compiled"]["total_bytes"] > 0 and "standing in" in result.stdout

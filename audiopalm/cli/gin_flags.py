@@ -116,12 +116,15 @@ def bound_arguments(fn: Any, name: str, params: Sequence[str]) -> dict[str, Any]
   out = {}
   for param in params:
     try:
-      out[param] = query(f"{name}.{param}")
+      value = gin.query_parameter(f"{name}.{param}")
     except ValueError:
       default = signature.parameters[param].default
       if default is inspect.Parameter.empty:
         raise ValueError(f"{name}.{param} is not bound: give the gin files of the run") from None
       out[param] = default
+      continue
+    # Evaluated outside the try: a bound value that fails (a config refusing its fields) says why itself.
+    out[param] = value.scoped_configurable_fn() if isinstance(value, gin.config.ConfigurableReference) else value
   return out
 
 

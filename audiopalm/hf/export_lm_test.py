@@ -101,11 +101,11 @@ def _stacked(params, cfg):
 
 @pytest.mark.parametrize("case", ROUND_TRIP)
 def test_import_of_the_export_is_identical(tmp_path, case):
-  cfg, _ = CASES[case]
+  cfg, family = CASES[case]
   params = _params(cfg)
   save_hf_checkpoint(params, cfg, str(tmp_path))
   imported = config_from_hf(read_config(str(tmp_path)))
-  assert imported == cfg.replace(scan_layers=True)
+  assert imported == cfg.replace(scan_layers=True, hf_family=family)
   back = load_hf_params(str(tmp_path), imported)
   want = _stacked(dict(params), cfg)
   assert jax.tree.structure(back) == jax.tree.structure(want)
@@ -180,7 +180,10 @@ def test_existing_directory_and_wrong_params_are_refused(tmp_path):
 
 
 def test_config_fields():
-  assert {family_of(cfg) for cfg in map(model_preset, model_presets())} == {"cohere"}  # the PaLM presets
+  families = {name: family_of(model_preset(name)) for name in model_presets()}
+  assert families == {"demo": "cohere", "tiny": "cohere", "palm_1b": "cohere", "palm_8b": "cohere",  # PaLM
+                      "gemma2_9b": "gemma2", "gemma3_4b": "gemma3_text", "llama3_1_8b": "llama",
+                      "qwen2_5_7b": "qwen2", "qwen3_8b": "qwen3"}
   config = hf_config(CASES["cohere_palm_default"][0], torch_dtype="bfloat16", eos_token_id=1, pad_token_id=0)
   assert config["logit_scale"] == 128 ** -0.5 and config["dtype"] == "bfloat16" and config["head_dim"] == 32
   assert (config["bos_token_id"], config["eos_token_id"], config["pad_token_id"]) == (None, 1, 0)
@@ -205,8 +208,17 @@ def test_config_fields():
     (dict(tie_embeddings=True, logits_scale_by_inv_sqrt_dim=True),
      ["as llama (LlamaForCausalLM): logits_scale_by_inv_sqrt_dim=True with tie_embeddings=True (llama has no "
       "logits scale)"]),
-    (dict(query_scale=0.1), ["query_scale=0.1 (transformers scales queries by head_dim**-0.5 = 0.25)"]),
-    (dict(d_model=66, num_heads=4), ["d_model=66 is not a multiple of num_heads=4"]),
+    (dict(query_scale=0.1), ["as llama (LlamaForCausalLM): query_scale=0.1 (not head_dim**-0.5 = 0.25) (llama has no "
+                             "such option)"]),
+    (dict(query_scale=0.3, activation="geglu", norm_scale_plus_one=True, embed_scale_by_sqrt_dim=True,
+          post_norms=True), ["as gemma2 (Gemma2ForCausalLM): query_scale=0.3 (query_pre_attn_scalar = "
+                             "query_scale**-2 = 11.1"]),
+    (dict(sliding_window=4, layer_pattern="LG", attn_logit_softcap=50.0, qk_norm=True),
+     ["as qwen3 (Qwen3ForCausalLM): attn_logit_softcap=50.0 (qwen3 has no such option)",
+      "as mistral (MistralForCausalLM): qk_norm=True (mistral has False), sliding_window=4 with layer_pattern='LG' "
+      "(mistral has no such option)"]),
+    (dict(d_model=66, num_heads=4, qkv_bias=True), ["d_model=66 is not a multiple of num_heads=4",
+                                                     "head_dim=16 is not d_model / num_heads"]),
     # every bad option at once, for the nearest family and the others
     (dict(norm_scale_plus_one=True, query_scale=0.5, tie_embeddings=True, logits_scale_by_inv_sqrt_dim=True),
      ["as llama (LlamaForCausalLM): norm_scale_plus_one=True (llama has False), query_scale=0.5",

@@ -99,14 +99,65 @@ def test_sharded_import_equals_unsharded(tmp_path):
 
 
 @pytest.mark.parametrize("change,message", [
-    (dict(model_type="qwen2"), "Qwen2 has q/k/v biases"),
+    (dict(model_type="phi3"), "model_type 'phi3' cannot be imported"),
     (dict(attention_bias=True), "attention_bias=true"),
-    (dict(model_type="mistral", sliding_window=4096), "sliding_window=4096"),
+    (dict(model_type="qwen3", attention_bias=True), "output projection too"),
     (dict(rope_scaling={"rope_type": "yarn", "factor": 4.0}), "rope type 'yarn'"),
     (dict(hidden_act="relu"), "hidden_act='relu'"),
+    (dict(model_type="gemma3_text", use_bidirectional_attention=True), "use_bidirectional_attention"),
+    (dict(model_type="gemma3_text", rope_parameters={
+        "full_attention": {"rope_type": "default", "rope_theta": 1e6},
+        "sliding_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}}), "sliding-window layers"),
+    (dict(model_type="qwen2", layer_types=["sliding_attention", "chunked_attention"]), "chunked_attention"),
+    (dict(model_type="qwen2", layer_types=["sliding_attention", "full_attention"]), "no sliding window"),
 ])
 def test_unsupported_options_are_refused(change, message):
   hf = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
         "num_attention_heads": 4, "vocab_size": 301, **change}
   with pytest.raises(ValueError, match=message):
     config_from_hf(hf)
+
+
+def test_all_reasons_are_listed_at_once():
+  hf = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "vocab_size": 301, "mlp_bias": True, "hidden_act": "relu",
+        "partial_rotary_factor": 0.5}
+  with pytest.raises(ValueError, match="mlp_bias.*partial_rotary_factor.*hidden_act"):
+    config_from_hf(hf)
+
+
+def test_transformers_4_configs_take_the_family_defaults():
+  # google/gemma-3-4b-pt's config.json (transformers 4): the text config spells out only what differs.
+  hf = {"model_type": "gemma3", "text_config": {"hidden_size": 2560, "intermediate_size": 10240,
+                                                "model_type": "gemma3_text", "num_hidden_layers": 34,
+                                                "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                                                "sliding_window": 1024, "num_attention_heads": 8,
+                                                "num_key_value_heads": 4},
+        "vision_config": {}}
+  cfg = config_from_hf(hf)
+  assert (cfg.vocab_size, cfg.head_dim, cfg.query_scale, cfg.layer_pattern, cfg.sliding_window) == (
+      262208, 256, 256 ** -0.5, "LLLLLG", 1024)
+  assert (cfg.rope_max_wavelength, cfg.rope_linear_factor, cfg.rope_local_max_wavelength) == (1e6, 8.0, 1e4)
+  assert cfg.qk_norm and cfg.post_norms and cfg.tie_embeddings and cfg.final_logit_softcap is None
+  # Qwen2.5-7B: use_sliding_window false, so its sliding_window and max_window_layers mean nothing.
+  qwen = config_from_hf({"model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944,
+                         "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+                         "vocab_size": 152064, "rope_theta": 1e6, "sliding_window": 131072,
+                         "use_sliding_window": False, "max_window_layers": 28, "tie_word_embeddings": False})
+  assert qwen.qkv_bias and qwen.sliding_window is None and qwen.layer_pattern == "G" and qwen.head_dim == 128
+
+
+def test_a_tied_checkpoint_storing_the_output_layer_too_is_read_once_and_checked(tmp_path):
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  from audiopalm.hf.tensors import SafetensorsReader  # pylint: disable=import-outside-toplevel
+  config_cls, options = CASES["gemma_mqa_tied"]
+  _save(tmp_path, config_cls, options)
+  embed = SafetensorsReader(str(tmp_path)).get("model.embed_tokens.weight")
+  save_file({"lm_head.weight": embed}, str(tmp_path / "z_head.safetensors"))
+  cfg = config_from_hf(read_config(str(tmp_path)))
+  reader = SafetensorsReader(str(tmp_path))
+  load_hf_params(str(tmp_path), cfg, reader=reader)
+  assert reader.reads("lm_head.weight") == reader.reads("model.embed_tokens.weight") == 1.0
+  save_file({"lm_head.weight": embed + 1.0}, str(tmp_path / "z_head.safetensors"))
+  with pytest.raises(ValueError, match="tie_word_embeddings is set but lm_head.weight differs"):
+    load_hf_params(str(tmp_path), cfg)

@@ -4,7 +4,7 @@
     t = TensorSet(read_tensors(directory), "EnCodec")     # name → float32 numpy array
     w = t.take("encoder.layers.0.conv.bias")              # marks the tensor used
     t.check_all_used()                                    # error naming tensors nothing read
-    r = SafetensorsReader(directory); r.get(name, rows)    # lazy: one tensor (or rows of it) at a time
+    r = SafetensorsReader(directory); r.get(name, rows)    # lazy: one tensor (or rows of it) per ranged read
     check_shapes(expected_abstract_tree, converted_tree, "EnCodec")
 
 Importers must use every tensor of a checkpoint and fill every parameter with the right shape; anything
@@ -13,11 +13,15 @@ else is an error naming the tensors, never a silent approximation.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import io
 import json
+import struct
 from typing import Any, Iterable, Mapping
 
 import jax
+import ml_dtypes
 import numpy as np
 
 from audiopalm.files import storage
@@ -104,25 +108,81 @@ def check_shapes(expected: Any, got: Any, what: str = "checkpoint") -> None:
     raise ValueError(f"converted {what} weights do not fit the config: " + "; ".join(problems[:8]))
 
 
+# safetensors dtype names -> numpy dtypes
+_DTYPES = {"F64": np.dtype(np.float64), "F32": np.dtype(np.float32), "F16": np.dtype(np.float16),
+           "BF16": np.dtype(ml_dtypes.bfloat16), "I64": np.dtype(np.int64), "I32": np.dtype(np.int32),
+           "I16": np.dtype(np.int16), "I8": np.dtype(np.int8), "U8": np.dtype(np.uint8), "BOOL": np.dtype(np.bool_)}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+  file: str
+  dtype: np.dtype
+  shape: tuple[int, ...]
+  start: int  # absolute byte offset of the tensor's data in `file`
+
+
 class SafetensorsReader:
-  """Tensors of a save_pretrained directory by name, read lazily (whole tensors or row ranges)."""
+  """Tensors of a save_pretrained directory (local or gs://) by name, read lazily: whole tensors or row ranges,
+  each one ranged read of exactly its bytes (`storage.read_range`). Nothing is memory-mapped, so a process holds
+  only what it asked for; `rows_read` counts what each tensor cost."""
 
   def __init__(self, directory: str):
-    from safetensors import safe_open  # pylint: disable=import-outside-toplevel
     files = _safetensors_files(directory)
     if not files:
       raise FileNotFoundError(f"no *.safetensors in {directory} (convert pytorch_model.bin checkpoints to safetensors)")
-    self.handles = [safe_open(f, framework="numpy") for f in files]
-    self.where = {name: h for h in self.handles for name in h.keys()}
+    self.entries: dict[str, _Entry] = {}
+    for f in files:
+      self.entries.update(_read_header(f))
+    self.where = {name: entry.file for name, entry in self.entries.items()}
+    self.rows_read: dict[str, int] = collections.Counter()  # name -> rows (of axis 0) read so far
 
   def shape(self, name: str) -> tuple[int, ...]:
-    return tuple(self._handle(name).get_slice(name).get_shape())
+    return self._entry(name).shape
 
   def get(self, name: str, rows: slice = slice(None)) -> np.ndarray:
-    """The tensor (or its rows `rows`) as float32."""
-    return np.asarray(self._handle(name).get_slice(name)[rows], np.float32)
+    """The tensor (or its rows `rows`, a slice with step 1) as float32; counted in `rows_read`."""
+    entry = self._entry(name)
+    if not entry.shape:
+      data = storage.read_range(entry.file, entry.start, entry.dtype.itemsize)
+      self.rows_read[name] += 1
+      return np.frombuffer(data, entry.dtype).astype(np.float32).reshape(())
+    first, stop, step = rows.indices(entry.shape[0])
+    if step != 1:
+      raise ValueError(f"rows of {name} must be a contiguous slice, got {rows}")
+    count = max(stop - first, 0)
+    row_bytes = int(np.prod(entry.shape[1:], dtype=np.int64)) * entry.dtype.itemsize
+    data = storage.read_range(entry.file, entry.start + first * row_bytes, count * row_bytes)
+    if len(data) != count * row_bytes:
+      raise ValueError(f"{entry.file} is truncated: {name} needs {count * row_bytes} bytes, read {len(data)}")
+    self.rows_read[name] += count
+    return np.frombuffer(data, entry.dtype).reshape(count, *entry.shape[1:]).astype(np.float32)
 
-  def _handle(self, name: str) -> Any:
-    if name not in self.where:
+  def reads(self, name: str) -> float:
+    """How many times the tensor was read in full so far (rows read / rows)."""
+    shape = self.shape(name)
+    return self.rows_read[name] / (shape[0] if shape else 1)
+
+  def _entry(self, name: str) -> _Entry:
+    if name not in self.entries:
       raise KeyError(f"the checkpoint has no tensor {name!r}")
-    return self.where[name]
+    return self.entries[name]
+
+
+def _read_header(path: str) -> dict[str, _Entry]:
+  """The tensors of one safetensors file: an 8-byte little-endian header length, the JSON header (name -> dtype,
+  shape, data_offsets relative to the end of the header), then the data."""
+  (length,) = struct.unpack("<Q", storage.read_range(path, 0, 8))
+  header = json.loads(storage.read_range(path, 8, length))
+  entries = {}
+  for name, info in header.items():
+    if name == "__metadata__":
+      continue
+    if info["dtype"] not in _DTYPES:
+      raise ValueError(f"{path}: tensor {name} has dtype {info['dtype']}, supported: {sorted(_DTYPES)}")
+    begin, end = info["data_offsets"]
+    entry = _Entry(path, _DTYPES[info["dtype"]], tuple(info["shape"]), 8 + length + begin)
+    if end - begin != int(np.prod(entry.shape, dtype=np.int64)) * entry.dtype.itemsize:
+      raise ValueError(f"{path}: tensor {name}'s data_offsets do not fit its shape {entry.shape}")
+    entries[name] = entry
+  return entries

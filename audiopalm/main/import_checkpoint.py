@@ -1,5 +1,5 @@
-r"""Import a Hugging Face causal LM (Llama family, Mistral, Gemma), or one of the stack's own checkpoints, as the
-stack's params + config + vocabulary.
+r"""Import a Hugging Face causal LM (Llama 3.x, Mistral, Qwen2/2.5, Qwen3, Gemma 1/2/3 and a multimodal Gemma 3's
+text tower), or one of the stack's own checkpoints, as the stack's params + config + vocabulary.
 
     python -m audiopalm.main.import_checkpoint --hf_dir=/models/gemma-2b --output=runs/gemma_2b_import [--dtype=bfloat16]
     python -m audiopalm.main.import_checkpoint --checkpoint=runs/tiny --output=runs/tiny_import
@@ -8,15 +8,17 @@ stack's params + config + vocabulary.
 its model_config.json and vocab_spec.json are carried over. (A continued-pretraining run can also start from a run
 directory directly: InitFromConfig.path; that also offers its optimizer state.)
 
-`--hf_dir` is a transformers `save_pretrained` directory (config.json, *.safetensors, tokenizer.json and
-tokenizer_config.json naming eos/pad); nothing is downloaded. Written to `--output` (what
+`--hf_dir` is a transformers `save_pretrained` directory, local or gs:// (config.json, *.safetensors,
+tokenizer.json and tokenizer_config.json naming eos/pad); nothing is downloaded. Written to `--output` (what
 `audiopalm.checkpoints.export.load_exported_params` and the trainer's continued-pretraining runs read):
 `params/` (orbax, sharded arrays), `model_config.json` (TransformerConfig), `vocab_spec.json` (the text
 vocabulary, kind 'huggingface'; audio ranges are added by the vocabulary extension). A config option the model
-cannot represent (biases, sliding windows, other RoPE types, ...) is refused with the list of them.
+cannot represent (an output-projection or MLP bias, other RoPE types, bidirectional attention, ...) is refused
+with the list of them.
 
-The parameters are assembled shard by shard over all local devices (fsdp over every device, the default rules):
-each process reads only the slices its devices hold, so a host never needs the whole model in memory.
+The parameters are assembled over all local devices (fsdp over every device, the default rules): each tensor is
+read once (one ranged read; a layer, or a block of embedding rows, at a time), converted once, and placed shard
+by shard, so host memory holds the parameters and one piece (docs/benchmarks.md, "Importing a checkpoint").
 """
 
 from __future__ import annotations

@@ -26,18 +26,37 @@ VOCAB = 301
 
 def make_llama_dir(tmp_path):
   """A random small Llama (GQA, untied, 301 rows) with a word-level tokenizer of 293 ids, saved in `tmp_path`."""
-  import tokenizers  # pylint: disable=import-outside-toplevel
   torch.manual_seed(0)
   model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
       hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
       vocab_size=VOCAB, max_position_embeddings=128)).eval()
   model.save_pretrained(tmp_path, safe_serialization=True)
+  save_word_tokenizer(tmp_path)
+  return model
+
+
+def make_family_dir(tmp_path, case):
+  """A random small model of one of `audiopalm.hf.families_test.CASES` (every switch of its family on, 301 rows)
+  with the word-level tokenizer, saved in `tmp_path`."""
+  from audiopalm.hf import families_test  # pylint: disable=import-outside-toplevel
+  config_cls, options, _, _ = families_test.CASES[case]
+  torch.manual_seed(0)
+  config = config_cls(**{**families_test.SMALL, **options, "vocab_size": VOCAB})
+  model = transformers.AutoModelForCausalLM.from_config(config).eval()
+  families_test.perturb(model)
+  model.save_pretrained(tmp_path, safe_serialization=True)
+  save_word_tokenizer(tmp_path)
+  return model
+
+
+def save_word_tokenizer(tmp_path):
+  """A word-level tokenizer of 293 ids ("w0".."w289" after <pad>, <eos>, <unk>) in `tmp_path`."""
+  import tokenizers  # pylint: disable=import-outside-toplevel
   words = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{f"w{i}": i + 3 for i in range(290)}}  # 293 ids < 301 rows
   tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(words, unk_token="<unk>"))
   tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
   tok.save(str(tmp_path / "tokenizer.json"))
   (tmp_path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<eos>", "pad_token": "<pad>"}))
-  return model
 
 
 def test_import_gives_the_reference_logits_and_the_text_vocabulary(tmp_path):

@@ -2,7 +2,14 @@
 
 PaLM's architecture is the defaults (parallel block, SwiGLU, multi-query attention,
 RoPE, no biases, tied embeddings, logits scaled by 1/sqrt(d_model)); the other
-switches are what Llama- and Gemma-family checkpoints need. The sizes have no
+switches are what today's text checkpoints need (all off by default):
+    Llama 3.x      sequential block, RMSNorm, GQA, untied, Llama 3 RoPE scaling
+    Mistral        + a sliding window on every layer (layer_pattern "L")
+    Qwen2/2.5      + q/k/v biases (qkv_bias), optionally windows on the top layers
+    Qwen3          + RMSNorm on queries and keys per head (qk_norm)
+    Gemma          (1 + w) norm scales, GeGLU, embeddings x sqrt(d_model), tied
+    Gemma 2        + sandwich norms (post_norms), attention and final logit soft-caps, local:global layers 1:1
+    Gemma 3        + qk_norm, local:global 5:1, local RoPE base, linear RoPE scaling on global layers The sizes have no
 defaults: named sizes are gin files, `gin_configs/models/*.gin` (tiny, demo, palm_1b,
 palm_8b; `audiopalm.main.presets.model_preset` reads them in Python).
 """
@@ -59,6 +66,25 @@ class TransformerConfig:
     param_dtype: storage dtype of parameters.
     remat: rematerialisation policy of each block (see REMAT_POLICIES).
     scan_layers: stack layers with `nn.scan` (fast compile at depth).
+    attn_logit_softcap: c: attention logits become c * tanh(logits / c) before the mask (Gemma 2: 50), or None.
+    final_logit_softcap: c: output logits become c * tanh(logits / c) (Gemma 2: 30), or None.
+    sliding_window: W: a local layer's query attends to the W latest tokens of its segment, itself included
+      (Mistral, Gemma 2/3, Qwen's option), or None (every layer global).
+    layer_pattern: the kind of each layer, repeated over the depth (and cut where longer): layer i is
+      layer_pattern[i % len] with 'G' = global (full causal) and 'L' = local (sliding_window). "G": all global;
+      "L": Mistral; "LG": Gemma 2; "LLLLLG": Gemma 3; a string of num_layers characters spells out any other order
+      (Qwen: "GG..LL").
+    rope_local_max_wavelength: RoPE base of the local layers (Gemma 3: 10k), which then take no scaling; None =
+      local layers rotate as global ones.
+    rope_linear_factor: positions divided by this factor in the global layers' RoPE (transformers' 'linear'
+      rope type; Gemma 3: 8); 1 = none. Not combined with rope_scaling.
+    post_norms: normalise the attention and MLP branch outputs before each residual add ("sandwich" norms,
+      Gemma 2/3); sequential block only.
+    qk_norm: normalise each query and key head over head_dim (one scale of [head_dim] each, shared by the
+      heads) before RoPE (Qwen3, Gemma 3).
+    qkv_bias: biases on the query, key and value projections (Qwen2/2.5); the output projection has none.
+    hf_family: the transformers model_type this architecture was imported from; the export writes that
+      family back when it represents the config (e.g. 'mistral' rather than the equivalent 'llama').
     dropout_rate: dropout on the input embeddings and on each residual branch (attention and MLP outputs), T5
       style. Active only when the model is applied with a 'dropout' rng, as the train step does; evaluation and
       decoding never drop. 0 = off (PaLM pretraining); a regulariser for small data.
@@ -88,6 +114,16 @@ class TransformerConfig:
   remat: RematPolicy = "none"
   scan_layers: bool = True
   dropout_rate: float = 0.0
+  attn_logit_softcap: float | None = None
+  final_logit_softcap: float | None = None
+  sliding_window: int | None = None
+  layer_pattern: str = "G"
+  rope_local_max_wavelength: float | None = None
+  rope_linear_factor: float = 1.0
+  post_norms: bool = False
+  qk_norm: bool = False
+  qkv_bias: bool = False
+  hf_family: str | None = None
 
   def __post_init__(self):
     if self.rope_scaling is not None:  # (a list when read back from JSON)
@@ -111,6 +147,25 @@ class TransformerConfig:
       check(factor > 0 and 0 < low < high and original > 0,
             f"rope_scaling must be (factor > 0, 0 < low_freq_factor < high_freq_factor, original_max_position > 0), "
             f"got {self.rope_scaling}")
+    for name in ("attn_logit_softcap", "final_logit_softcap"):
+      value = getattr(self, name)
+      check(value is None or value > 0, f"{name} must be positive or None, got {value}")
+    check(bool(self.layer_pattern) and set(self.layer_pattern) <= {"G", "L"},
+          f"layer_pattern must be a non-empty string of 'G' (global) and 'L' (local), got {self.layer_pattern!r}")
+    has_local = "L" in self.layer_pattern
+    check(has_local == (self.sliding_window is not None),
+          f"sliding_window={self.sliding_window} with layer_pattern={self.layer_pattern!r}: local layers ('L') "
+          "need a sliding_window, and a sliding_window needs local layers")
+    check(self.sliding_window is None or self.sliding_window >= 1,
+          f"sliding_window must be at least 1, got {self.sliding_window}")
+    check(self.rope_local_max_wavelength is None or (has_local and self.rope_local_max_wavelength > 0),
+          f"rope_local_max_wavelength={self.rope_local_max_wavelength} needs local layers and a positive value")
+    check(self.rope_linear_factor > 0, f"rope_linear_factor must be positive, got {self.rope_linear_factor}")
+    check(self.rope_linear_factor == 1.0 or self.rope_scaling is None,
+          "rope_linear_factor and rope_scaling (Llama 3) cannot be combined")
+    check(not self.post_norms or self.block == "sequential", "post_norms needs block='sequential'")
+    check(self.attention != "cudnn" or self.attn_logit_softcap is None,
+          "attention='cudnn' has no attention-logit soft-capping; use 'einsum' or 'xla' with attn_logit_softcap")
     choices = {"block": ("parallel", "sequential"), "norm": ("layernorm", "rmsnorm"),
                "activation": ("swiglu", "geglu"), "remat": REMAT_POLICIES,
                "attention": ("einsum", "xla", "cudnn"),
@@ -123,13 +178,22 @@ class TransformerConfig:
   def replace(self, **changes) -> "TransformerConfig":
     return dataclasses.replace(self, **changes)
 
+  def layer_is_local(self) -> tuple[bool, ...]:
+    """Whether each layer (0 .. num_layers - 1) is local (sliding window), from layer_pattern."""
+    pattern = self.layer_pattern
+    return tuple(pattern[i % len(pattern)] == "L" for i in range(self.num_layers))
+
 
 def param_count(cfg: TransformerConfig, include_embedding: bool = True) -> int:
   """Exact number of parameters of `Transformer(cfg)`."""
   norm = cfg.d_model  # scale only, no bias
   attn = cfg.d_model * cfg.head_dim * (2 * cfg.num_heads + 2 * cfg.num_kv_heads)
+  if cfg.qkv_bias:
+    attn += cfg.head_dim * (cfg.num_heads + 2 * cfg.num_kv_heads)
+  if cfg.qk_norm:
+    attn += 2 * cfg.head_dim
   mlp = 3 * cfg.d_model * cfg.d_ff
-  norms_per_layer = 1 if cfg.block == "parallel" else 2
+  norms_per_layer = 1 if cfg.block == "parallel" else (4 if cfg.post_norms else 2)
   per_layer = attn + mlp + norms_per_layer * norm
   total = cfg.num_layers * per_layer + norm  # + final norm
   if include_embedding:
@@ -141,11 +205,12 @@ def flops_per_token(cfg: TransformerConfig, seq_len: int) -> float:
   """Training FLOPs per token (forward + backward), as in PaLM's appendix B.
 
   6 * N for the matmuls over non-embedding parameters plus the output layer,
-  plus 12 * L * H * Q * T for attention (H heads of width Q over T tokens).
-  Rematerialisation is not counted (this is *model* FLOPs, for MFU).
+  plus 12 * L * H * Q * T for attention (H heads of width Q over T tokens; a local layer's T is at most its
+  sliding window). Rematerialisation is not counted (this is *model* FLOPs, for MFU).
   """
   n = param_count(cfg, include_embedding=False) + cfg.vocab_size * cfg.d_model  # output layer matmul
-  attention = 12 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
+  context = sum(min(seq_len, cfg.sliding_window) if local else seq_len for local in cfg.layer_is_local())
+  attention = 12 * cfg.num_heads * cfg.head_dim * context
   return 6.0 * n + attention
 
 

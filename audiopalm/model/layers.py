@@ -1,7 +1,7 @@
 """Building blocks of the decoder: normalisation, RoPE, gated MLP, embedding.
 
 Every parameter carries logical axis names (`audiopalm.sharding.axes`); no
-layer has a bias (PaLM).
+layer has a bias (PaLM; Qwen2's q/k/v biases live in `attention`).
 """
 
 from __future__ import annotations
@@ -33,17 +33,26 @@ def kernel_init(fan_in_axes: tuple[int, ...] = (0,)) -> nn.initializers.Initiali
   return init
 
 
+def cap_logits(logits: jax.Array, cap: float) -> jax.Array:
+  """Soft-capping (Gemma 2): cap * tanh(logits / cap), smooth and bounded by +-cap."""
+  return cap * jnp.tanh(logits / cap)
+
+
 class Norm(nn.Module):
-  """LayerNorm without bias (PaLM) or RMSNorm (Llama/Gemma), computed in float32."""
+  """LayerNorm without bias (PaLM) or RMSNorm (Llama/Gemma) over the last axis, computed in float32.
+
+  dim: the normalised width: d_model (default), or head_dim for the per-head query/key norms (`qk_norm`).
+  """
 
   cfg: TransformerConfig
+  dim: int | None = None
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:  # [batch, length, embed] -> same
+  def __call__(self, x: jax.Array) -> jax.Array:  # [..., dim] -> same
     cfg = self.cfg
     init = nn.initializers.zeros if cfg.norm_scale_plus_one else nn.initializers.ones
-    scale = self.param("scale", nn.with_logical_partitioning(init, (axes.NORM,)), (cfg.d_model,),
-                       dtype_of(cfg.param_dtype))
+    dim, axis = (cfg.d_model, axes.NORM) if self.dim is None else (self.dim, axes.HEAD_DIM)
+    scale = self.param("scale", nn.with_logical_partitioning(init, (axis,)), (dim,), dtype_of(cfg.param_dtype))
     x32 = x.astype(jnp.float32)
     if cfg.norm == "layernorm":
       x32 = x32 - jnp.mean(x32, axis=-1, keepdims=True)
@@ -55,12 +64,15 @@ class Norm(nn.Module):
 
 
 def rope_inv_freq(head_dim: int, max_wavelength: float,
-                  scaling: tuple[float, float, float, float] | None = None) -> jax.Array:
+                  scaling: tuple[float, float, float, float] | None = None, linear_factor: float = 1.0) -> jax.Array:
   """[head_dim / 2] RoPE inverse frequencies; `scaling` = Llama 3's (factor, low_freq_factor, high_freq_factor,
   original_max_position_embeddings): long wavelengths are divided by `factor`, short ones kept, the band between
-  interpolated smoothly (as `transformers`' 'llama3' rope type)."""
+  interpolated smoothly (as `transformers`' 'llama3' rope type); `linear_factor` divides every frequency
+  (transformers' 'linear' rope type)."""
   fraction = 2.0 * jnp.arange(head_dim // 2, dtype=jnp.float32) / head_dim
   inv_freq = 1.0 / (max_wavelength ** fraction)
+  if linear_factor != 1.0:
+    inv_freq = inv_freq / linear_factor
   if scaling is None:
     return inv_freq
   factor, low, high, original = scaling
@@ -72,16 +84,24 @@ def rope_inv_freq(head_dim: int, max_wavelength: float,
   return jnp.where(medium, smoothed, scaled)
 
 
-def apply_rope(x: jax.Array, positions: jax.Array, max_wavelength: float,
-               scaling: tuple[float, float, float, float] | None = None) -> jax.Array:
+def layer_inv_freq(cfg: TransformerConfig, is_local: jax.Array | bool) -> jax.Array:
+  """[head_dim / 2] RoPE inverse frequencies of a layer: the global ones (rope_max_wavelength, rope_scaling,
+  rope_linear_factor), or a local layer's own plain ones when `rope_local_max_wavelength` is set. `is_local` may
+  be traced (the layer flag scanned with the layers)."""
+  inv_global = rope_inv_freq(cfg.head_dim, cfg.rope_max_wavelength, cfg.rope_scaling, cfg.rope_linear_factor)
+  if cfg.rope_local_max_wavelength is None:
+    return inv_global
+  return jnp.where(is_local, rope_inv_freq(cfg.head_dim, cfg.rope_local_max_wavelength), inv_global)
+
+
+def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.Array:
   """Rotary position embedding, rotate-half convention (as in HF Llama/Gemma).
 
   Args:
     x: [batch, length, heads, head_dim]
     positions: [batch, length] int, per-segment positions.
-    scaling: Llama 3 frequency scaling (see `rope_inv_freq`), or None.
+    inv_freq: [head_dim / 2] inverse frequencies (`rope_inv_freq`, `layer_inv_freq`).
   """
-  inv_freq = rope_inv_freq(x.shape[-1], max_wavelength, scaling)  # [head_dim / 2]
   angles = positions.astype(jnp.float32)[:, :, None, None] * inv_freq  # [batch, length, 1, head_dim / 2]
   sin, cos = jnp.sin(angles), jnp.cos(angles)
   x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from audiopalm.model.attention import Attention, LayerKV
 from audiopalm.model.config import TransformerConfig
 from audiopalm.model.kv_cache import KVCache
-from audiopalm.model.layers import Embedding, GatedMLP, Norm, dtype_of, kernel_init
+from audiopalm.model.layers import Embedding, GatedMLP, Norm, cap_logits, dtype_of, kernel_init
 from audiopalm.sharding import axes
 from audiopalm.sharding.rules import constrain
 
@@ -31,18 +31,24 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, positions: jax.Array, segment_ids: jax.Array | None,
-               kv: LayerKV | None = None) -> tuple[jax.Array, LayerKV | None]:
+               kv: LayerKV | None = None, is_local: jax.Array | bool = False) -> tuple[jax.Array, LayerKV | None]:
     """x: [batch, length, embed] -> (same, updated `kv`); the tuple is the `nn.scan` carry/output.
 
     Training: `kv` None, attention masked by `segment_ids`. Decoding: `kv` is this layer's cache, `positions`
-    the new tokens' cache indices, `segment_ids` unused (see `Attention.decode`). Each residual branch goes through
-    dropout (`cfg.dropout_rate`) when a 'dropout' rng is given.
+    the new tokens' cache indices, `segment_ids` unused (see `Attention.decode`). `is_local`: this layer's kind
+    (scanned with the layers: a traced bool). Each residual branch goes through dropout (`cfg.dropout_rate`) when
+    a 'dropout' rng is given; with `post_norms` it is normalised before that (Gemma 2/3's sandwich).
     """
     cfg = self.cfg
     attn = Attention(cfg, name="attn")
 
     def attend(h: jax.Array) -> tuple[jax.Array, LayerKV | None]:
-      return (attn(h, positions, segment_ids), None) if kv is None else attn.decode(h, positions, kv)
+      if kv is None:
+        return attn(h, positions, segment_ids, is_local), None
+      return attn.decode(h, positions, kv, is_local)
+
+    def branch(out: jax.Array, post_norm: str) -> jax.Array:
+      return _dropout(self, cfg.dropout_rate, Norm(cfg, name=post_norm)(out) if cfg.post_norms else out)
 
     x = constrain(x, _ACT)
     if cfg.block == "parallel":
@@ -51,8 +57,8 @@ class Block(nn.Module):
       x = x + _dropout(self, cfg.dropout_rate, a) + _dropout(self, cfg.dropout_rate, GatedMLP(cfg, name="mlp")(h))
     else:
       a, new_kv = attend(Norm(cfg, name="attn_norm")(x))
-      x = x + _dropout(self, cfg.dropout_rate, a)
-      x = x + _dropout(self, cfg.dropout_rate, GatedMLP(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x)))
+      x = x + branch(a, "attn_post_norm")
+      x = x + branch(GatedMLP(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x)), "mlp_post_norm")
     return constrain(x, _ACT), new_kv
 
 
@@ -84,7 +90,7 @@ class Transformer(nn.Module):
       block = nn.remat(block, policy=_remat_policy(cfg.remat), prevent_cse=not cfg.scan_layers)
     if cfg.scan_layers:
       stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
-                      in_axes=(nn.broadcast, nn.broadcast, 0), length=cfg.num_layers,
+                      in_axes=(nn.broadcast, nn.broadcast, 0, 0), length=cfg.num_layers,
                       metadata_params={nn.PARTITION_NAME: axes.LAYERS})
       self.layers = stack(cfg)
     else:
@@ -131,18 +137,20 @@ class Transformer(nn.Module):
     kv: None (training) or every layer's (key, value) buffers, stacked [layers, batch, max_len, kv_heads, head_dim].
     """
     x = constrain(_dropout(self, self.cfg.dropout_rate, self.embed(tokens)), _ACT)  # [batch, length, embed]
+    is_local = self.cfg.layer_is_local()
     if self.cfg.scan_layers:
-      x, kv = self.layers(x, positions, segment_ids, kv)
+      x, kv = self.layers(x, positions, segment_ids, kv, jnp.asarray(is_local))  # the flags scan with the layers
     else:
       new = []
       for i, block in enumerate(self.blocks):
-        x, layer_kv = block(x, positions, segment_ids, None if kv is None else (kv[0][i], kv[1][i]))
+        x, layer_kv = block(x, positions, segment_ids, None if kv is None else (kv[0][i], kv[1][i]), is_local[i])
         new.append(layer_kv)
       kv = None if kv is None else tuple(jnp.stack(buffers) for buffers in zip(*new))
     return self.final_norm(x), kv
 
   def project(self, x: jax.Array) -> jax.Array:
-    """Hidden states [batch, length, embed] -> logits [batch, length, vocab] (float32)."""
+    """Hidden states [batch, length, embed] -> logits [batch, length, vocab] (float32; soft-capped with
+    `final_logit_softcap`)."""
     cfg = self.cfg
     if cfg.tie_embeddings:
       logits = self.embed.attend(x)
@@ -150,5 +158,7 @@ class Transformer(nn.Module):
         logits = logits * jnp.asarray(cfg.d_model ** -0.5, logits.dtype)
     else:
       logits = jnp.einsum("BTD,DV->BTV", x, self.unembed.astype(dtype_of(cfg.dtype)))
-    logits = constrain(logits, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_VOCAB))
-    return logits.astype(jnp.float32)
+    logits = constrain(logits, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_VOCAB)).astype(jnp.float32)
+    if cfg.final_logit_softcap is not None:  # Gemma 2: c * tanh(logits / c)
+      logits = cap_logits(logits, cfg.final_logit_softcap)
+    return logits

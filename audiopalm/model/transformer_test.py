@@ -17,6 +17,16 @@ VARIANTS = {
     "gemma": TINY.replace(block="sequential", norm="rmsnorm", norm_scale_plus_one=True, activation="geglu",
                           embed_scale_by_sqrt_dim=True, logits_scale_by_inv_sqrt_dim=False, query_scale=0.1),
     "mha_unscanned_remat": TINY.replace(num_kv_heads=4, scan_layers=False, remat="full"),
+    # Gemma 2/3-style: every switch of today's checkpoints at once (the families' parity is audiopalm/hf's tests)
+    "gemma3_all_switches": TINY.replace(
+        block="sequential", norm="rmsnorm", norm_scale_plus_one=True, activation="geglu", embed_scale_by_sqrt_dim=True,
+        logits_scale_by_inv_sqrt_dim=False, num_kv_heads=2, attn_logit_softcap=5.0, final_logit_softcap=3.0,
+        sliding_window=4, layer_pattern="LG", rope_local_max_wavelength=1e4, rope_linear_factor=8.0, post_norms=True,
+        qk_norm=True, qkv_bias=True),
+}
+FULL_SIZE = {  # published parameter counts (embeddings included)
+    "gemma2_9b": 9_241_705_984, "gemma3_4b": 3_880_263_168,
+    "qwen2_5_7b": 7_615_616_512, "qwen3_8b": 8_190_735_360, "llama3_1_8b": 8_030_261_248,
 }
 
 
@@ -117,13 +127,15 @@ def test_invalid_config_fails_naming_the_field():
     TINY.replace(activation="relu")
 
 
-@pytest.mark.parametrize("name", ["palm_1b", "palm_8b"])
+@pytest.mark.parametrize("name", ["palm_1b", "palm_8b", *FULL_SIZE])
 def test_full_size_presets_eval_shape(name):
-  """Full-size presets initialise abstractly (no allocation) with the expected parameter count."""
+  """Full-size presets initialise abstractly (no allocation) with the expected (published) parameter count."""
   cfg = model_preset(name)
   tokens = jax.ShapeDtypeStruct((1, 8), jnp.int32)
   abstract = jax.eval_shape(lambda: nn.unbox(Transformer(cfg).init(jax.random.key(0), tokens, tokens, tokens)))
   assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract)) == param_count(cfg)
+  if name in FULL_SIZE:
+    assert param_count(cfg) == FULL_SIZE[name]
   if name == "palm_8b":
     assert abs(param_count(cfg) - 8.63e9) < 0.01e9  # PaLM paper: 8.63B
     assert abstract["params"]["layers"]["attn"]["q"].shape == (32, 4096, 16, 256)
@@ -136,6 +148,12 @@ def test_flops_per_token_palm_8b():
   cfg = model_preset("palm_8b")
   n = param_count(cfg, include_embedding=False) + cfg.vocab_size * cfg.d_model
   assert flops_per_token(cfg, 2048) == 6 * n + 12 * 32 * 16 * 256 * 2048
+
+
+def test_flops_per_token_counts_a_local_layers_window():
+  cfg = model_preset("palm_8b")
+  local = cfg.replace(sliding_window=512, layer_pattern="LG")
+  assert flops_per_token(cfg, 2048) - flops_per_token(local, 2048) == 12 * 16 * 16 * 256 * (2048 - 512)
 
 
 @pytest.mark.parametrize("kv_heads", [1, 2])
@@ -151,6 +169,79 @@ def test_dot_product_attention_matches_einsum(kv_heads):
   b = Transformer(cfg.replace(attention="xla")).apply(variables, tokens, positions, segments)
   assert np.isfinite(np.asarray(b)).all()
   np.testing.assert_allclose(np.asarray(b)[:, :20], np.asarray(a)[:, :20], rtol=1e-5, atol=1e-5)
+
+
+def _window_inputs(length=24):
+  tokens, _, _ = _inputs(batch=1, length=length)
+  segments = jnp.asarray([[1] * 9 + [2] * 11 + [0] * (length - 20)], jnp.int32)
+  positions = jnp.asarray([list(range(9)) + list(range(11)) + [0] * (length - 20)], jnp.int32)
+  return tokens, positions, segments
+
+
+def test_local_layers_see_exactly_their_window():
+  """With one local layer of window W, the logit at index p depends on tokens p-W+1..p of its segment only (a
+  global layer sees them all): changing token j moves logits p >= j exactly while p - j < W."""
+  cfg = TINY.replace(num_layers=1, sliding_window=4, layer_pattern="L", block="sequential")
+  tokens, positions, segments = _window_inputs()
+  variables = _init(cfg, tokens, positions, segments)
+  a = np.asarray(Transformer(cfg).apply(variables, tokens, positions, segments))[0]
+  b = np.asarray(Transformer(cfg).apply(variables, tokens.at[0, 10].set(3), positions, segments))[0]
+  moved = np.abs(a - b).max(axis=-1) > 1e-6
+  assert moved.tolist() == [10 <= p < 14 for p in range(24)][:20] + moved[20:].tolist()
+  full = Transformer(cfg.replace(sliding_window=None, layer_pattern="G"))
+  c = np.asarray(full.apply(variables, tokens, positions, segments))[0]
+  d = np.asarray(full.apply(variables, tokens.at[0, 10].set(3), positions, segments))[0]
+  assert (np.abs(c - d).max(axis=-1)[10:20] > 1e-6).all()  # to the end of segment 2
+
+
+def test_scanned_flags_equal_unscanned_layers():
+  """The per-layer kind and RoPE base carried as scanned data compute what per-layer Python flags do."""
+  cfg = VARIANTS["gemma3_all_switches"]
+  inputs = _window_inputs()
+  variables = _init(cfg, *inputs)["params"]
+  unscanned = {f"layer_{i}": jax.tree.map(lambda x, i=i: x[i], variables["layers"]) for i in range(cfg.num_layers)}
+  unscanned.update({k: v for k, v in variables.items() if k != "layers"})
+  a = Transformer(cfg).apply({"params": variables}, *inputs)
+  b = Transformer(cfg.replace(scan_layers=False)).apply({"params": unscanned}, *inputs)
+  np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-5)  # float32, differently fused
+
+
+def test_soft_caps_bound_the_logits():
+  cfg = VARIANTS["gemma3_all_switches"]
+  inputs = _inputs()
+  logits = np.asarray(Transformer(cfg).apply(_init(cfg, *inputs), *inputs))
+  assert np.abs(logits).max() <= 3.0 and np.abs(logits).max() > 2.9  # tanh saturates to 3.0 in float32
+
+
+def test_xla_attention_honours_windows_and_caps():
+  """attention='xla' computes the einsum path's function with local layers, soft-caps, biases and q/k norms
+  (padding rows aside); 'cudnn' refuses the attention soft-cap before anything compiles."""
+  cfg = VARIANTS["gemma3_all_switches"]
+  inputs = _window_inputs()
+  variables = _init(cfg, *inputs)
+  a = Transformer(cfg).apply(variables, *inputs)
+  b = Transformer(cfg.replace(attention="xla")).apply(variables, *inputs)
+  np.testing.assert_allclose(np.asarray(b)[:, :20], np.asarray(a)[:, :20], rtol=1e-5, atol=1e-5)
+  no_cap = cfg.replace(attn_logit_softcap=None)
+  a = Transformer(no_cap).apply(variables, *inputs)
+  b = Transformer(no_cap.replace(attention="xla")).apply(variables, *inputs)  # jax.nn.dot_product_attention
+  np.testing.assert_allclose(np.asarray(b)[:, :20], np.asarray(a)[:, :20], rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="cudnn.*soft-capping"):
+    cfg.replace(attention="cudnn", dtype="bfloat16")
+
+
+@pytest.mark.parametrize("change,message", [
+    (dict(sliding_window=4), "a sliding_window needs local layers"),
+    (dict(layer_pattern="LX", sliding_window=4), "layer_pattern must be a non-empty string of 'G'"),
+    (dict(layer_pattern="L"), "local layers .'L'. need a sliding_window"),
+    (dict(rope_local_max_wavelength=1e4), "needs local layers"),
+    (dict(rope_linear_factor=2.0, rope_scaling=(8.0, 1.0, 4.0, 64.0)), "cannot be combined"),
+    (dict(post_norms=True), "post_norms needs block='sequential'"),
+    (dict(final_logit_softcap=0.0), "final_logit_softcap must be positive"),
+])
+def test_invalid_switches_fail_naming_the_field(change, message):
+  with pytest.raises(ValueError, match=message):
+    TINY.replace(**change)
 
 
 def test_kernel_init_std_is_one_over_sqrt_fan_in():
