@@ -16,6 +16,22 @@ import pytest  # noqa: E402
 ROOT = pathlib.Path(__file__).resolve().parent
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_jax_state_per_module():
+  """Each test module starts from JAX state no other module left: compiled executables dropped, and JAX's
+  persistent compilation cache off again if a test ran a training entry point in this process (which turns it
+  on). A full session that kept them (issue 26's tests added many compiled programs) crashed XLA's CPU compiler
+  late, reproducibly: a segfault compiling tools/benchmark_train_test's first program, which no group of
+  modules run alone reproduced."""
+  yield
+  import jax  # pylint: disable=import-outside-toplevel
+  from jax._src import compilation_cache  # pylint: disable=import-outside-toplevel
+  if jax.config.jax_compilation_cache_dir is not None:
+    jax.config.update("jax_compilation_cache_dir", None)
+    compilation_cache.reset_cache()
+  jax.clear_caches()
+
+
 @pytest.fixture(scope="session")
 def demo_tokens(tmp_path_factory) -> pathlib.Path:
   """The bundled corpus tokenized by the demo job (`gin_configs/tokenize/demo.gin`), once per test session."""
