@@ -46,13 +46,18 @@ def test_the_readme_main_job_runs_end_to_end_and_resumes(tmp_path):
   work = tmp_path / "runs" / "main"
   summary = json.loads((work / "summary.json").read_text())
   assert all(s["seconds_this_run"] is None for s in summary["steps"].values())  # the rerun kept every step
-  assert runs[1].count("done earlier, kept") == 10 and "[10/10] synthesize: a held-out" in runs[0]
+  assert runs[1].count("done earlier, kept") == 9 and "[9/9] evaluate: held-out" in runs[0]
   for path in ("tokens/train/metadata.json", "tokens/test/metadata.json", "tokens/text/metadata.json",
                "text/export/model_config.json",
                "speech_text/checkpoints/10", "coarse/checkpoints/3", "fine/checkpoints/3", "export/manifest.json",
-               "export/lm/hf/config.json", "eval/test.json", "samples/0000.wav"):
+               "export/lm/hf/config.json", "eval/test.json", "samples/0000.wav", "samples/0001.wav"):
     assert (work / path).exists(), path
   ev = summary["evaluation"]
   assert ev["step"] == 10 and ev["utterances"] == 2 and 0 <= ev["asr_wer"] and ev["chance_wer"] > 0
   assert set(ev["perplexity"]) == {"asr", "tts", "continuation", "text_lm"}
-  assert "| ASR WER / CER |" in runs[0] and "Synthesized: runs/main/samples/0000.wav" in runs[0]
+  assert "| ASR WER / CER |" in runs[0] and "Synthesized 2 held-out sentences" in runs[0]
+  # Every held-out sentence evaluated is synthesized, listed, and judged by the independent recognizer.
+  generated = [json.loads(line) for line in (work / "samples" / "generated.jsonl").read_text().splitlines()]
+  assert len(generated) == 2 and all({"text", "wav", "recognizer_transcript"} <= set(g) for g in generated)
+  judge = ev["recognizer_wer"]
+  assert all(judge[k] is not None for k in ("original", "codec", "tts", "tts_to_original"))

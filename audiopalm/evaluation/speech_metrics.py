@@ -4,6 +4,7 @@
     asr(speech, examples)              # WER / CER of transcripts decoded from the examples' semantic tokens
     tts(speech, examples, ...)         # round-trip WER: synthesize the transcripts, transcribe them back
     codec_resynthesis(codec, examples) # mel distance / SI-SNR of the examples' acoustic codes, decoded
+    intelligibility(recognizer, examples, codec)  # an independent recognizer on the originals and the codec's copy
     semantic_resynthesis(...)          # WER of audio made from the examples' real semantic tokens
 
 Every function returns a flat dict of numbers (plus the first `samples` (reference, hypothesis) pairs for
@@ -17,22 +18,30 @@ learned the template but not the audio would reach; "far better than chance" mea
 Round trips (`tts`, `semantic_resynthesis`): with the acoustic stages and the semantic tokenizer, the audio is
 really synthesized and tokenized again (`*_wer` from waveforms); `tts` also reports the shortcut that
 transcribes the generated semantic tokens directly (`semantic_roundtrip_*`), which needs no acoustic models.
+
+Intelligibility by an independent judge (`evaluation.recognizer`: an off-the-shelf recognizer this project does
+not train): `tts` with a recognizer scores the synthesized audio (`recognizer_wer`), `intelligibility` the
+original recordings and the codec's resynthesis of them with the same judge; the ratio of the first to the
+original recordings' WER says how much intelligibility synthesis loses, whatever the judge's own accuracy.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any, Sequence
 
 import jax
 import numpy as np
 
-from audiopalm.audio.io import AudioDecodeError, load_audio, resample
+from audiopalm.audio.io import AudioDecodeError, load_audio, resample, write_audio
 from audiopalm.codec import spectral
 from audiopalm.codec.model import Codec
 from audiopalm.data.token_source import TokenShardSource
+from audiopalm.evaluation.recognizer import SAMPLE_RATE, Recognizer
 from audiopalm.evaluation.wer import error_rates
-from audiopalm.inference.acoustic import AcousticStages, decode_codes
+from audiopalm.files import storage
+from audiopalm.inference.acoustic import AcousticStages, VoicePrompt, decode_codes
 from audiopalm.inference.audio_tokens import tokenize
 from audiopalm.inference.speech import SpeechTasks
 from audiopalm.tokenizers.base import AudioTokenizer
@@ -90,8 +99,15 @@ def _transcribe_waves(speech: SpeechTasks, semantic_tokenizer: AudioTokenizer, w
 
 
 def tts(speech: SpeechTasks, examples: Sequence[dict[str, Any]], stages: AcousticStages | None = None,
-        semantic_tokenizer: AudioTokenizer | None = None, samples: int | None = SAMPLES) -> dict[str, Any]:
-  """Synthesizes every transcript and transcribes the result with the same model (module docstring)."""
+        semantic_tokenizer: AudioTokenizer | None = None, samples: int | None = SAMPLES,
+        prompt: VoicePrompt | None = None, recognizer: Recognizer | None = None,
+        samples_dir: str | None = None) -> dict[str, Any]:
+  """Synthesizes every transcript and transcribes the result with the same model (module docstring).
+
+  With the stages, through audio (voiced like `prompt`, if given); then `recognizer` (an independent one) also
+  transcribes the audio (`recognizer_wer`), and `samples_dir` gets every waveform (`<i>.wav`) and a line per
+  utterance in `generated.jsonl` (text, wav, seconds, semantic tokens, the recognizer's and the model's
+  transcripts)."""
   refs = [e["transcript"] for e in examples]
   languages = [e.get("language") for e in examples]
   codes = speech.synthesize(refs, languages)
@@ -101,13 +117,52 @@ def tts(speech: SpeechTasks, examples: Sequence[dict[str, Any]], stages: Acousti
   result: dict[str, Any] = {"utterances": len(refs), **_rates("semantic_roundtrip_", refs, back),
                             "empty_outputs": int((lengths == 0).sum()),
                             "length_ratio": float(lengths.sum() / truth.sum())}
-  if stages is not None and semantic_tokenizer is not None:
-    heard = _transcribe_waves(speech, semantic_tokenizer, stages.synthesize(codes), stages.codec.sample_rate,
-                              languages)
-    result.update(_rates("", refs, heard))
-    result["samples"] = _samples(refs, heard, samples)
-  else:
+  if stages is None or semantic_tokenizer is None:
     result["samples"] = _samples(refs, back, samples)
+    return result
+  rate = stages.codec.sample_rate
+  waves = stages.synthesize(codes, prompt)
+  heard = _transcribe_waves(speech, semantic_tokenizer, waves, rate, languages)
+  result.update(_rates("", refs, heard))
+  result["samples"] = _samples(refs, heard, samples)
+  judged = recognizer.transcribe(waves, rate) if recognizer is not None else None
+  if judged is not None:
+    result.update(_rates("recognizer_", refs, judged))
+    result["recognizer_samples"] = _samples(refs, judged, samples)
+  if samples_dir is not None:
+    records = []
+    for i, (ref, wave, c, model_heard) in enumerate(zip(refs, waves, codes, heard)):
+      path = storage.join(samples_dir, f"{i:04d}.wav")
+      write_audio(path, wave, rate)
+      records.append({"text": ref, "wav": path, "seconds": round(wave.size / rate, 3), "semantic_tokens": int(c.size),
+                      "source": examples[i].get("source"), "model_transcript": model_heard,
+                      **({"recognizer_transcript": judged[i]} if judged is not None else {})})
+    storage.write_text(storage.join(samples_dir, "generated.jsonl"),
+                       "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    result["samples_dir"] = samples_dir
+  return result
+
+
+def intelligibility(recognizer: Recognizer, examples: Sequence[dict[str, Any]], codec: Codec | None = None,
+                    num_levels: int | None = None, samples: int | None = SAMPLES) -> dict[str, Any]:
+  """The independent recognizer's WER / CER on the examples' original recordings (`original_*`) and, with the
+  codec, on the codec's resynthesis of their acoustic codes (first `num_levels`; `codec_*`): the yardsticks of
+  `tts`'s `recognizer_wer`. Examples whose source audio cannot be read here are left out of both."""
+  rate = SAMPLE_RATE
+  kept = [(e, _original_audio(e, rate)) for e in examples]
+  kept = [(e, wave) for e, wave in kept if wave is not None]
+  if not kept:
+    raise ValueError(f"intelligibility: none of the {len(examples)} examples' source audio could be read")
+  refs = [e["transcript"] for e, _ in kept]
+  heard = recognizer.transcribe([wave for _, wave in kept], rate)
+  result: dict[str, Any] = {"recognizer": recognizer.describe(), "utterances": len(kept),
+                            "missing_audio": len(examples) - len(kept), **_rates("original_", refs, heard),
+                            "original_samples": _samples(refs, heard, samples)}
+  if codec is not None:
+    waves = [decode_codes(codec, np.asarray(e["acoustic"])[:, :num_levels]) for e, _ in kept]
+    coded = recognizer.transcribe(waves, codec.sample_rate)
+    result.update(_rates("codec_", refs, coded))
+    result["codec_samples"] = _samples(refs, coded, samples)
   return result
 
 

@@ -33,11 +33,14 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from audiopalm.audio.io import load_audio
 from audiopalm.codec.model import PAD_CODE, Codec
 from audiopalm.codec.tokenizer import CodecTokenizer
 from audiopalm.formats.audiolm_stages import CoarseAcousticConfig, FineAcousticConfig, aligned_block, dedupe_consecutive
+from audiopalm.inference.audio_tokens import tokenize
 from audiopalm.inference.models import LoadedModel
 from audiopalm.inference.sampling import SamplingConfig, allowed_mask
+from audiopalm.tokenizers.base import AudioTokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +171,16 @@ class AcousticStages:
     blocks = min(np.size(semantic) // self.n_s, acoustic.shape[0] // self.n_a, limit, self.window_blocks - 1)
     return VoicePrompt(np.asarray(semantic).reshape(-1)[:blocks * self.n_s].astype(np.int32),
                        acoustic[:blocks * self.n_a, :self.coarse_levels].astype(np.int32))
+
+  def voice_prompt_from_recording(self, path: str, semantic_tokenizer: AudioTokenizer) -> VoicePrompt:
+    """A voice prompt from a recording (a file, local or gs://): its first `voice_prompt_seconds` tokenized by
+    the semantic tokenizer and the codec (AudioDecodeError / OSError when it cannot be read)."""
+    self.check_semantic(semantic_tokenizer.identity)
+    seconds = self.config.voice_prompt_seconds
+    semantic = tokenize(semantic_tokenizer, [load_audio(path, semantic_tokenizer.sample_rate, end=seconds)])[0]
+    codec = CodecTokenizer(self.codec, len(self.fine_model.spec.acoustic))
+    acoustic = tokenize(codec, [load_audio(path, codec.sample_rate, end=seconds)])[0]
+    return self.voice_prompt(semantic[:, 0], acoustic)
 
   def coarse_prompt(self, window: np.ndarray, prompt: VoicePrompt | None) -> np.ndarray:
     """sem(voice prompt ⧺ window) A(levels 0..Q'-1 of the voice prompt): ids [P] (window: semantic codes)."""

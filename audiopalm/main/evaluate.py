@@ -5,17 +5,23 @@ resynthesis. Results go to a JSON file, TensorBoard scalars and a table on the c
         --gin.OUTPUT_DIR=runs/tokens_demo_test
     python -m audiopalm.main.evaluate --model=runs/speech_text_from_text --tokens_dir=runs/tokens_demo_test --split=test \
         [--coarse_model=runs/audiolm_coarse_demo --fine_model=runs/audiolm_fine_demo] \
-        [--metrics=perplexity,asr,tts,codec,resynthesis] [--max_examples=N] [--samples=N|all] [--output=eval.json]
+        [--metrics=perplexity,asr,tts,codec,resynthesis,intelligibility] [--max_examples=N] [--samples=N|all] \
+        [--voice_prompt=held_out.flac] [--recognizer_text=sentences.txt] [--samples_dir=DIR] [--output=eval.json]
 
 Metrics (`--metrics`, default: every one the given models allow):
   perplexity    held-out perplexity of `--model` per AudioPaLM task (asr, tts, continuation, text_lm) and per
                 modality of the predicted token (`audiopalm.evaluation.perplexity`), over one pass of the split
   asr           WER / CER of transcripts decoded from the examples' semantic tokens, and the chance baseline
   tts           round-trip WER: each transcript synthesized (semantic tokens; with the stage models, audio) and
-                transcribed back by the same model
+                transcribed back by the same model; with the stage models also by the independent recognizer
+                (`recognizer_wer`), voiced like `--voice_prompt`, the audio kept in `--samples_dir`
   codec         mel distance and SI-SNR of the examples' acoustic codes decoded by the codec, against the
                 source audio (needs the source files the dataset was made from)
   resynthesis   WER of audio made by the stage models from the examples' real semantic tokens
+  intelligibility  an independent off-the-shelf recognizer (`audiopalm.evaluation.recognizer`: PocketSphinx and
+                its bundled English model, the language model of `--recognizer_text` or its own) on the examples'
+                original recordings and on the codec's resynthesis of them; with `tts` through audio, the
+                ratio of the synthesized speech's recognizer WER to the originals' (`tts_to_original`)
 (`audiopalm.evaluation.speech_metrics` defines each.) Stage models are needed for `resynthesis` and the audio
 round trip of `tts`; the codec for `codec` and both of those. Each task is read as the model was trained on it:
 its format config from the run's saved config (`train_config.json`, carried into exports), training-time
@@ -36,6 +42,7 @@ import sys
 import time
 from typing import Any, Sequence
 
+from audiopalm.audio.io import AudioDecodeError
 from audiopalm.checkpoints.source import RUN_CONFIG_FILE
 from audiopalm.cli.inference_flags import UsageError, add_stage_flags, load_stages
 from audiopalm.cli.logging_setup import setup_logging
@@ -44,6 +51,7 @@ from audiopalm.data.mixture import MixtureComponent
 from audiopalm.data.speech_text_source import SpeechTextConfig
 from audiopalm.evaluation import speech_metrics
 from audiopalm.evaluation.perplexity import perplexity
+from audiopalm.evaluation.recognizer import Recognizer
 from audiopalm.files import storage
 from audiopalm.inference.audio_tokens import tokenizer_for
 from audiopalm.inference.models import LoadedModel, load_model
@@ -55,7 +63,7 @@ from audiopalm.vocab.build import VocabConfig
 
 log = logging.getLogger("audiopalm.main.evaluate")
 
-METRICS = ("perplexity", "asr", "tts", "codec", "resynthesis")
+METRICS = ("perplexity", "asr", "tts", "codec", "resynthesis", "intelligibility")
 DEFAULT_SEQ_LEN = 256  # perplexity's row length for a model whose training runs saved none
 NEEDS_STAGES = ("resynthesis",)
 
@@ -99,6 +107,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--samples", type=_sample_count, default=speech_metrics.SAMPLES,
                       help="(reference, hypothesis) pairs kept per metric in the JSON, from the first: N or 'all'")
+  parser.add_argument("--voice_prompt", default=None,
+                      help="tts through audio: a recording of the voice to synthesize with (its first 3 s)")
+  parser.add_argument("--recognizer_text", default=None,
+                      help="the independent recognizer's language model: a bigram of this file's lines (one "
+                           "sentence each); default: the recognizer's own general English model")
+  parser.add_argument("--samples_dir", default=None,
+                      help="tts through audio: write every synthesized utterance here (<i>.wav, generated.jsonl)")
   parser.add_argument("--output", default=None, help="JSON results (default <model>/eval/<split>.json)")
   parser.add_argument("--tensorboard_dir", default=None)
   return parser.parse_args(argv)
@@ -165,18 +180,28 @@ def _setup(args: argparse.Namespace, metrics: list[str]):
     codec = codec_identity = None
     if stages is not None:
       codec, codec_identity = stages.codec, CodecTokenizer(stages.codec, len(stages.fine_model.spec.acoustic)).identity
-    elif "codec" in metrics:
-      codec, codec_identity = _dataset_codec(args)
+    elif "codec" in metrics or "intelligibility" in metrics:
+      codec, codec_identity = _dataset_codec(args, required="codec" in metrics)
     _check_dataset(args.tokens_dir, model, codec_identity)
     examples = speech_metrics.read_examples(args.tokens_dir, args.split, args.max_examples)
-  except (ValueError, FileNotFoundError, KeyError) as e:
+    prompt = None
+    if args.samples_dir is not None and stages is None:
+      raise UsageError("--samples_dir needs the stage models (--coarse_model, --fine_model)")
+    if args.voice_prompt is not None:
+      if stages is None:
+        raise UsageError("--voice_prompt needs the stage models (--coarse_model, --fine_model)")
+      prompt = stages.voice_prompt_from_recording(args.voice_prompt, semantic)
+    recognizer = None
+    if "intelligibility" in metrics or ("tts" in metrics and stages is not None):
+      recognizer = Recognizer.from_text_file(args.recognizer_text) if args.recognizer_text else Recognizer()
+  except (AudioDecodeError, ValueError, FileNotFoundError, KeyError, OSError) as e:
     raise UsageError(str(e)) from e
-  return model, semantic, stages, codec, examples
+  return model, semantic, stages, codec, examples, prompt, recognizer
 
 
 def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
   metrics = _metrics(args)
-  model, semantic, stages, codec, examples = _setup(args, metrics)
+  model, semantic, stages, codec, examples, prompt, recognizer = _setup(args, metrics)
   configs = task_configs(model)
   if stages is not None and any(configs[t].dedupe_semantic for t in ("asr", "tts", "continuation")):
     raise UsageError(f"{model.path} was trained with dedupe_semantic: the stages need one semantic token per frame "
@@ -196,23 +221,34 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     elif name == "asr":
       results[name] = speech_metrics.asr(speech, examples, args.samples)
     elif name == "tts":
-      results[name] = speech_metrics.tts(speech, examples, stages, semantic if stages else None, args.samples)
+      results[name] = speech_metrics.tts(speech, examples, stages, semantic if stages else None, args.samples,
+                                         prompt=prompt, recognizer=recognizer, samples_dir=args.samples_dir)
     elif name == "codec":
       results[name] = speech_metrics.codec_resynthesis(codec, examples,
                                                         stages.num_levels if stages is not None else None)
     elif name == "resynthesis":
       results[name] = speech_metrics.semantic_resynthesis(speech, stages, semantic, examples, args.samples)
+    elif name == "intelligibility":
+      results[name] = speech_metrics.intelligibility(recognizer, examples, codec,
+                                                     stages.num_levels if stages is not None else None, args.samples)
     results[name]["seconds_taken"] = round(time.perf_counter() - start, 2)
     log.info("%s done in %.1f s", name, results[name]["seconds_taken"])
+  judged, original = results.get("tts", {}).get("recognizer_wer"), results.get("intelligibility", {}).get("original_wer")
+  if judged is not None and original:
+    results["intelligibility"]["tts_wer"] = judged
+    results["intelligibility"]["tts_to_original"] = judged / original
   return {"model": model.path, "step": model.step, "coarse_model": args.coarse_model, "fine_model": args.fine_model,
           "tokens_dir": args.tokens_dir, "split": args.split, "examples": len(examples),
           "command": "python -m audiopalm.main.evaluate " + " ".join(argv), "results": results}
 
 
-def _dataset_codec(args: argparse.Namespace) -> tuple[Any, str]:
-  """Without stage models: the codec of --codec or of the dataset's metadata, and the identity of its tokens."""
+def _dataset_codec(args: argparse.Namespace, required: bool = True) -> tuple[Any, str | None]:
+  """Without stage models: the codec of --codec or of the dataset's metadata, and the identity of its tokens
+  ((None, None) for a dataset without acoustic tokens, unless `required`)."""
   meta = json.loads(storage.read_text(storage.join(args.tokens_dir, "metadata.json")))
   info = meta["tokenizers"].get("acoustic")
+  if info is None and not required:
+    return None, None
   if info is None:
     raise UsageError(f"{args.tokens_dir} has no acoustic tokens: drop 'codec' from --metrics")
   tokenizer = load_tokenizer("codec", args.codec or info["path"], num_levels=info["num_codebooks"])
@@ -228,8 +264,10 @@ def summary(report: dict[str, Any]) -> str:
     rows.append(("perplexity (overall)", f"{p['overall']['perplexity']:.3f}"))
     rows += [(f"perplexity {task}", f"{v['perplexity']:.3f}") for task, v in p["tasks"].items()]
   for name, keys in (("asr", ("wer", "cer", "chance_wer", "chance_cer")),
-                     ("tts", ("semantic_roundtrip_wer", "wer", "cer", "length_ratio", "empty_outputs")),
-                     ("codec", ("mel_distance", "si_snr_db")), ("resynthesis", ("wer", "cer", "reference_wer"))):
+                     ("tts", ("semantic_roundtrip_wer", "wer", "cer", "recognizer_wer", "length_ratio",
+                              "empty_outputs")),
+                     ("codec", ("mel_distance", "si_snr_db")), ("resynthesis", ("wer", "cer", "reference_wer")),
+                     ("intelligibility", ("original_wer", "codec_wer", "tts_wer", "tts_to_original"))):
     for key in keys:
       if key in res.get(name, {}):
         rows.append((f"{name} {key}", f"{res[name][key]:.4g}"))

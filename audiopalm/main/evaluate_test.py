@@ -21,6 +21,10 @@ from audiopalm.main.presets import model_preset
 from audiopalm.main.train import run_config
 
 
+DEMO_TEXT = "audiopalm/data/assets/demo_text.txt"
+VOICE = "audiopalm/data/assets/demo_speech/test/102/10202/102-10202-0000.flac"
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
   """The tiny models as a trained run exports them: the main one carries its run's config (`train_config.json`),
@@ -40,7 +44,9 @@ def test_every_metric_to_json_and_tensorboard(models, demo_tokens, tmp_path, cap
   out, tb = tmp_path / "eval.json", tmp_path / "tb"
   status = evaluate.main([f"--model={models['main']}", f"--coarse_model={models['coarse']}",
                           f"--fine_model={models['fine']}", f"--tokens_dir={demo_tokens}", "--split=train",
-                          "--max_examples=3", "--samples=2", f"--output={out}", f"--tensorboard_dir={tb}"])
+                          "--max_examples=3", "--samples=2", f"--output={out}", f"--tensorboard_dir={tb}",
+                          f"--voice_prompt={VOICE}", f"--recognizer_text={DEMO_TEXT}",
+                          f"--samples_dir={tmp_path / 'samples'}"])
   assert status == 0
   report = json.loads(out.read_text())
   results = report["results"]
@@ -49,10 +55,20 @@ def test_every_metric_to_json_and_tensorboard(models, demo_tokens, tmp_path, cap
   for task in results["perplexity"]["tasks"].values():
     assert task["tokens"] > 0 and task["perplexity"] > 1
   for name, keys in {"asr": ("wer", "cer", "chance_wer"), "tts": ("semantic_roundtrip_wer", "wer", "length_ratio"),
-                     "codec": ("mel_distance", "si_snr_db"), "resynthesis": ("wer", "reference_wer")}.items():
+                     "codec": ("mel_distance", "si_snr_db"), "resynthesis": ("wer", "reference_wer"),
+                     "intelligibility": ("original_wer", "codec_wer", "tts_wer", "tts_to_original")}.items():
     for key in keys:
       assert np.isfinite(results[name][key]), (name, key)
   assert results["codec"]["utterances"] == 3 and results["codec"]["missing_audio"] == 0
+  # The independent recognizer judged the originals, the codec's copies and the synthesized speech, which is
+  # written out, one WAV and one manifest line per utterance.
+  judge = results["intelligibility"]
+  assert judge["recognizer"]["vocabulary"] == 63 and judge["utterances"] == 3
+  assert judge["tts_to_original"] == pytest.approx(results["tts"]["recognizer_wer"] / judge["original_wer"])
+  generated = [json.loads(line) for line in (tmp_path / "samples" / "generated.jsonl").read_text().splitlines()]
+  assert [g["text"] for g in generated] == [s["reference"] for s in results["tts"]["recognizer_samples"]] + [
+      generated[2]["text"]]
+  assert all((tmp_path / "samples" / f"{i:04d}.wav").exists() for i in range(3))
 
   # The reported ASR error rates are those of the model's transcripts.
   examples = speech_metrics.read_examples(str(demo_tokens), "train", 3)

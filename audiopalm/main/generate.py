@@ -173,11 +173,10 @@ def run_tts(args: argparse.Namespace) -> int:
   model, semantic, stages = _setup(args)
   prompt = None
   if args.voice_prompt:
-    inputs, bad = _load_inputs([args.voice_prompt], semantic.sample_rate, args.voice_prompt_seconds)
-    if bad:
-      raise UsageError(f"--voice_prompt {args.voice_prompt}: {bad[0][1]}")
-    acoustic = _codec_tokens(stages, [args.voice_prompt], args.voice_prompt_seconds)[1][0]
-    prompt = stages.voice_prompt(tokenize(semantic, [inputs[0][2]])[0][:, 0], acoustic)
+    try:
+      prompt = stages.voice_prompt_from_recording(args.voice_prompt, semantic)
+    except (AudioDecodeError, ValueError, OSError) as e:
+      raise UsageError(f"--voice_prompt {args.voice_prompt}: {e}") from e
   start = time.perf_counter()
   codes = SpeechTasks(model, _speech_config(args, model, semantic.frame_rate)).synthesize(texts, args.language)
   log.info("semantic tokens for %d texts in %.1f s", len(texts), time.perf_counter() - start)

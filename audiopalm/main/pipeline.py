@@ -14,10 +14,13 @@ show), in order:
    5. coarse, fine                the AudioLM acoustic stages (`experiments/audiolm_{coarse,fine}_demo.gin`)
    6. export                      the three models, their tokenizers and Hugging Face checkpoints
                                   (`audiopalm.main.export_checkpoint`)
-   7. evaluate                    the export on the held-out split: perplexity per task, ASR WER / CER against
-                                  chance, TTS round-trip WER through audio (`audiopalm.main.evaluate`)
-   8. synthesize                  one held-out sentence through text → semantic → coarse → fine → codec, voiced
-                                  like a held-out recording (`audiopalm.main.generate tts`)
+   7. evaluate                    the export on the held-out split (`audiopalm.main.evaluate`): perplexity per
+                                  task, ASR WER / CER against chance, and every held-out sentence synthesized
+                                  through text → semantic → coarse → fine → codec, voiced like a held-out
+                                  recording, into `<workdir>/samples/` (`generated.jsonl` lists them); an
+                                  independent recognizer (PocketSphinx, `audiopalm.evaluation.recognizer`)
+                                  transcribes the synthesized speech, the original recordings and the codec's
+                                  resynthesis of them
 It ends with where every artefact is and a table of the results (also `<workdir>/summary.json`).
 
 Rerunning the same command resumes: a step that finished with the same command, after every step before it, is
@@ -51,7 +54,7 @@ from audiopalm.files import storage
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEMO_SPEECH = "audiopalm/data/assets/demo_speech"
-# The voice prompt for the synthesized sample: a held-out recording (test split) of speaker 102.
+# The voice prompt for the synthesized held-out sentences: a held-out recording (test split) of speaker 102.
 SYNTH_VOICE = f"{DEMO_SPEECH}/test/102/10202/102-10202-0000.flac"
 
 
@@ -113,21 +116,14 @@ def steps(work: str, text_steps: int, speech_steps: int, stage_steps: int, eval_
       Step("export", "the three models for fine-tuning (orbax + Hugging Face) and their tokenizers", f"{w}/export",
            ("audiopalm.main.export_checkpoint", f"--models=lm={w}/speech_text", f"--models=coarse={w}/coarse",
             f"--models=fine={w}/fine", f"--tokens_dir={tokens}", f"--output={w}/export", "--overwrite")),
-      Step("evaluate", "held-out perplexity, ASR and TTS round trip of the export", f"{w}/eval/test.json",
+      Step("evaluate", "held-out perplexity, ASR, and every held-out sentence synthesized and judged",
+           f"{w}/eval/test.json",
            ("audiopalm.main.evaluate", f"--model={w}/export/lm", f"--coarse_model={w}/export/coarse",
-            f"--fine_model={w}/export/fine", f"--tokens_dir={test}", "--split=test", "--metrics=perplexity,asr,tts",
-            *limit, f"--output={w}/eval/test.json", f"--tensorboard_dir={w}/eval/tensorboard")),
-      Step("synthesize", "a held-out sentence, voiced like a held-out recording", f"{w}/samples",
-           ("audiopalm.main.generate", "tts", f"--model={w}/export/lm", f"--coarse_model={w}/export/coarse",
-            f"--fine_model={w}/export/fine", f"--text={held_out_sentence()}", f"--voice_prompt={SYNTH_VOICE}",
-            f"--output={w}/samples")),
+            f"--fine_model={w}/export/fine", f"--tokens_dir={test}", "--split=test",
+            "--metrics=perplexity,asr,tts,intelligibility", f"--voice_prompt={SYNTH_VOICE}",
+            f"--recognizer_text={DEMO_TEXT}", f"--samples_dir={w}/samples", "--samples=all", *limit,
+            f"--output={w}/eval/test.json", f"--tensorboard_dir={w}/eval/tensorboard")),
   ]
-
-
-def held_out_sentence() -> str:
-  """The first test transcript of speaker 101 (LibriSpeech layout): a sentence no training split has."""
-  trans = ROOT / DEMO_SPEECH / "test" / "101" / "10102" / "101-10102.trans.txt"
-  return trans.read_text().splitlines()[0].split(" ", 1)[1]
 
 
 def _marker(work: pathlib.Path, step: Step) -> pathlib.Path:
@@ -222,7 +218,10 @@ def run(work_dir: str, all_steps: Sequence[Step]) -> dict:
       summary["evaluation"]["step"] = json.loads(manifest.read_text())["models"]["lm"].get("step")
   generated = work / "samples" / "generated.jsonl"
   if generated.exists():
-    summary["samples"] = [json.loads(line) for line in generated.read_text().splitlines() if line.strip()]
+    samples = [json.loads(line) for line in generated.read_text().splitlines() if line.strip()]
+    summary["samples"] = {"manifest": str(generated), "count": len(samples),
+                          "seconds": round(sum(s.get("seconds", 0.0) for s in samples), 2),
+                          "first": samples[0] if samples else None}
   storage.write_text(work / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
   return summary
 
@@ -230,7 +229,10 @@ def run(work_dir: str, all_steps: Sequence[Step]) -> dict:
 def _results(report: dict) -> dict:
   res = report["results"]
   ppl, asr, tts = res.get("perplexity", {}), res.get("asr", {}), res.get("tts", {})
+  judge = res.get("intelligibility", {})
   return {"step": report.get("step"), "utterances": asr.get("utterances"),
+          "recognizer_wer": {"original": judge.get("original_wer"), "codec": judge.get("codec_wer"),
+                             "tts": tts.get("recognizer_wer"), "tts_to_original": judge.get("tts_to_original")},
           "asr_wer": asr.get("wer"), "asr_cer": asr.get("cer"), "chance_wer": asr.get("chance_wer"),
           "perplexity": {task: v["perplexity"] for task, v in ppl.get("tasks", {}).items()},
           "perplexity_overall": ppl.get("overall", {}).get("perplexity"),
@@ -253,8 +255,16 @@ def format_summary(summary: dict) -> str:
               f"{fmt(ev['tts_semantic_roundtrip_wer'])} |",
               f"| perplexity, all tasks | {fmt(ev['perplexity_overall'])} |"]
     lines += [f"| perplexity, {task} | {fmt(v)} |" for task, v in ev["perplexity"].items()]
-  for sample in summary.get("samples", []):
-    lines.append(f"\nSynthesized: {sample.get('wav')} ({fmt(sample.get('seconds'))} s): {sample.get('text')!r}")
+    judge = ev.get("recognizer_wer", {})
+    if any(v is not None for v in judge.values()):
+      lines += [f"| independent recognizer WER: original recordings / codec resynthesis / synthesized speech | "
+                f"{fmt(judge.get('original'))} / {fmt(judge.get('codec'))} / {fmt(judge.get('tts'))} |",
+                f"| synthesized / original recognizer WER (goal <= 1.5) | {fmt(judge.get('tts_to_original'))} |"]
+  samples = summary.get("samples")
+  if samples:
+    first = samples.get("first") or {}
+    lines.append(f"\nSynthesized {samples['count']} held-out sentences ({fmt(samples['seconds'])} s), listed in "
+                 f"{samples['manifest']}; the first: {first.get('wav')}: {first.get('text')!r}")
   return "\n".join(lines)
 
 

@@ -76,7 +76,7 @@ def test_a_step_that_exits_cleanly_before_finishing_is_not_marked_done(tmp_path)
 def test_the_real_steps_chain_their_outputs():
   steps = pipeline.steps("runs/main", text_steps=200, speech_steps=1000, stage_steps=100, eval_examples=None)
   assert [s.name for s in steps] == ["tokens_train", "tokens_test", "tokens_text", "text", "speech_text", "coarse",
-                                     "fine", "export", "evaluate", "synthesize"]
+                                     "fine", "export", "evaluate"]
   by = {s.name: " ".join(s.command) for s in steps}
   assert "--gin.INIT_DIR='runs/main/text'" in by["speech_text"] and "TRAIN_STEPS=1000" in by["speech_text"]
   assert by["coarse"].count("TOKENS_DIR='runs/main/tokens/train'") == 1
@@ -89,11 +89,11 @@ def test_the_real_steps_chain_their_outputs():
   finished = {s.name: s.finished_when for s in steps}
   assert finished["speech_text"] == "runs/main/speech_text/checkpoints/1000"
   assert finished["coarse"] == "runs/main/coarse/checkpoints/100" and finished["export"] is None
-  sentence = pipeline.held_out_sentence()
-  assert f"--text={sentence}" in by["synthesize"] and sentence.isupper()
-  train_text = (pipeline.ROOT / pipeline.DEMO_SPEECH / "train").rglob("*.trans.txt")
-  assert all(sentence not in f.read_text() for f in train_text)  # held out: no training utterance says it
-  assert (pipeline.ROOT / pipeline.SYNTH_VOICE).exists()
+  # Every held-out sentence is synthesized (voiced like a held-out recording) and judged by the recognizer.
+  for flag in (f"--voice_prompt={pipeline.SYNTH_VOICE}", "--samples_dir=runs/main/samples", "--samples=all",
+               f"--recognizer_text={pipeline.DEMO_TEXT}", "intelligibility"):
+    assert flag in by["evaluate"], flag
+  assert "/test/" in pipeline.SYNTH_VOICE and (pipeline.ROOT / pipeline.SYNTH_VOICE).exists()
 
 
 def test_summary_table():
@@ -102,13 +102,17 @@ def test_summary_table():
   summary = {"workdir": "runs/main", "steps": steps,
              "evaluation": {"step": 1000, "utterances": 40, "asr_wer": 0.5, "asr_cer": 0.25, "chance_wer": 0.97,
                             "perplexity": {"asr": 1.6}, "perplexity_overall": 6.3, "tts_roundtrip_wer": None,
-                            "tts_semantic_roundtrip_wer": 0.9},
-             "samples": [{"wav": "runs/main/samples/0000.wav", "seconds": 2.5, "text": "MOVE THE BOX"}]}
+                            "tts_semantic_roundtrip_wer": 0.9,
+                            "recognizer_wer": {"original": 0.3, "codec": 0.32, "tts": 0.42, "tts_to_original": 1.4}},
+             "samples": {"manifest": "runs/main/samples/generated.jsonl", "count": 40, "seconds": 80.0,
+                         "first": {"wav": "runs/main/samples/0000.wav", "seconds": 2.5, "text": "MOVE THE BOX"}}}
   text = pipeline.format_summary(summary)
   for line in ("| text | runs/main/text | 3 s |", "| export | runs/main/export | kept |",
                "| ASR WER / CER | 0.500 / 0.250 |",
                "| TTS round-trip WER (audio / semantic tokens) | – / 0.900 |", "| perplexity, asr | 1.600 |",
-               "40 test utterances, speech_text step 1000", "runs/main/samples/0000.wav (2.500 s): 'MOVE THE BOX'"):
+               "40 test utterances, speech_text step 1000", "| 0.300 / 0.320 / 0.420 |", "| 1.400 |",
+               "Synthesized 40 held-out sentences (80.000 s), listed in runs/main/samples/generated.jsonl; the "
+               "first: runs/main/samples/0000.wav: 'MOVE THE BOX'"):
     assert line in text, line
 
 
