@@ -41,7 +41,7 @@ from typing import Sequence
 from audiopalm.evaluation.wer import normalize
 from audiopalm.files import storage
 from audiopalm.main import evaluate, pipeline
-from tools import make_demo_corpus as corpus
+from data_pipeline.synthetic import grammar as corpus
 
 CORPUS_SEED = 0  # the bundled corpus's --seed (audiopalm/data/assets/demo_speech/README.md)
 STARTS = {"from_text": "text checkpoint", "scratch": "scratch"}  # a report's start -> its name in the table

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from data_pipeline.synthetic import corpus, espeak, grammar
 from tools import make_demo_corpus
 
 BUNDLE = pathlib.Path(__file__).resolve().parents[1] / "audiopalm" / "data" / "assets" / "demo_speech"
@@ -41,7 +42,7 @@ _REQUIRE_ESPEAK = os.environ.get("AUDIOPALM_REQUIRE_ESPEAK") == "1"
 def test_regenerated_prefix_is_byte_identical_to_bundle(tmp_path, capsys):
   make_demo_corpus.main(["--output_dir", str(tmp_path), "--num_train", "3", "--num_test", "2"])
   capsys.readouterr()
-  version = make_demo_corpus.espeak_version(make_demo_corpus.find_espeak("espeak-ng"))
+  version = espeak.EspeakProgram("espeak-ng").version
   hint = f"(bundle made with espeak-ng {_bundle_espeak_version()}, this is espeak-ng {version})"
   flacs = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.flac"))
   assert [p.parts[0] for p in flacs].count("train") == 3 and [p.parts[0] for p in flacs].count("test") == 2
@@ -80,33 +81,34 @@ def test_bundled_corpus_layout():
 
 
 def test_sentences_respect_held_out_pairs_and_vocabulary():
-  held_out = make_demo_corpus.held_out_pairs(0)
-  vocabulary = set(make_demo_corpus.vocabulary())
+  held_out = grammar.held_out_pairs(0)
+  vocabulary = set(grammar.vocabulary())
   assert 40 <= len(vocabulary) <= 80
   for split in ("train", "test"):
     for index in range(50):
-      utt = make_demo_corpus.plan_utterance(0, split, index, held_out)
+      utt = corpus.plan_utterance(0, split, index, held_out)
       words = utt.text.split()
       assert set(words) <= vocabulary
       bigrams = set(zip(words, words[1:]))
-      plural_bigrams = {(c, make_demo_corpus.PLURALS[o]) for c, o in held_out}
+      plural_bigrams = {(c, grammar.PLURALS[o]) for c, o in held_out}
       assert bool(bigrams & (held_out | plural_bigrams)) == (split == "test"), utt.text
-      assert utt == make_demo_corpus.plan_utterance(0, split, index, held_out)
+      assert grammar.says_held_out_pair(utt.text, held_out) == (split == "test"), utt.text
+      assert utt == corpus.plan_utterance(0, split, index, held_out)
 
 
 def test_audio_helpers():
   speech = np.where(np.arange(2000) % 2 == 0, 3.0, -3.0)
   audio = np.concatenate([np.zeros(1000), speech, np.zeros(50)])
-  trimmed = make_demo_corpus.trim_silence(audio, 1000, keep_s=0.1)  # keeps 100 samples each side
+  trimmed = corpus.trim_silence(audio, 1000, keep_s=0.1)  # keeps 100 samples each side
   np.testing.assert_array_equal(trimmed, np.concatenate([np.zeros(100), speech, np.zeros(100)]))
-  pcm = make_demo_corpus.to_int16(audio, peak=1.0, bits=12)
+  pcm = corpus.to_int16(audio, peak=1.0, bits=12)
   assert pcm.dtype == np.int16 and np.all(pcm % 16 == 0) and pcm.max() > 32000 and pcm.min() < -32000
-  assert np.abs(make_demo_corpus.to_int16(audio, peak=0.5)).max() == 16384
+  assert np.abs(corpus.to_int16(audio, peak=0.5)).max() == 16384
 
 
 def test_missing_espeak_says_how_to_install():
   with pytest.raises(RuntimeError, match="apt-get install espeak-ng"):
-    make_demo_corpus.find_espeak("no-such-espeak-ng-binary")
+    espeak.EspeakProgram("no-such-espeak-ng-binary")
 
 
 def test_refuses_to_overwrite_without_flag(tmp_path):

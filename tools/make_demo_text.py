@@ -29,7 +29,8 @@ from typing import Sequence
 import numpy as np
 
 from audiopalm.files import storage
-from tools import make_demo_corpus as corpus
+from data_pipeline.synthetic import corpus, grammar
+from tools.make_demo_corpus import DEFAULT_SEED
 
 DEFAULT_NUM_SENTENCES = 10_000
 DEFAULT_EXCLUDE_TEST = 1000
@@ -38,7 +39,7 @@ TEXT_CODE = 3  # seed-sequence key of the text split (make_demo_corpus uses 1 tr
 
 def held_out_sentences(seed: int, count: int) -> frozenset[str]:
   """Transcripts of the speech corpus's first `count` test utterances."""
-  held_out = corpus.held_out_pairs(seed)
+  held_out = grammar.held_out_pairs(seed)
   return frozenset(corpus.plan_utterance(seed, "test", i, held_out).transcript for i in range(count))
 
 
@@ -48,13 +49,13 @@ def sentence(seed: int, index: int, held_out: frozenset[tuple[str, str]], exclud
   rng = np.random.default_rng([seed, TEXT_CODE, index])
   while True:
     split = "test" if rng.random() < 0.5 else "train"  # test's rule: a held-out pair; train's: none
-    text = corpus.sample_sentence(rng, split, held_out).upper()
+    text = grammar.sample_sentence(rng, split, held_out).upper()
     if text not in excluded:
       return text
 
 
 def generate(seed: int, num_sentences: int, exclude_test: int) -> list[str]:
-  held_out, excluded = corpus.held_out_pairs(seed), held_out_sentences(seed, exclude_test)
+  held_out, excluded = grammar.held_out_pairs(seed), held_out_sentences(seed, exclude_test)
   return [sentence(seed, i, held_out, excluded) for i in range(num_sentences)]
 
 
@@ -62,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> list[str]:
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
   parser.add_argument("--output", required=True, help="text file to write")
   parser.add_argument("--num_sentences", type=int, default=DEFAULT_NUM_SENTENCES)
-  parser.add_argument("--seed", type=int, default=corpus.DEFAULT_SEED,
+  parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                       help="the speech corpus's seed (its held-out pairs and test sentences)")
   parser.add_argument("--exclude_test", type=int, default=DEFAULT_EXCLUDE_TEST,
                       help="never write the transcripts of the speech corpus's first N test utterances")

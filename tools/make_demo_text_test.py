@@ -2,7 +2,8 @@
 
 import pathlib
 
-from tools import make_demo_corpus, make_demo_text
+from data_pipeline.synthetic import grammar
+from tools import make_demo_text
 
 BUNDLED = pathlib.Path(__file__).resolve().parents[1] / "audiopalm" / "data" / "assets" / "demo_text.txt"
 
@@ -15,9 +16,9 @@ def test_bundled_file_is_the_tool_output(tmp_path):
 
 
 def test_sentences_use_the_grammar_and_never_a_test_sentence():
-  held_out = make_demo_corpus.held_out_pairs(0)
-  plural = {(c, make_demo_corpus.PLURALS[o]) for c, o in held_out}
-  vocabulary = {w.upper() for w in make_demo_corpus.vocabulary()}
+  held_out = grammar.held_out_pairs(0)
+  plural = {(c, grammar.PLURALS[o]) for c, o in held_out}
+  vocabulary = {w.upper() for w in grammar.vocabulary()}
   test = make_demo_text.held_out_sentences(0, 1000)
   assert len(test) > 500  # the grammar has room: test sentences are mostly distinct
   sentences = make_demo_text.generate(0, 3000, 1000)

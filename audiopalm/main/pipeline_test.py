@@ -74,10 +74,17 @@ def test_a_step_that_exits_cleanly_before_finishing_is_not_marked_done(tmp_path)
 
 
 def test_the_real_steps_chain_their_outputs():
-  steps = pipeline.steps("runs/main", text_steps=200, speech_steps=1000, stage_steps=100, eval_examples=None)
-  assert [s.name for s in steps] == ["tokens_train", "tokens_test", "tokens_text", "text", "speech_text", "coarse",
-                                     "fine", "export", "evaluate"]
+  steps = pipeline.steps("runs/main", text_steps=200, speech_steps=1000, stage_steps=100, eval_examples=None,
+                         generated_utterances=4000)
+  assert [s.name for s in steps] == ["speech", "tokens_train", "tokens_test", "tokens_text", "text", "speech_text",
+                                     "coarse", "fine", "export", "evaluate"]
   by = {s.name: " ".join(s.command) for s in steps}
+  # Generated speech beside the bundled training split, tokenized together into the one training dataset.
+  assert "--output_dir=runs/main/speech --num_utterances=4000" in by["speech"]
+  assert "demo_generated.gin --gin.GENERATED='runs/main/speech/train' --gin.OUTPUT_DIR='runs/main/tokens/train'" in \
+      by["tokens_train"]
+  without = pipeline.steps("runs/main", 200, 1000, 100, None, generated_utterances=0)
+  assert [s.name for s in without][:2] == ["tokens_train", "tokens_test"] and "demo.gin" in without[0].command[1]
   assert "--gin.INIT_DIR='runs/main/text'" in by["speech_text"] and "TRAIN_STEPS=1000" in by["speech_text"]
   assert by["coarse"].count("TOKENS_DIR='runs/main/tokens/train'") == 1
   assert "--like=runs/main/tokens/train" in by["tokens_text"]
