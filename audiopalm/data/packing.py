@@ -171,17 +171,23 @@ def fits(seq: TokenSequence, length: int) -> bool:
 def to_batch(packed: dict[str, np.ndarray], bos_id: int, pad_id: int = 0) -> dict[str, np.ndarray]:
   """Packed rows [rows, length] (grain's keys) → the trainer's BATCH_KEYS (+ "task_ids" when packed).
 
-  inputs[i] = targets[i - 1] within a segment, `bos_id` at each segment start, `pad_id` on padding.
+  inputs[i] = targets[i - 1] within a segment, `bos_id` at each segment start, `pad_id` on padding. Multi-stream
+  rows (targets and weights [rows, length, streams]) shift every stream alike; a segment starts with `bos_id` in
+  stream 0 and `pad_id` in the others.
   """
-  targets = packed["targets"].astype(np.int32)  # [rows, length]
+  targets = packed["targets"].astype(np.int32)  # [rows, length] or [rows, length, streams]
   segment_ids = packed["targets_segment_ids"].astype(np.int32)  # [rows, length]
   positions = packed["targets_positions"].astype(np.int32)  # [rows, length]
-  previous = np.roll(targets, 1, axis=-1)
-  inputs = np.where(positions == 0, bos_id, previous)
-  inputs = np.where(segment_ids > 0, inputs, pad_id).astype(np.int32)
-  out = {"inputs": inputs, "targets": np.where(segment_ids > 0, targets, pad_id).astype(np.int32),
+  streams = targets.ndim == 3
+  seg = segment_ids[..., None] if streams else segment_ids  # broadcasts over the streams
+  start = (positions == 0)[..., None] if streams else positions == 0
+  bos = np.array([bos_id] + [pad_id] * (targets.shape[-1] - 1), np.int32) if streams else bos_id
+  previous = np.roll(targets, 1, axis=1)
+  inputs = np.where(start, bos, previous)
+  inputs = np.where(seg > 0, inputs, pad_id).astype(np.int32)
+  out = {"inputs": inputs, "targets": np.where(seg > 0, targets, pad_id).astype(np.int32),
          "positions": np.where(segment_ids > 0, positions, 0).astype(np.int32), "segment_ids": segment_ids,
-         "weights": np.where(segment_ids > 0, packed["weights"], 0).astype(np.float32)}
+         "weights": np.where(seg > 0, packed["weights"], 0).astype(np.float32)}
   assert tuple(out) == BATCH_KEYS
   if "task_ids" in packed:
     out["task_ids"] = np.where(segment_ids > 0, packed["task_ids"], -1).astype(np.int32)

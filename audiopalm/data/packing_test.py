@@ -74,6 +74,19 @@ def test_golden_rows_best_fit_decreasing():
   np.testing.assert_array_equal(by_first[50]["targets"][0], [50, 51, 60, 0, 0, 0])
 
 
+def test_golden_rows_multi_stream():
+  """[L, S] sequences (the stages' 'streams' layout) pack like [L] ones, every stream shifted alike; a segment
+  starts with BOS in stream 0 and padding in the others."""
+  first = TokenSequence(np.array([[10, 0], [11, 15], [12, 16]], np.int32), np.array([[0, 0], [1, 0], [1, 1]], np.float32))
+  second = TokenSequence(np.array([[20, 25], [21, 26]], np.int32), np.ones((2, 2), np.float32))
+  (row,) = _rows([first, second], length=6, algorithm="best_fit_decreasing")
+  np.testing.assert_array_equal(row["targets"][0], [[10, 0], [11, 15], [12, 16], [20, 25], [21, 26], [0, 0]])
+  np.testing.assert_array_equal(row["inputs"][0], [[1, 0], [10, 0], [11, 15], [1, 0], [20, 25], [0, 0]])
+  np.testing.assert_array_equal(row["weights"][0], [[0, 0], [1, 0], [1, 1], [1, 1], [1, 1], [0, 0]])
+  np.testing.assert_array_equal(row["positions"][0], [0, 1, 2, 0, 1, 0])
+  np.testing.assert_array_equal(row["segment_ids"][0], [1, 1, 1, 2, 2, 0])
+
+
 def test_best_fit_decreasing_assignment():
   assert packing.best_fit_decreasing([4, 2, 3, 1], 6) == [[0, 1], [2, 3]]
   assert packing.best_fit_decreasing([], 6) == []

@@ -186,6 +186,20 @@ class SpeechTextConfig:
     """Token ids are < this (the trainer checks that the model's vocabulary covers it)."""
     return self.vocab.spec.size
 
+  @functools.cached_property
+  def stream_vocab(self) -> tuple[tuple[int, int], ...]:
+    """Each token stream's vocabulary range for a multi-stream mixture (the AudioLM stages' 'streams' layout;
+    the model's `TransformerConfig.stream_vocab`), () for plain token sequences. Every component must agree."""
+    first = next(iter(self._tokens.values()))
+    levels = first.acoustic.num_codebooks if first.acoustic is not None else None
+    found = {c.label: (audiolm_stages.stream_vocab(c.resolved_config, self.vocab, levels)
+                       if getattr(c.resolved_config, "layout", None) == "streams" else ()) for c in self.components}
+    if len(set(found.values())) > 1:
+      raise ValueError("the mixture's components lay out tokens differently: "
+                       + "; ".join(f"{label}: {len(v) or 1} token stream(s)" for label, v in found.items())
+                       + " (a multi-stream model reads only 'streams' layouts with the same levels)")
+    return next(iter(found.values()))
+
   @property
   def task_names(self) -> list[str]:
     """Component labels by task id (the values of "task_ids")."""

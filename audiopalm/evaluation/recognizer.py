@@ -38,6 +38,7 @@ from audiopalm.files import storage
 
 SAMPLE_RATE = 16000  # the bundled acoustic model's
 DISCOUNT = 0.5  # absolute discount D of the bigram model
+MIN_SAMPLES = SAMPLE_RATE // 10  # shorter audio (under 0.1 s) is heard as nothing
 
 
 def bigram_arpa(sentences: Iterable[Sequence[str]], discount: float = DISCOUNT) -> str:
@@ -123,6 +124,8 @@ class Recognizer:
     A fresh decoder per utterance: PocketSphinx's decoder adapts (cepstral mean, noise estimate) to what it
     heard before, which would make a transcript depend on the utterances decoded earlier."""
     wave = resample(np.asarray(wave, np.float32), sample_rate, SAMPLE_RATE)
+    if wave.size < MIN_SAMPLES:  # nothing to hear (e.g. an empty synthesis)
+      return ""
     pcm = (np.clip(wave, -1.0, 1.0) * 32767.0).astype("<i2")
     decoder = self._pocketsphinx.Decoder(self._pocketsphinx.Config(hmm=self._hmm, dict=self._dictionary, lm=self._lm,
                                                                    loglevel="FATAL"))

@@ -68,6 +68,7 @@ def test_it_hears_the_bundled_recordings_and_each_transcript_is_independent_of_t
   assert judge.transcribe_one(resample(waves[0], 16000, 22050), 22050) == heard[0]
   noise = np.random.default_rng(0).normal(0, 0.05, 32000).astype(np.float32)
   assert error_rates(refs[:1], [judge.transcribe_one(noise, 16000)]).wer >= 0.8  # noise is not speech
+  assert judge.transcribe([np.zeros(0, np.float32), np.zeros(800, np.float32)], 16000) == ["", ""]  # nothing said
 
 
 def test_words_outside_the_dictionary_are_reported_and_left_out():

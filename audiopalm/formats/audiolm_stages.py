@@ -26,6 +26,21 @@ tell the decoder where the audio ends, so generation needs no knowledge of the p
 inverts the grid. a_{l_i}(t) sits at step t + i, so it comes after a_{l_j}(t') whenever t' + j < t + i (or
 t' + j = t + i and j < i): in particular after the lower levels of its own frame and of every earlier frame.
 
+With `layout='streams'` a sequence is multi-stream, tokens and weights [L, S] (a model with
+`TransformerConfig.stream_vocab = stream_vocab(config, vocab)`: one position per frame carrying every level,
+the sum of their embeddings in, one output head per level). Empty cells hold the text vocabulary's pad id at
+weight 0 (generation knows the pattern, so nothing predicts them), and there is no EOS (the frame count is
+known: aligned to the semantic tokens in stage 2, the chunk's in stage 3):
+
+    coarse_acoustic  S = Q' streams. Rows 0..P-1: sem(window) in stream 0 [0]; then the delay grid of the
+                     window's levels 0..Q'-1: row P + k holds a_q(k - q) in stream q [1]   (P + T + Q' - 1 rows)
+    fine_acoustic    S = Q streams. Row r holds the coarse levels of frame r in streams 0..Q'-1 [0] (r < T) and
+                     fine level Q'+j of frame r - 1 - j in stream Q'+j [1]                    (T + Q - Q' rows)
+
+A stage-2 position predicts level q of frame t after levels < q of frame t and every level of the frames before
+(MusicGen's delay pattern, 4 to 8 times fewer positions than flattening); a stage-3 position predicts fine level
+j of frame t after seeing the coarse levels of frames <= t + j and the fine levels < j of frame t.
+
 `dedupe` (stages 1–2, on by default as in AudioLM) removes consecutive repeats of semantic tokens inside the
 crop / window (after cropping: the crop limit is one of time).
 
@@ -60,7 +75,7 @@ import numpy as np
 from audiopalm.formats.base import TokenSequence, concat, register_format
 
 DELAY_PAD = "<delay_pad>"
-LAYOUTS = ("flatten", "delay")
+LAYOUTS = ("flatten", "delay", "streams")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +103,8 @@ class CoarseAcousticConfig:
     crop_seconds: the longest window; longer examples are cropped at a block-aligned offset the rng draws.
     coarse_levels: Q', the RVQ levels 0..Q'-1 that are generated (AudioLM: 4 of 12).
     dedupe: remove consecutive repeated semantic tokens of the window (the conditioning).
-    layout: 'flatten' (per frame) or 'delay' (delay pattern, needs '<delay_pad>'), see the module docstring.
+    layout: 'flatten' (per frame), 'delay' (delay pattern, needs '<delay_pad>') or 'streams' (one position per
+      frame, multi-stream), see the module docstring.
   """
 
   crop_seconds: float = 10.0
@@ -112,7 +128,8 @@ class FineAcousticConfig:
     coarse_levels: Q', the conditioning levels 0..Q'-1.
     num_levels: Q, the levels used (the fine ones are Q'..Q-1); None: all of the example's levels. An example
       with more levels is truncated to the first Q (a lower bitrate of the same codec); one with fewer is refused.
-    layout: 'flatten' or 'delay', for the fine (generated) levels; the coarse levels are always flattened.
+    layout: 'flatten' or 'delay', for the fine (generated) levels, the coarse levels always flattened; or
+      'streams', every level of a frame at one position (module docstring).
   """
 
   chunk_seconds: float = 3.0
@@ -189,6 +206,58 @@ def _delay_pad_id(vocab: Any, layout: str, name: str) -> int | None:
                      f"{list(vocab.spec.specials)}); make the spec with specials=(..., {DELAY_PAD!r}) or use "
                      "layout 'flatten'")
   return vocab.spec.special_id(DELAY_PAD)
+
+
+def stream_vocab(config: "CoarseAcousticConfig | FineAcousticConfig", vocab: Any,
+                 levels: int | None = None) -> tuple[tuple[int, int], ...]:
+  """The vocabulary range [start, end) of each stream of a 'streams' layout: level q's acoustic range for
+  stream q (stage 2: levels 0..Q'-1; stage 3: 0..Q-1, Q = `config.num_levels`, else `levels`, else every
+  acoustic level of the vocabulary)."""
+  ranges = {r.level: r for r in vocab.spec.acoustic}
+  if isinstance(config, CoarseAcousticConfig):
+    count = config.coarse_levels
+  else:
+    count = config.num_levels or levels or len(ranges)
+  missing = [q for q in range(count) if q not in ranges]
+  if missing:
+    raise ValueError(f"layout 'streams' over acoustic levels 0..{count - 1}: the vocabulary has no range for levels "
+                     f"{missing} (it has {sorted(ranges)})")
+  return tuple((ranges[q].offset, ranges[q].end) for q in range(count))
+
+
+def coarse_streams(sem_ids: np.ndarray, coarse: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+  """sem ids [P] and coarse ids [T, Q'] → (tokens, weights) [P + T + Q' - 1, Q'] (module docstring)."""
+  q = coarse.shape[1]
+  prefix = np.full((sem_ids.size, q), pad_id, np.int32)
+  prefix[:, 0] = sem_ids
+  grid = delay_pattern(coarse, pad_id)  # [T + Q' - 1, Q']
+  weights = delay_pattern(np.ones_like(coarse), 0).astype(np.float32)
+  return (np.concatenate([prefix, grid]).astype(np.int32),
+          np.concatenate([np.zeros(prefix.shape, np.float32), weights]))
+
+
+def fine_streams(ids: np.ndarray, coarse_levels: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+  """ids [T, Q] → (tokens, weights) [T + Q - Q', Q] (module docstring: fine level Q'+j of frame t at row t+1+j)."""
+  frames, levels = ids.shape
+  rows = frames + levels - coarse_levels
+  tokens = np.full((rows, levels), pad_id, np.int32)
+  weights = np.zeros((rows, levels), np.float32)
+  tokens[:frames, :coarse_levels] = ids[:, :coarse_levels]
+  for j, q in enumerate(range(coarse_levels, levels)):
+    tokens[1 + j:1 + j + frames, q] = ids[:, q]
+    weights[1 + j:1 + j + frames, q] = 1.0
+  return tokens, weights
+
+
+def undo_fine_streams(tokens: np.ndarray, coarse_levels: int, frames: int) -> np.ndarray:
+  """Tokens [>= T + Q - Q', Q] of a fine 'streams' sequence → ids [T, Q] (the inverse of its layout)."""
+  tokens = np.asarray(tokens)
+  levels = tokens.shape[1]
+  out = np.empty((frames, levels), tokens.dtype)
+  out[:, :coarse_levels] = tokens[:frames, :coarse_levels]
+  for j, q in enumerate(range(coarse_levels, levels)):
+    out[:, q] = tokens[1 + j:1 + j + frames, q]
+  return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -308,6 +377,9 @@ def coarse_acoustic(example: Mapping[str, Any], vocab: Any, rng: np.random.Gener
   if config.dedupe:
     sem_ids = dedupe_consecutive(sem_ids)
   coarse = vocab.acoustic(acoustic[start * n_a:(start + count) * n_a], range(config.coarse_levels))  # [count·n_a, Q']
+  if config.layout == "streams":
+    yield TokenSequence(*coarse_streams(sem_ids, coarse, vocab.spec.text.pad_id), task=name)
+    return
   yield concat([(sem_ids, 0.0), (_serialize(coarse, config.layout, pad_id), 1.0),
                 ([vocab.spec.text.eos_id], 1.0)], task=name)
 
@@ -333,6 +405,9 @@ def fine_acoustic(example: Mapping[str, Any], vocab: Any, rng: np.random.Generat
     return
   start = (int(rng.integers(0, frames)) // chunk) * chunk if frames > chunk else 0
   ids = vocab.acoustic(acoustic[start:start + chunk], range(levels))  # [T, Q], T <= chunk
+  if config.layout == "streams":
+    yield TokenSequence(*fine_streams(ids, config.coarse_levels, vocab.spec.text.pad_id), task=name)
+    return
   coarse, fine = ids[:, :config.coarse_levels], ids[:, config.coarse_levels:]
   yield concat([(_serialize(coarse, "flatten", None), 0.0), (_serialize(fine, config.layout, pad_id), 1.0),
                 ([vocab.spec.text.eos_id], 1.0)], task=name)

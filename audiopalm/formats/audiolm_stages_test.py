@@ -129,6 +129,47 @@ def test_fine_acoustic_golden():
          coarse + [272, 271, 274, 273, 271, 272, 273, 274] + [EOS], [0] * 8 + [1] * 8 + [1])
 
 
+def test_coarse_acoustic_golden_streams():
+  # Two levels, one position per frame: the semantic prefix in stream 0 (others the pad id 0), then the delay
+  # grid without filler tokens (pad id 0, weight 0) and without EOS; 2 + 9 rows.
+  _, x = 0, 0
+  seq = _run(stages.coarse_acoustic, stages.CoarseAcousticConfig(coarse_levels=2, dedupe=True, layout="streams"))
+  assert seq.tokens.tolist() == [[264, x], [265, x],
+                                 [267, x], [270, 272], [269, 271], [268, 274], [267, 273], [268, 271], [269, 272],
+                                 [270, 273], [x, 274]]
+  assert seq.weights.tolist() == [[0, 0], [0, 0],
+                                  [1, 0], [1, 1], [1, 1], [1, 1], [1, 1], [1, 1], [1, 1], [1, 1], [0, 1]]
+  assert stages.stream_vocab(stages.CoarseAcousticConfig(coarse_levels=2), _vocab()) == ((267, 271), (271, 275))
+  # Three levels: the same grid as the 'delay' layout's, 10 rows of 3 streams after the 4 semantic rows.
+  seq = _run(stages.coarse_acoustic, stages.CoarseAcousticConfig(coarse_levels=3, dedupe=False, layout="streams"))
+  assert seq.tokens.shape == (4 + 10, 3) and seq.tokens[4:6].tolist() == [[267, 0, 0], [270, 272, 0]]
+  assert seq.tokens[-1].tolist() == [0, 0, 275] and seq.weights.sum() == 8 * 3
+  # Every trained cell holds an id of its stream's level.
+  ranges = stages.stream_vocab(stages.CoarseAcousticConfig(coarse_levels=3), _vocab())
+  for s, (start, end) in enumerate(ranges):
+    trained = seq.tokens[seq.weights[:, s] > 0, s]
+    assert ((trained >= start) & (trained < end)).all()
+
+
+def test_fine_acoustic_golden_streams():
+  # Coarse = level 0 (conditioning, weight 0), fine = levels 1-2: row r has level 0 of frame r, level 1 of frame
+  # r - 1 and level 2 of frame r - 2; 8 + 2 rows, no EOS.
+  x = 0
+  seq = _run(stages.fine_acoustic, stages.FineAcousticConfig(coarse_levels=1, layout="streams"))
+  assert seq.tokens.tolist() == [[267, x, x], [270, 272, x], [269, 271, 277], [268, 274, 276], [267, 273, 275],
+                                 [268, 271, 278], [269, 272, 276], [270, 273, 277], [x, 274, 278], [x, x, 275]]
+  assert seq.weights.tolist() == [[0, 0, 0], [0, 1, 0], [0, 1, 1], [0, 1, 1], [0, 1, 1], [0, 1, 1], [0, 1, 1],
+                                  [0, 1, 1], [0, 1, 1], [0, 0, 1]]
+  ids = _vocab().acoustic(np.array(ACOUSTIC), range(3))
+  np.testing.assert_array_equal(stages.undo_fine_streams(seq.tokens, 1, 8), ids)
+  assert stages.stream_vocab(stages.FineAcousticConfig(coarse_levels=1), _vocab()) == (
+      (267, 271), (271, 275), (275, 279))
+  assert stages.stream_vocab(stages.FineAcousticConfig(coarse_levels=1, num_levels=2), _vocab()) == (
+      (267, 271), (271, 275))
+  with pytest.raises(ValueError, match="no range for levels"):
+    stages.stream_vocab(stages.FineAcousticConfig(coarse_levels=1, num_levels=5), _vocab())
+
+
 def test_short_windows_golden():
   """Windows of 0.08 s: two semantic frames and the four acoustic frames of the same time, from a block offset."""
   config = stages.CoarseAcousticConfig(crop_seconds=0.08, coarse_levels=1, dedupe=False)

@@ -8,6 +8,9 @@ speaker, `semantic` [T_s] codes, `acoustic` [T_a, Q] codes, ...) into zero or mo
       seq.weights  # [L] float32: weight of the loss for predicting tokens[i] from tokens[:i]
                    #   (0 on the prompt: task tags, inputs; > 0 only on the output part)
 
+A multi-stream format (the AudioLM stages' 'streams' layout) gives tokens and weights [L, S]: S tokens per
+position, all predicted from tokens[:i] (a model with `TransformerConfig.stream_vocab`).
+
 Formats are registered by name (`register_format`) with their config dataclass, so a mixture names them in
 gin. `rng` is a `numpy.random.Generator` seeded by the loader per example (formats that crop or choose use it,
 so the data are a pure function of the seed).
@@ -25,15 +28,16 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class TokenSequence:
-  """One training sequence: tokens [L] int32 and loss weights [L] float32 (see the module docstring)."""
+  """One training sequence: tokens [L] (or [L, S]) int32 and loss weights of the same shape, float32 (see the
+  module docstring)."""
 
   tokens: np.ndarray
   weights: np.ndarray
   task: str = ""
 
   def __post_init__(self):
-    if self.tokens.shape != self.weights.shape or self.tokens.ndim != 1:
-      raise ValueError(f"tokens {self.tokens.shape} and weights {self.weights.shape} must be the same [L]")
+    if self.tokens.shape != self.weights.shape or self.tokens.ndim not in (1, 2):
+      raise ValueError(f"tokens {self.tokens.shape} and weights {self.weights.shape} must be the same [L] or [L, S]")
 
   def __len__(self) -> int:
     return int(self.tokens.shape[0])

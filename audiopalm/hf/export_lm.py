@@ -97,7 +97,7 @@ def _features(cfg: TransformerConfig) -> dict[str, str]:
 
 def _problems(cfg: TransformerConfig, family: str) -> list[str]:
   """What `family`'s transformers model cannot compute of `cfg` (empty if it represents cfg exactly)."""
-  fixed = {"post_norms": False, "qk_norm": False, "qkv_bias": False, **_FIXED[family]}
+  fixed = {"post_norms": False, "qk_norm": False, "qkv_bias": False, "stream_vocab": (), **_FIXED[family]}
   problems = [f"{field}={getattr(cfg, field)!r} ({family} has {want!r})"
               for field, want in fixed.items() if getattr(cfg, field) != want]
   features = _features(cfg)

@@ -20,7 +20,11 @@ The fine stage decodes the non-overlapping `chunk_seconds` chunks it was trained
 decodes the codes [T, Q] to T · hop samples: the waveform of N semantic frames lasts N / semantic rate seconds
 (rounded to whole blocks).
 
-Only the 'flatten' layout is generated; models trained with the delay pattern are refused.
+The 'flatten' and 'streams' layouts are generated (models trained with the single-stream delay pattern are
+refused). With 'streams' (`formats.audiolm_stages`: one position per frame, every level at once, MusicGen's
+delay pattern in stage 2) a window decodes frames + Q' - 1 positions and a fine chunk T + Q - Q', instead of
+frames · Q' and T · (Q - Q') tokens: `inference.decode_streams` samples each level from its own head and takes
+the known cells (delay-pattern gaps, the voice prompt's codes, the coarse levels of a fine chunk) as given.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ import numpy as np
 from audiopalm.audio.io import load_audio
 from audiopalm.codec.model import PAD_CODE, Codec
 from audiopalm.codec.tokenizer import CodecTokenizer
-from audiopalm.formats.audiolm_stages import CoarseAcousticConfig, FineAcousticConfig, aligned_block, dedupe_consecutive
+from audiopalm.formats.audiolm_stages import (CoarseAcousticConfig, FineAcousticConfig, aligned_block, dedupe_consecutive,
+                                              delay_pattern, fine_streams, stream_vocab, undo_delay_pattern,
+                                              undo_fine_streams)
 from audiopalm.inference.audio_tokens import tokenize
 from audiopalm.inference.models import LoadedModel
 from audiopalm.inference.sampling import SamplingConfig, allowed_mask
@@ -68,8 +74,8 @@ class AcousticConfig:
 
   def __post_init__(self):
     if "delay" in (self.coarse.layout, self.fine.layout):
-      raise ValueError("AcousticConfig: generation supports the 'flatten' layout only (the stage models were "
-                       "trained with layout='delay')")
+      raise ValueError("AcousticConfig: generation supports the 'flatten' and 'streams' layouts (the stage models "
+                       "were trained with layout='delay')")
     if self.coarse.coarse_levels != self.fine.coarse_levels:
       raise ValueError(f"AcousticConfig: the coarse stage generates {self.coarse.coarse_levels} levels, the fine "
                        f"stage is conditioned on {self.fine.coarse_levels}")
@@ -138,6 +144,12 @@ class AcousticStages:
       raise ValueError(f"{fine.path}: {self.num_levels} acoustic levels leave no fine levels above {q_coarse}")
     identities = {_check_stage(coarse, q_coarse, "coarse", semantic=True),
                   _check_stage(fine, self.num_levels, "fine", semantic=False)}
+    for model, stage in ((coarse, config.coarse), (fine, config.fine)):
+      wanted = stream_vocab(stage, model.vocab, self.num_levels) if stage.layout == "streams" else ()
+      if model.cfg.stream_vocab != wanted:
+        raise ValueError(f"{model.path}: its format's layout is {stage.layout!r} ({len(wanted) or 1} token "
+                         f"stream(s)) but the model has {model.cfg.token_streams}: the stage config does not match "
+                         "the model")
     # The spec names the dataset's tokenizer: the codec at all the levels the dataset holds.
     expected = CodecTokenizer(codec, len(fine.spec.acoustic)).identity
     if identities != {expected}:
@@ -194,6 +206,33 @@ class AcousticStages:
     """F(levels 0..Q'-1 of a chunk): ids [T · Q'] (coarse: codes [T, Q'])."""
     return self.fine_model.vocab.acoustic(coarse, range(self.coarse_levels)).reshape(-1).astype(np.int32)
 
+  def _coarse_streams(self, windows: list[tuple[np.ndarray, int]], prompt: VoicePrompt | None) -> list[np.ndarray]:
+    """'streams' layout: per window (semantic codes, blocks), its coarse ids [frames, Q'] (module docstring)."""
+    model, q, vocab = self.coarse_model, self.coarse_levels, self.coarse_model.vocab
+    pad, bos = vocab.spec.text.pad_id, vocab.spec.text.eos_id
+    known = np.zeros((0, q), np.int32) if prompt is None else vocab.acoustic(prompt.acoustic[:, :q], range(q))
+    prompts, forced, grids = [], [], []
+    for codes, count in windows:
+      sem = vocab.semantic(codes if prompt is None else np.concatenate([prompt.semantic, codes]))
+      sem = dedupe_consecutive(sem) if self.config.coarse.dedupe else sem
+      frames = np.concatenate([known, np.full((count * self.n_a, q), -1, np.int32)])  # -1: to generate
+      grid = delay_pattern(frames, pad)  # [frames + Q' - 1, Q']: rows before the prompt's end are all known
+      rows = np.full((1 + sem.size, q), pad, np.int32)
+      rows[0, 0] = bos
+      rows[1:, 0] = sem
+      prompts.append(np.concatenate([rows, grid[:len(known)]]))
+      rest = grid[len(known):]
+      forced.append((np.where(rest >= 0, rest, 0), rest >= 0))
+      grids.append(grid)
+    new = max((f[0].shape[0] for f in forced), default=1)
+    out = model.generate_streams(prompts, forced, new, sampling=self.config.coarse_sampling,
+                                 rng=jax.random.key(self.config.seed), batch_size=self.config.batch_size)
+    result = []
+    for grid, rows in zip(grids, out):
+      grid = np.concatenate([grid[:len(known)], rows[:grid.shape[0] - len(known)]])
+      result.append(undo_delay_pattern(grid)[len(known):])  # [count · n_a, Q'] ids
+    return result
+
   def coarse(self, semantic: Sequence[np.ndarray], prompt: VoicePrompt | None = None) -> list[np.ndarray]:
     """Semantic codes [T_s] per utterance → coarse codes [ceil(T_s / n_s) · n_a, Q'] (see the module docstring)."""
     model, q = self.coarse_model, self.coarse_levels
@@ -214,12 +253,15 @@ class AcousticStages:
         count = min(per_window, blocks - start)
         windows.append((codes[start * self.n_s:(start + count) * self.n_s], count))
         owners.append(i)
-    prompts = [self.coarse_prompt(codes, prompt) for codes, _ in windows]
     frames = [count * self.n_a for _, count in windows]
-    out = model.generate(prompts, max(frames, default=1) * q, sampling=self.config.coarse_sampling,
-                         rng=jax.random.key(self.config.seed), allowed_mask=_level_masks(model, range(q)),
-                         batch_size=self.config.batch_size) if windows else []
     offsets = _offsets(model, range(q))
+    if self.config.coarse.layout == "streams":
+      out = [ids.reshape(-1) for ids in self._coarse_streams(windows, prompt)] if windows else []
+    else:
+      prompts = [self.coarse_prompt(codes, prompt) for codes, _ in windows]
+      out = model.generate(prompts, max(frames, default=1) * q, sampling=self.config.coarse_sampling,
+                           rng=jax.random.key(self.config.seed), allowed_mask=_level_masks(model, range(q)),
+                           batch_size=self.config.batch_size) if windows else []
     pieces: list[list[np.ndarray]] = [[] for _ in semantic]
     for owner, n, ids in zip(owners, frames, out):
       pieces[owner].append(ids[:n * q].reshape(n, q) - offsets)
@@ -234,18 +276,39 @@ class AcousticStages:
       for start in range(0, codes.shape[0], self.chunk_frames):
         chunks.append(codes[start:start + self.chunk_frames])
         owners.append(i)
-    prompts = [self.fine_prompt(c) for c in chunks]
     fine_levels = list(range(q, levels))
-    out = model.generate(prompts, max((c.shape[0] for c in chunks), default=1) * len(fine_levels),
-                         sampling=self.config.fine_sampling, rng=jax.random.key(self.config.seed + 1),
-                         allowed_mask=_level_masks(model, fine_levels),
-                         batch_size=self.config.batch_size) if chunks else []
+    if self.config.fine.layout == "streams":
+      out = [ids[:, q:].reshape(-1) for ids in self._fine_streams(chunks)] if chunks else []
+    else:
+      prompts = [self.fine_prompt(c) for c in chunks]
+      out = model.generate(prompts, max((c.shape[0] for c in chunks), default=1) * len(fine_levels),
+                           sampling=self.config.fine_sampling, rng=jax.random.key(self.config.seed + 1),
+                           allowed_mask=_level_masks(model, fine_levels),
+                           batch_size=self.config.batch_size) if chunks else []
     offsets = _offsets(model, fine_levels)
     pieces: list[list[np.ndarray]] = [[] for _ in coarse]
     for owner, chunk, ids in zip(owners, chunks, out):
       n = chunk.shape[0]
       pieces[owner].append(np.concatenate([chunk, ids[:n * len(fine_levels)].reshape(n, -1) - offsets], axis=1))
     return [np.concatenate(p).astype(np.int32) if p else np.zeros((0, levels), np.int32) for p in pieces]
+
+  def _fine_streams(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
+    """'streams' layout: coarse codes [T, Q'] per chunk → ids [T, Q] (the coarse levels as given, in ids)."""
+    model, q, levels, vocab = self.fine_model, self.coarse_levels, self.num_levels, self.fine_model.vocab
+    pad, bos = vocab.spec.text.pad_id, vocab.spec.text.eos_id
+    first = np.full((1, levels), pad, np.int32)
+    first[0, 0] = bos
+    forced, layouts = [], []
+    for codes in chunks:
+      ids = np.full((codes.shape[0], levels), -1, np.int32)  # -1: to generate
+      ids[:, :q] = vocab.acoustic(codes, range(q))
+      layout, _ = fine_streams(ids, q, pad)  # [T + Q - Q', Q]
+      forced.append((np.where(layout >= 0, layout, 0), layout >= 0))
+      layouts.append(layout)
+    new = max(f[0].shape[0] for f in forced)
+    out = model.generate_streams([first] * len(chunks), forced, new, sampling=self.config.fine_sampling,
+                                 rng=jax.random.key(self.config.seed + 1), batch_size=self.config.batch_size)
+    return [undo_fine_streams(rows, q, codes.shape[0]) for codes, rows in zip(chunks, out)]
 
   def decode(self, codes: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Codes [T, Q] per utterance → waveform float32 [T · hop] at the codec's sample rate."""

@@ -74,7 +74,7 @@ def test_prompts_are_the_training_layouts(models):
 
 def test_refusals(models):
   coarse, fine = models
-  with pytest.raises(ValueError, match="'flatten' layout only"):
+  with pytest.raises(ValueError, match="'flatten' and 'streams' layouts"):
     AcousticConfig(coarse=CoarseAcousticConfig(layout="delay"))
   with pytest.raises(ValueError, match="conditioned on 3"):
     AcousticConfig(fine=FineAcousticConfig(coarse_levels=3))
@@ -96,3 +96,33 @@ def test_semantic_tokens_and_voice_prompts_that_do_not_fit_are_refused(models):
   uneven = VoicePrompt(rng.integers(0, 256, 5), rng.integers(0, 256, (9, 4)))
   with pytest.raises(ValueError, match="whole aligned blocks"):
     stages.coarse([rng.integers(0, 256, 5)], uneven)
+
+
+@pytest.fixture(scope="module")
+def stream_models(tmp_path_factory):
+  root = tmp_path_factory.mktemp("acoustic_stream_models")
+  return (load_model(export_tiny(root / "coarse", "acoustic", model_preset("tiny"), seed=1, streams=4)),
+          load_model(export_tiny(root / "fine", "acoustic", model_preset("tiny"), seed=2, streams=8)))
+
+
+def test_streams_layout_synthesizes_with_one_position_per_frame(stream_models, models):
+  """Multi-stream stage models decode frames + Q' - 1 and T + Q - Q' positions; the result has the same shapes and
+  the voice prompt's levels are kept as given."""
+  config = dict(coarse=CoarseAcousticConfig(crop_seconds=1.0, layout="streams"),
+                fine=FineAcousticConfig(chunk_seconds=0.3, layout="streams"), voice_prompt_seconds=0.4)
+  stages = AcousticStages(*stream_models, load_codec(str(BUNDLED["acoustic"])), 25.0, AcousticConfig(**config))
+  rng = np.random.default_rng(0)
+  semantic = [rng.integers(0, 256, n) for n in (37, 5)]
+  prompt = stages.voice_prompt(rng.integers(0, 256, 40), rng.integers(0, 256, (81, 8)))
+  coarse = stages.coarse(semantic, prompt)
+  assert [c.shape for c in coarse] == [(74, 4), (10, 4)]
+  full = stages.fine(coarse)
+  assert [c.shape for c in full] == [(74, 8), (10, 8)]
+  for c, f in zip(coarse, full):
+    np.testing.assert_array_equal(f[:, :4], c)
+    assert c.min() >= 0 and f.max() < 256
+  waves = stages.synthesize(semantic, prompt)
+  assert [w.shape for w in waves] == [(n * 2 * HOP,) for n in (37, 5)]
+  # A stage config whose layout does not match the model is refused before anything is decoded.
+  with pytest.raises(ValueError, match="does not match the model"):
+    AcousticStages(*models, load_codec(str(BUNDLED["acoustic"])), 25.0, AcousticConfig(**config))

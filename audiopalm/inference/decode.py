@@ -43,7 +43,7 @@ def cache_shardings(cfg: TransformerConfig, batch: int, max_len: int, mesh: Mesh
   return jax.tree.map(lambda s, a: fit_sharding(s, a.shape), logical, abstract)
 
 
-def _constrain(tree: Any, shardings: Any) -> Any:
+def constrain_tree(tree: Any, shardings: Any) -> Any:
   return tree if shardings is None else jax.tree.map(jax.lax.with_sharding_constraint, tree, shardings)
 
 
@@ -70,7 +70,7 @@ def _generate(params: Any, tokens: jax.Array, prompt_lengths: jax.Array, done: j
     token = sample(logits, rng, sampling, mask)  # [batch]
     return token, done | jnp.isin(token, stops)
 
-  cache = _constrain(init_cache(cfg, batch, prompt_len + max_new_tokens), cache_sharding)
+  cache = constrain_tree(init_cache(cfg, batch, prompt_len + max_new_tokens), cache_sharding)
   logits, cache = model.apply(variables, tokens, cache, prompt_lengths, prompt_lengths - 1,
                               method=Transformer.decode)  # [batch, 1, vocab]
   rng, step_rng = jax.random.split(rng)
@@ -86,7 +86,7 @@ def _generate(params: Any, tokens: jax.Array, prompt_lengths: jax.Array, done: j
     logits, cache = model.apply(variables, token[:, None], cache, method=Transformer.decode)  # [batch, 1, vocab]
     rng, step_rng = jax.random.split(rng)
     token, done = pick(logits[:, 0], step_rng, done, step)
-    return step + 1, token, _constrain(cache, cache_sharding), out.at[:, step].set(token), done, rng
+    return step + 1, token, constrain_tree(cache, cache_sharding), out.at[:, step].set(token), done, rng
 
   steps, _, _, out, _, _ = jax.lax.while_loop(cond, body, (jnp.int32(1), token, cache, out, done, rng))
   return out, steps
@@ -97,6 +97,34 @@ def _batch_shards(mesh: Mesh, rules: ShardingRules) -> int:
   spec = logical_to_mesh_spec((axes.ACT_BATCH,), rules)[0]
   names = () if spec is None else ((spec,) if isinstance(spec, str) else tuple(spec))
   return math.prod(mesh.shape[n] for n in names)
+
+
+def batch_multiple(mesh: Mesh | None, rules: ShardingRules | None) -> int:
+  """Decoding batches are padded to a multiple of this: the batch shards of `mesh` under `rules` (1 off a mesh)."""
+  if mesh is None:
+    if rules is not None:
+      raise ValueError("generate: sharding `rules` need a `mesh`")
+    return 1
+  rules = rules or ShardingRules()
+  rules.validate(mesh.axis_names)
+  return _batch_shards(mesh, rules)
+
+
+def run_on_mesh(fn: Any, params: Any, cfg: TransformerConfig, batch: tuple[np.ndarray, ...], max_len: int,
+                mesh: Mesh | None, rules: ShardingRules | None) -> Any:
+  """fn(params, *batch, cache_sharding=..., logical_rules=...) with the parameters and the batch arrays (batch
+  first; rows of the training layout) placed on `mesh` by `rules` and traced in their sharding context; off a
+  mesh, as they are."""
+  if mesh is None:
+    return fn(params, *batch, cache_sharding=None, logical_rules=None)
+  rules = rules or ShardingRules()
+  with sharding_context(mesh, rules):
+    param_shardings = params_shardings(abstract_params(Transformer(cfg)), mesh, rules)
+    params = jax.device_put(params, jax.tree.map(lambda s, p: fit_sharding(s, p.shape), param_shardings, params))
+    rows_sharding = NamedSharding(mesh, logical_to_mesh_spec((axes.ACT_BATCH, axes.ACT_LENGTH), rules))
+    batch = tuple(jax.device_put(x, fit_sharding(rows_sharding, x.shape)) for x in batch)
+    return fn(params, *batch, cache_sharding=cache_shardings(cfg, batch[0].shape[0], max_len, mesh, rules),
+              logical_rules=rules.as_flax())
 
 
 def _cut(row: np.ndarray, stop_tokens: tuple[int, ...]) -> np.ndarray:
@@ -151,15 +179,8 @@ def generate(params: Any, cfg: TransformerConfig, prompts: Sequence[np.ndarray |
     if allowed.ndim != 2 or allowed.shape[1] != cfg.vocab_size or not bool(allowed.any(axis=1).all()):
       raise ValueError(f"generate: allowed_mask must be a [{cfg.vocab_size}] or [period, {cfg.vocab_size}] bool "
                        f"mask allowing some token in every row, got shape {allowed.shape}")
-  if rules is not None and mesh is None:
-    raise ValueError("generate: sharding `rules` need a `mesh`")
   rng = jax.random.key(0) if rng is None else rng
-
-  shards = 1
-  if mesh is not None:
-    rules = rules or ShardingRules()
-    rules.validate(mesh.axis_names)
-    shards = _batch_shards(mesh, rules)
+  shards = batch_multiple(mesh, rules)
   batch = -(-len(rows) // shards) * shards  # dummy rows (one token, already done) fill the last shard
   if pad_prompts_to < 1:
     raise ValueError(f"generate: pad_prompts_to must be >= 1, got {pad_prompts_to}")
@@ -175,18 +196,8 @@ def generate(params: Any, cfg: TransformerConfig, prompts: Sequence[np.ndarray |
   static = dict(cfg=cfg, max_new_tokens=max_new_tokens, sampling=sampling)
   stop_ids = jnp.asarray(stops, jnp.int32).reshape(-1)
 
-  if mesh is None:
-    out, steps = _generate(params, tokens, lengths, done, rng, stop_ids, allowed, phase, cache_sharding=None,
-                           logical_rules=None, **static)
-  else:
-    with sharding_context(mesh, rules):
-      param_shardings = params_shardings(abstract_params(Transformer(cfg)), mesh, rules)
-      params = jax.device_put(params, jax.tree.map(lambda s, p: fit_sharding(s, p.shape), param_shardings, params))
-      rows_sharding = NamedSharding(mesh, logical_to_mesh_spec((axes.ACT_BATCH, axes.ACT_LENGTH), rules))
-      tokens = jax.device_put(tokens, fit_sharding(rows_sharding, tokens.shape))
-      lengths, done, phase = (jax.device_put(x, fit_sharding(rows_sharding, x.shape)) for x in (lengths, done, phase))
-      out, steps = _generate(params, tokens, lengths, done, rng, stop_ids, allowed, phase,
-                             cache_sharding=cache_shardings(cfg, batch, prompt_len + max_new_tokens, mesh, rules),
-                             logical_rules=rules.as_flax(), **static)
+  run = lambda p, tokens, lengths, done, phase, **layout: _generate(  # noqa: E731
+      p, tokens, lengths, done, rng, stop_ids, allowed, phase, **layout, **static)
+  out, steps = run_on_mesh(run, params, cfg, (tokens, lengths, done, phase), prompt_len + max_new_tokens, mesh, rules)
   out, steps = np.asarray(out), int(steps)
   return [_cut(out[i, :steps], stops) for i in range(len(rows))]

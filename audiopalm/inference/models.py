@@ -21,6 +21,7 @@ import numpy as np
 from audiopalm.checkpoints.source import find_source, load_source
 from audiopalm.formats.base import config_from_json, default_config, evaluation_config
 from audiopalm.inference.decode import generate
+from audiopalm.inference.decode_streams import generate_streams
 from audiopalm.inference.sampling import SamplingConfig, allowed_mask
 from audiopalm.model import TransformerConfig
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
@@ -97,6 +98,26 @@ class LoadedModel:
       out += generate(self.params, self.cfg, batch, max_new_tokens, sampling=sampling, rng=key,
                       stop_tokens=stop_tokens, allowed_mask=allowed_mask, mask_phase=phase,
                       pad_prompts_to=PROMPT_BUCKET, mesh=self.mesh, rules=self.rules)[:real]
+    return out
+
+
+  def generate_streams(self, prompts: Sequence[np.ndarray], forced: Sequence[tuple[np.ndarray, np.ndarray]],
+                       new_rows: int, *, sampling: SamplingConfig = SamplingConfig(), rng: jax.Array | None = None,
+                       batch_size: int | None = None) -> list[np.ndarray]:
+    """`inference.decode_streams.generate_streams` (a multi-stream model) on this model's mesh, `batch_size`
+    prompts at a time (a short last batch filled with copies of its first prompt); [new_rows, S] per prompt."""
+    if len(prompts) != len(forced):
+      raise ValueError(f"generate_streams: {len(prompts)} prompts but {len(forced)} forced patterns")
+    size = batch_size or max(len(prompts), 1)
+    rng = jax.random.key(0) if rng is None else rng
+    out: list[np.ndarray] = []
+    for start in range(0, len(prompts), size):
+      batch, known = list(prompts[start:start + size]), list(forced[start:start + size])
+      real = len(batch)
+      batch, known = batch + [batch[0]] * (size - real), known + [known[0]] * (size - real)
+      rng, key = jax.random.split(rng)
+      out += generate_streams(self.params, self.cfg, batch, known, new_rows, sampling=sampling, rng=key,
+                              pad_prompts_to=PROMPT_BUCKET, mesh=self.mesh, rules=self.rules)[:real]
     return out
 
 

@@ -14,13 +14,13 @@ import functools
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from audiopalm.checkpoints.export import export_params
 from audiopalm.codec.checkpoint import load_codec
 from audiopalm.codec.tokenizer import CodecTokenizer
 from audiopalm.inference.audio_tokens import BUNDLED
 from audiopalm.model import Transformer, TransformerConfig
+from audiopalm.model.params import dummy_inputs
 from audiopalm.semantic.tokenizer import load_semantic_tokenizer
 from audiopalm.vocab.combined import load_text_vocab
 from audiopalm.vocab.spec import VocabSpec, make_spec
@@ -44,13 +44,14 @@ def tiny_spec(kind: str) -> VocabSpec:
   raise ValueError(f"unknown tiny model kind {kind!r}")
 
 
-def export_tiny(directory: str, kind: str, model: TransformerConfig, seed: int = 0) -> str:
+def export_tiny(directory: str, kind: str, model: TransformerConfig, seed: int = 0, streams: int = 0) -> str:
   """Writes a random `model` (its vocabulary sized for `kind`) as an export (params/, model_config.json,
-  vocab_spec.json)."""
+  vocab_spec.json); `streams` > 1: a multi-stream 'acoustic' model over levels 0..streams-1 (the stages'
+  'streams' layout)."""
   spec = tiny_spec(kind)
-  cfg = model.replace(vocab_size=spec.size)
-  tokens = jnp.zeros((1, 8), jnp.int32)
-  params = nn.unbox(Transformer(cfg).init(jax.random.key(seed), tokens, tokens, tokens))["params"]
+  cfg = model.replace(vocab_size=spec.size,
+                      stream_vocab=tuple((r.offset, r.end) for r in spec.acoustic[:streams]) if streams > 1 else ())
+  params = nn.unbox(Transformer(cfg).init(jax.random.key(seed), *dummy_inputs(1, 8, cfg.token_streams)))["params"]
   export_params(params, cfg, str(directory), spec)
   return str(directory)
 

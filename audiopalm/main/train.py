@@ -55,7 +55,8 @@ def train(*, model_dir: str, model: TransformerConfig, data: lm.InputSpec, optim
   Returns {"step": steps taken in total, "finished": whether num_steps was reached (False after a
   preemption or an exhausted input), "model_dir": model_dir}.
   """
-  # 1. Validate everything that can be checked before compiling.
+  # 1. Validate everything that can be checked before compiling (a multi-stream input sets the model's streams).
+  model = lm.fit_model_to_input(model, data)
   device_mesh = lm.validate(model_dir=model_dir, model=model, data=data, step=step, mesh=mesh, rules=rules)
   eval_data = eval_input(evaluation, data)
   check_eval_data(evaluation, eval_data, data)

@@ -85,6 +85,13 @@ class TransformerConfig:
     qkv_bias: biases on the query, key and value projections (Qwen2/2.5); the output projection has none.
     hf_family: the transformers model_type this architecture was imported from; the export writes that
       family back when it represents the config (e.g. 'mistral' rather than the equivalent 'llama').
+    stream_vocab: multi-stream decoding (MusicGen / Moshi style): each position carries S tokens, one per stream
+      (e.g. the S codebook levels of one audio frame), given as the vocabulary range [start, end) of each
+      stream's output. The input embedding of a position is the sum of its S tokens' embeddings; stream s is
+      predicted by its own output head, the rows [start, end) of the output layer (a softmax over that range
+      only). Inputs, targets and loss weights are then [batch, length, S]. () = one stream (plain tokens
+      [batch, length], a softmax over the whole vocabulary). Set by the trainer from its input (the formats'
+      'streams' layouts), saved with the model for decoding.
     dropout_rate: dropout on the input embeddings and on each residual branch (attention and MLP outputs), T5
       style. Active only when the model is applied with a 'dropout' rng, as the train step does; evaluation and
       decoding never drop. 0 = off (PaLM pretraining); a regulariser for small data.
@@ -124,10 +131,12 @@ class TransformerConfig:
   qk_norm: bool = False
   qkv_bias: bool = False
   hf_family: str | None = None
+  stream_vocab: tuple[tuple[int, int], ...] = ()
 
   def __post_init__(self):
     if self.rope_scaling is not None:  # (a list when read back from JSON)
       object.__setattr__(self, "rope_scaling", tuple(float(v) for v in self.rope_scaling))
+    object.__setattr__(self, "stream_vocab", tuple(tuple(int(v) for v in r) for r in self.stream_vocab))
     self.validate()
 
   def validate(self) -> None:
@@ -166,6 +175,16 @@ class TransformerConfig:
     check(not self.post_norms or self.block == "sequential", "post_norms needs block='sequential'")
     check(self.attention != "cudnn" or self.attn_logit_softcap is None,
           "attention='cudnn' has no attention-logit soft-capping; use 'einsum' or 'xla' with attn_logit_softcap")
+    check(len(self.stream_vocab) != 1, "stream_vocab: give two or more streams, or () for one")
+    for start, end in self.stream_vocab:
+      check(0 <= start < end <= self.vocab_size,
+            f"stream_vocab: each stream's range [start, end) must lie in the vocabulary of {self.vocab_size}, got "
+            f"{list(self.stream_vocab)}")
+    ranges = sorted(self.stream_vocab)
+    check(all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:])),
+          f"stream_vocab: the streams' ranges must not overlap, got {list(self.stream_vocab)}")
+    check(not self.stream_vocab or self.final_logit_softcap is None,
+          "stream_vocab with final_logit_softcap is not supported")
     choices = {"block": ("parallel", "sequential"), "norm": ("layernorm", "rmsnorm"),
                "activation": ("swiglu", "geglu"), "remat": REMAT_POLICIES,
                "attention": ("einsum", "xla", "cudnn"),
@@ -174,6 +193,11 @@ class TransformerConfig:
       check(getattr(self, name) in allowed, f"{name}={getattr(self, name)!r}, allowed: {list(allowed)}")
     check(self.attention != "cudnn" or self.dtype in ("bfloat16", "float16"),
           f"attention='cudnn' needs dtype bfloat16 or float16, got {self.dtype!r}")
+
+  @property
+  def token_streams(self) -> int:
+    """Tokens per position: len(stream_vocab), or 1 (not the input's `streams`, independent data streams)."""
+    return len(self.stream_vocab) or 1
 
   def replace(self, **changes) -> "TransformerConfig":
     return dataclasses.replace(self, **changes)

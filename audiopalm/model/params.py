@@ -17,15 +17,17 @@ import jax.numpy as jnp
 from audiopalm.model.transformer import Transformer
 
 
-def dummy_inputs(batch: int, length: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(tokens, positions, segment_ids) of zeros, zeros and ones: [batch, length] int32 each."""
-  tokens = jnp.zeros((batch, length), jnp.int32)
-  return tokens, tokens, jnp.ones_like(tokens)
+def dummy_inputs(batch: int, length: int, streams: int = 1) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(tokens, positions, segment_ids) of zeros, zeros and ones: [batch, length] int32 each (tokens
+  [batch, length, streams] for more than one token stream)."""
+  positions = jnp.zeros((batch, length), jnp.int32)
+  tokens = jnp.zeros((batch, length, streams), jnp.int32) if streams > 1 else positions
+  return tokens, positions, jnp.ones_like(positions)
 
 
 def init_params(model: Transformer, rng: jax.Array) -> Any:
   """Boxed parameters initialised from `rng` (call inside `jax.jit` with `out_shardings` to create them sharded)."""
-  return model.init(rng, *dummy_inputs(1, 8))["params"]
+  return model.init(rng, *dummy_inputs(1, 8, model.cfg.token_streams))["params"]
 
 
 def abstract_params(model: Transformer) -> Any:

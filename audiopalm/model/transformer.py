@@ -101,7 +101,8 @@ class Transformer(nn.Module):
                                 (cfg.d_model, cfg.vocab_size), dtype_of(cfg.param_dtype))
 
   def __call__(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
-    """tokens, positions, segment_ids: [batch, length] int32 -> logits [batch, length, vocab] float32."""
+    """tokens, positions, segment_ids: [batch, length] int32 (tokens [batch, length, streams] with
+    `stream_vocab`) -> logits [batch, length, vocab] float32 (each stream reads its own range of them)."""
     return self.project(self.hidden(tokens, positions, segment_ids))
 
   def hidden(self, tokens: jax.Array, positions: jax.Array, segment_ids: jax.Array) -> jax.Array:
@@ -136,7 +137,14 @@ class Transformer(nn.Module):
 
     kv: None (training) or every layer's (key, value) buffers, stacked [layers, batch, max_len, kv_heads, head_dim].
     """
-    x = constrain(_dropout(self, self.cfg.dropout_rate, self.embed(tokens)), _ACT)  # [batch, length, embed]
+    if self.cfg.stream_vocab:  # tokens [batch, length, streams]: the sum of the streams' embeddings
+      if tokens.ndim != 3 or tokens.shape[-1] != self.cfg.token_streams:
+        raise ValueError(f"a model of {self.cfg.token_streams} streams takes tokens [batch, length, "
+                         f"{self.cfg.token_streams}], got {tokens.shape}")
+      embedded = jnp.sum(self.embed(tokens), axis=2)  # [batch, length, streams, embed] -> [batch, length, embed]
+    else:
+      embedded = self.embed(tokens)
+    x = constrain(_dropout(self, self.cfg.dropout_rate, embedded), _ACT)  # [batch, length, embed]
     is_local = self.cfg.layer_is_local()
     if self.cfg.scan_layers:
       x, kv = self.layers(x, positions, segment_ids, kv, jnp.asarray(is_local))  # the flags scan with the layers

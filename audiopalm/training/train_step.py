@@ -74,7 +74,7 @@ def _chunked_loss(model: Transformer, variables: Any, hidden: jax.Array, targets
   @jax.checkpoint  # the backward pass recomputes one chunk's logits instead of storing them all
   def chunk_sums(h_c, t_c, w_c):
     logits = model.apply(variables, h_c, method=Transformer.project)  # [batch, c, vocab]
-    return cross_entropy_with_z_loss(logits, t_c, w_c, cfg.z_loss)
+    return cross_entropy_with_z_loss(logits, t_c, w_c, cfg.z_loss, model.cfg.stream_vocab)
 
   def body(carry, xs):
     return tuple(a + s for a, s in zip(carry, chunk_sums(*xs))), None
@@ -94,7 +94,7 @@ def make_gradient_fn(model: Transformer, cfg: TrainStepConfig) -> Callable[..., 
     rngs = {"dropout": rng} if rng is not None else {}
     if cfg.loss_chunk_size is None:
       logits = model.apply(variables, mb["inputs"], mb["positions"], mb["segment_ids"], rngs=rngs)
-      ce, zl, w = cross_entropy_with_z_loss(logits, mb["targets"], mb["weights"], cfg.z_loss)
+      ce, zl, w = cross_entropy_with_z_loss(logits, mb["targets"], mb["weights"], cfg.z_loss, model.cfg.stream_vocab)
     else:
       hidden = model.apply(variables, mb["inputs"], mb["positions"], mb["segment_ids"], method=Transformer.hidden,
                            rngs=rngs)

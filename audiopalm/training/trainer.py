@@ -99,6 +99,20 @@ def validate_inputs(global_batch_size: int, seq_len: int, vocab_size: int | None
                      f"{model.vocab_size}; set TransformerConfig.vocab_size >= {vocab_size}")
 
 
+def fit_model_to_input(model: TransformerConfig, data: InputSpec) -> TransformerConfig:
+  """The model as its input lays tokens out: a multi-stream input (`data.stream_vocab`, the AudioLM stages'
+  'streams' layout) gives the model its `stream_vocab` (one output head per stream); a model configured with
+  other streams than its input's is refused (ValueError naming both)."""
+  wanted = tuple(getattr(data, "stream_vocab", ()) or ())
+  if model.stream_vocab == wanted:
+    return model
+  if model.stream_vocab:
+    raise ValueError(f"TransformerConfig.stream_vocab is {list(model.stream_vocab)} but the input has "
+                     f"{len(wanted) or 1} token stream(s){' ' + str(list(wanted)) if wanted else ''}: the stage's "
+                     "layout does not match the model (drop TransformerConfig.stream_vocab: the trainer sets it)")
+  return model.replace(stream_vocab=wanted)
+
+
 def _check_vocab_spec(data: InputSpec, model_dir: str, has_checkpoint: bool) -> VocabSpec | None:
   """The input's vocabulary spec (None for inputs without one). With a checkpoint to resume from, a spec that
   differs from the one saved with it is refused: every token id must keep the meaning it was trained with.
@@ -112,6 +126,9 @@ def _check_vocab_spec(data: InputSpec, model_dir: str, has_checkpoint: bool) -> 
   elif spec is not None and jax.process_index() == 0:
     save_spec(spec, model_dir)
   return spec
+
+
+STREAM_KEYS = ("inputs", "targets", "weights")  # [batch, length, streams] for a multi-stream model
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -133,7 +150,9 @@ class StepProgram:
 
   def abstract_inputs(self, global_batch_size: int, seq_len: int) -> tuple[TrainState, Batch]:
     """ShapeDtypeStructs (with shardings) of the state and of a batch."""
-    batch = {k: jax.ShapeDtypeStruct((global_batch_size, seq_len), jnp.float32 if k == "weights" else jnp.int32,
+    streams = self.net.cfg.token_streams  # inputs, targets and weights carry one token per stream
+    shape = lambda k: (global_batch_size, seq_len) + ((streams,) if streams > 1 and k in STREAM_KEYS else ())  # noqa: E731
+    batch = {k: jax.ShapeDtypeStruct(shape(k), jnp.float32 if k == "weights" else jnp.int32,
                                      sharding=self.input_sharding) for k in BATCH_KEYS}
     state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), self.abstract,
                          self.shardings)
@@ -169,6 +188,9 @@ def validate(*, model_dir: str, model: TransformerConfig, data: InputSpec, step:
   rules.validate(device_mesh.axis_names)
   validate_inputs(data.global_batch_size, data.seq_len, getattr(data, "vocab_size", None), model,
                   batch_sharding(device_mesh, rules), step)
+  if fit_model_to_input(model, data) != model:
+    raise ValueError(f"the input has {len(data.stream_vocab)} token streams; the model has none (set its "
+                     "stream_vocab with fit_model_to_input)")
   return device_mesh
 
 

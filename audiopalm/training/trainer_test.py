@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import logging
+import types
 
 import grain
 import numpy as np
@@ -12,6 +13,7 @@ from audiopalm.checkpoints.manager import CheckpointConfig
 from audiopalm.data.text_source import TextSourceConfig
 from audiopalm.main.presets import model_preset
 from audiopalm.main.train import train
+from audiopalm.training.trainer import fit_model_to_input
 from audiopalm.sharding.mesh import MeshConfig
 from audiopalm.training.loss_guard import LossGuardConfig, LossSpikeError, NonFiniteError
 from audiopalm.training.optimizer import OptimizerConfig
@@ -169,3 +171,16 @@ def test_a_checkpoint_of_another_model_is_refused_naming_what_differs(tmp_path):
   with pytest.raises(ValueError, match=r"checkpoint 1 in .* does not fit this run's state \(6 differences: "
                      r"params/layers/mlp/wi: shape \(1, 64, 2, 128\) saved, \(1, 64, 2, 256\) now"):
     train(model=TINY.replace(d_ff=256), trainer=TrainerConfig(num_steps=2), **run)
+
+
+def test_a_multi_stream_input_sets_the_models_streams_and_a_mismatch_is_refused():
+  """The AudioLM stages' 'streams' layout: the trainer gives the model its input's stream ranges; a model
+  configured with other streams fails before anything compiles, naming both."""
+  tiny = model_preset("tiny")
+  streams = types.SimpleNamespace(stream_vocab=((300, 340), (340, 380)))
+  assert fit_model_to_input(tiny, streams).stream_vocab == ((300, 340), (340, 380))
+  assert fit_model_to_input(tiny, types.SimpleNamespace()) is tiny  # inputs without streams: unchanged
+  with pytest.raises(ValueError, match=r"stream_vocab is \[\(300, 340\), \(340, 380\)\] but the input has 1 token"):
+    fit_model_to_input(tiny.replace(stream_vocab=((300, 340), (340, 380))), types.SimpleNamespace(stream_vocab=()))
+  with pytest.raises(ValueError, match="must not overlap"):
+    tiny.replace(stream_vocab=((300, 340), (330, 380)))
