@@ -23,7 +23,7 @@ def test_ci_runs_the_readme_commands():
 
 
 # The README's main job at CI size: a few steps per model, 2 held-out utterances evaluated.
-CI_SIZE = ["--text_steps=10", "--speech_steps=10", "--stage_steps=3", "--eval_examples=2", "--generated_utterances=20"]
+CI_SIZE = ["--text_steps=10", "--speech_steps=10", "--coarse_steps=3", "--fine_steps=3", "--eval_examples=2", "--generated_utterances=20"]
 
 
 @pytest.mark.slow

@@ -55,8 +55,8 @@ def seed_flags(seed: int, from_text: bool) -> tuple[str, ...]:
 
 def plan(work: str, steps: int, stages: bool, seeds: Sequence[int]) -> tuple[list[pipeline.Step], dict]:
   """The steps to run, and (start, seed) -> the step of that model. Seed 0 is the main job's own `speech_text`."""
-  by_name = {s.name: s for s in pipeline.steps(work, text_steps=200, speech_steps=steps, stage_steps=100,
-                                                eval_examples=None)}
+  by_name = {s.name: s for s in pipeline.steps(work, text_steps=200, speech_steps=steps, coarse_steps=100,
+                                                fine_steps=100, eval_examples=None)}
   models = {}
   for seed in seeds:
     suffix = "" if seed == 0 else f"_seed{seed}"

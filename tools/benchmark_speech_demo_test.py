@@ -8,7 +8,7 @@ from tools import benchmark_speech_demo as bench
 
 def test_seed_zero_is_the_main_jobs_run_and_other_seeds_get_their_own():
   chosen, models = bench.plan("w", steps=500, stages=False, seeds=[0, 2])
-  main_job = {s.name: s for s in pipeline.steps("w", 200, 500, 100, None)}
+  main_job = {s.name: s for s in pipeline.steps("w", 200, 500, 100, 100, None)}
   assert models["from_text", 0] == main_job["speech_text"]
   assert [s.name for s in chosen] == ["tokens_train", "tokens_test", "tokens_text", "text", "speech_text", "scratch",
                                       "speech_text_seed2", "scratch_seed2"]

@@ -6,7 +6,10 @@
 `data` is a `SpeechTextConfig` (its components name the tasks; `emit_task_ids` is switched on here): the scored
 positions are the ones the training loss counts (loss weight > 0, i.e. each task's output). A position's
 modality is that of its target token in the vocabulary spec: 'text' (text ids and specials), 'semantic', or
-'acoustic' (any acoustic level). Per group: tokens, mean negative log-likelihood (nats) and perplexity = exp(nll).
+'acoustic' (any acoustic level); `result["levels"]` splits the acoustic tokens by RVQ level ("0", "1", ...), each
+with `uniform_nll` = ln(codebook size), the loss of a model that knows nothing but the level's range. Per group:
+tokens, mean negative log-likelihood (nats) and perplexity = exp(nll). A multi-stream model
+(`TransformerConfig.stream_vocab`) scores each stream's token against its own head, as its training loss does.
 The forward pass is jit-compiled with the same shardings as training; every process reads its own rows.
 """
 
@@ -42,23 +45,45 @@ def modality_of_ids(spec: VocabSpec) -> tuple[np.ndarray, list[str]]:
   return out, names
 
 
+def level_of_ids(spec: VocabSpec) -> tuple[np.ndarray, list[int]]:
+  """[spec.size] int32: each id's index among the acoustic levels (-1 for other ids), and the levels."""
+  out = np.full(spec.size, -1, np.int32)
+  levels = sorted(spec.acoustic, key=lambda r: r.level)
+  for i, r in enumerate(levels):
+    out[r.offset:r.end] = i
+  return out, [r.level for r in levels]
+
+
 def _summary(nll: float, tokens: float) -> dict[str, float]:
   mean = nll / tokens if tokens else float("nan")
   return {"tokens": int(tokens), "nll": mean, "perplexity": math.exp(mean) if tokens else float("nan")}
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "num_tasks", "num_modalities"))
-def _sums(params: Any, batch: dict[str, jax.Array], modality: jax.Array, *, cfg: TransformerConfig, num_tasks: int,
-          num_modalities: int) -> tuple[jax.Array, ...]:
-  """nll and token sums per task [tasks] and per modality [modalities] of one batch (compiled once per model)."""
+@functools.partial(jax.jit, static_argnames=("cfg", "num_tasks", "num_modalities", "num_levels"))
+def _sums(params: Any, batch: dict[str, jax.Array], modality: jax.Array, level: jax.Array, *, cfg: TransformerConfig,
+          num_tasks: int, num_modalities: int, num_levels: int) -> tuple[jax.Array, ...]:
+  """nll and token sums per task [tasks], per modality [modalities] and per acoustic level [levels] of one batch
+  (compiled once per model)."""
   logits = Transformer(cfg).apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"])
-  logp = jax.nn.log_softmax(logits, axis=-1)  # [batch, length, vocab]
-  nll = -jnp.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0]  # [batch, length]
-  w = (batch["weights"] > 0).astype(jnp.float32)
-  task = jax.nn.one_hot(batch["task_ids"], num_tasks) * w[..., None]  # [batch, length, tasks] (-1 → zeros)
-  mod = jax.nn.one_hot(modality[batch["targets"]], num_modalities) * w[..., None]
-  return (jnp.einsum("BT,BTK->K", nll, task), jnp.sum(task, axis=(0, 1)),
-          jnp.einsum("BT,BTM->M", nll, mod), jnp.sum(mod, axis=(0, 1)))
+  targets, weights = batch["targets"], batch["weights"]
+  if cfg.stream_vocab:  # [batch, length, streams]: stream s against its own head (rows [start, end))
+    nll = jnp.stack([-jnp.take_along_axis(jax.nn.log_softmax(logits[..., a:b], axis=-1),
+                                          jnp.clip(targets[..., s] - a, 0, b - a - 1)[..., None], axis=-1)[..., 0]
+                     for s, (a, b) in enumerate(cfg.stream_vocab)], axis=-1)
+    inside = jnp.stack([(targets[..., s] >= a) & (targets[..., s] < b) for s, (a, b) in enumerate(cfg.stream_vocab)],
+                       axis=-1)
+    w = ((weights > 0) & inside).astype(jnp.float32)
+    task_ids = jnp.broadcast_to(batch["task_ids"][..., None], targets.shape)
+  else:  # one stream: a trailing axis of 1
+    logp = jax.nn.log_softmax(logits, axis=-1)  # [batch, length, vocab]
+    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)  # [batch, length, 1]
+    w, task_ids, targets = (weights > 0).astype(jnp.float32)[..., None], batch["task_ids"][..., None], targets[..., None]
+  task = jax.nn.one_hot(task_ids, num_tasks) * w[..., None]  # [batch, length, streams, tasks] (-1 → zeros)
+  mod = jax.nn.one_hot(modality[targets], num_modalities) * w[..., None]
+  lev = jax.nn.one_hot(level[targets], num_levels) * w[..., None]  # non-acoustic ids (-1) → zeros
+  return (jnp.einsum("BTS,BTSK->K", nll, task), jnp.sum(task, axis=(0, 1, 2)),
+          jnp.einsum("BTS,BTSM->M", nll, mod), jnp.sum(mod, axis=(0, 1, 2)),
+          jnp.einsum("BTS,BTSL->L", nll, lev), jnp.sum(lev, axis=(0, 1, 2)))
 
 
 def perplexity(params: Any, model_cfg: TransformerConfig, data: Any, num_batches: int | None,
@@ -77,12 +102,13 @@ def perplexity(params: Any, model_cfg: TransformerConfig, data: Any, num_batches
   mesh = mesh if mesh is not None else make_mesh(MeshConfig(ici={"data": -1, "fsdp": 1, "tensor": 1}))
   sharding = batch_sharding(mesh, rules)
   modality, modality_names = modality_of_ids(spec)
+  level, level_names = level_of_ids(spec)
   task_names = data.task_names
-  num_tasks, num_modalities = len(task_names), len(modality_names)
+  num_tasks, num_modalities, num_levels = len(task_names), len(modality_names), max(len(level_names), 1)
 
   row_start, row_stop = host_row_range(sharding, data.global_batch_size, data.seq_len)
   iterator = data.make_iterator(row_start, row_stop)
-  totals = [np.zeros(num_tasks), np.zeros(num_tasks), np.zeros(num_modalities), np.zeros(num_modalities)]
+  totals = [np.zeros(n) for n in (num_tasks, num_tasks, num_modalities, num_modalities, num_levels, num_levels)]
   batches = 0
   with sharding_context(mesh, rules):
     while num_batches is None or batches < num_batches:
@@ -94,15 +120,18 @@ def perplexity(params: Any, model_cfg: TransformerConfig, data: Any, num_batches
         break
       batches += 1
       batch = to_global_batch({k: local[k] for k in _KEYS}, sharding, data.global_batch_size)
-      parts = _sums(params, batch, jnp.asarray(modality), cfg=model_cfg, num_tasks=num_tasks,
-                    num_modalities=num_modalities)
+      parts = _sums(params, batch, jnp.asarray(modality), jnp.asarray(level), cfg=model_cfg, num_tasks=num_tasks,
+                    num_modalities=num_modalities, num_levels=num_levels)
       for total, part in zip(totals, parts):
         total += np.asarray(jax.device_get(part), np.float64)
   if not batches:
     raise ValueError(f"the input holds no whole batch of {data.global_batch_size} rows of {data.seq_len} tokens")
-  task_nll, task_tokens, mod_nll, mod_tokens = totals
+  task_nll, task_tokens, mod_nll, mod_tokens, level_nll, level_tokens = totals
+  sizes = {r.level: r.size for r in spec.acoustic}
   return {"tasks": {name: _summary(task_nll[i], task_tokens[i]) for i, name in enumerate(task_names)},
           "modalities": {name: _summary(mod_nll[i], mod_tokens[i]) for i, name in enumerate(modality_names)
                          if mod_tokens[i]},
+          "levels": {str(q): {**_summary(level_nll[i], level_tokens[i]), "uniform_nll": math.log(sizes[q])}
+                     for i, q in enumerate(level_names) if level_tokens[i]},
           "overall": _summary(float(task_nll.sum()), float(task_tokens.sum())),
           "batches": batches}

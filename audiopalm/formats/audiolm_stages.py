@@ -32,14 +32,18 @@ the sum of their embeddings in, one output head per level). Empty cells hold the
 weight 0 (generation knows the pattern, so nothing predicts them), and there is no EOS (the frame count is
 known: aligned to the semantic tokens in stage 2, the chunk's in stage 3):
 
-    coarse_acoustic  S = Q' streams. Rows 0..P-1: sem(window) in stream 0 [0]; then the delay grid of the
-                     window's levels 0..Q'-1: row P + k holds a_q(k - q) in stream q [1]   (P + T + Q' - 1 rows)
+    coarse_acoustic  S = 1 + Q' streams, time-aligned. Row r holds the semantic token of acoustic frame r in
+                     stream 0 [0] (r < T; each semantic frame repeated over the n_a / n_s acoustic frames it
+                     covers) and level q of frame r - 1 - q in stream 1 + q [1]               (T + Q' rows)
     fine_acoustic    S = Q streams. Row r holds the coarse levels of frame r in streams 0..Q'-1 [0] (r < T) and
                      fine level Q'+j of frame r - 1 - j in stream Q'+j [1]                    (T + Q - Q' rows)
 
-A stage-2 position predicts level q of frame t after levels < q of frame t and every level of the frames before
-(MusicGen's delay pattern, 4 to 8 times fewer positions than flattening); a stage-3 position predicts fine level
-j of frame t after seeing the coarse levels of frames <= t + j and the fine levels < j of frame t.
+Both are one pattern (`fine_streams`: C conditioning streams given for frame r at row r, each generated level j
+delayed by 1 + j rows): a position predicts generated level j of frame t after seeing the conditioning of frames
+<= t + j, the levels < j of frame t and every level of the frames before (MusicGen's delay pattern, 4 to 8
+times fewer positions than flattening). Stage 2's conditioning sits at the position of the audio it describes,
+so the model maps semantic to acoustic tokens locally instead of finding its place in a semantic prefix; the
+semantic tokens are therefore not deduplicated (`dedupe` must be False).
 
 `dedupe` (stages 1–2, on by default as in AudioLM) removes consecutive repeats of semantic tokens inside the
 crop / window (after cropping: the crop limit is one of time).
@@ -117,6 +121,9 @@ class CoarseAcousticConfig:
     if self.coarse_levels < 1:
       raise ValueError(f"coarse_levels must be >= 1, got {self.coarse_levels}")
     _check_layout(self.layout)
+    if self.layout == "streams" and self.dedupe:
+      raise ValueError("CoarseAcousticConfig: layout 'streams' puts each semantic token beside the acoustic frames "
+                       "it covers, so it cannot deduplicate them: set dedupe=False")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,34 +217,33 @@ def _delay_pad_id(vocab: Any, layout: str, name: str) -> int | None:
 
 def stream_vocab(config: "CoarseAcousticConfig | FineAcousticConfig", vocab: Any,
                  levels: int | None = None) -> tuple[tuple[int, int], ...]:
-  """The vocabulary range [start, end) of each stream of a 'streams' layout: level q's acoustic range for
-  stream q (stage 2: levels 0..Q'-1; stage 3: 0..Q-1, Q = `config.num_levels`, else `levels`, else every
-  acoustic level of the vocabulary)."""
+  """The vocabulary range [start, end) of each stream of a 'streams' layout: stage 2: the semantic range, then
+  acoustic levels 0..Q'-1; stage 3: levels 0..Q-1, Q = `config.num_levels`, else `levels`, else every acoustic
+  level of the vocabulary."""
   ranges = {r.level: r for r in vocab.spec.acoustic}
-  if isinstance(config, CoarseAcousticConfig):
-    count = config.coarse_levels
-  else:
-    count = config.num_levels or levels or len(ranges)
+  coarse = isinstance(config, CoarseAcousticConfig)
+  count = config.coarse_levels if coarse else config.num_levels or levels or len(ranges)
   missing = [q for q in range(count) if q not in ranges]
   if missing:
     raise ValueError(f"layout 'streams' over acoustic levels 0..{count - 1}: the vocabulary has no range for levels "
                      f"{missing} (it has {sorted(ranges)})")
-  return tuple((ranges[q].offset, ranges[q].end) for q in range(count))
+  if coarse and vocab.spec.semantic is None:
+    raise ValueError("layout 'streams' of coarse_acoustic: the vocabulary has no semantic range")
+  semantic = ((vocab.spec.semantic.offset, vocab.spec.semantic.end),) if coarse else ()
+  return semantic + tuple((ranges[q].offset, ranges[q].end) for q in range(count))
 
 
-def coarse_streams(sem_ids: np.ndarray, coarse: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-  """sem ids [P] and coarse ids [T, Q'] → (tokens, weights) [P + T + Q' - 1, Q'] (module docstring)."""
-  q = coarse.shape[1]
-  prefix = np.full((sem_ids.size, q), pad_id, np.int32)
-  prefix[:, 0] = sem_ids
-  grid = delay_pattern(coarse, pad_id)  # [T + Q' - 1, Q']
-  weights = delay_pattern(np.ones_like(coarse), 0).astype(np.float32)
-  return (np.concatenate([prefix, grid]).astype(np.int32),
-          np.concatenate([np.zeros(prefix.shape, np.float32), weights]))
+def frame_semantic(semantic: np.ndarray, n_s: int, n_a: int, frames: int) -> np.ndarray:
+  """Semantic codes of whole aligned blocks [blocks · n_s] → the one covering each acoustic frame [frames]: frame
+  t of block b is the semantic frame b · n_s + (t mod n_a) · n_s // n_a."""
+  t = np.arange(frames)
+  return np.asarray(semantic)[(t // n_a) * n_s + (t % n_a) * n_s // n_a]
 
 
 def fine_streams(ids: np.ndarray, coarse_levels: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-  """ids [T, Q] → (tokens, weights) [T + Q - Q', Q] (module docstring: fine level Q'+j of frame t at row t+1+j)."""
+  """ids [T, Q] → (tokens, weights) [T + Q - Q', Q] (module docstring: the first Q' columns are conditioning, given
+  for frame r at row r; generated column Q'+j of frame t at row t+1+j). Stage 2 uses it with one conditioning
+  column, the semantic token of each frame."""
   frames, levels = ids.shape
   rows = frames + levels - coarse_levels
   tokens = np.full((rows, levels), pad_id, np.int32)
@@ -377,8 +383,10 @@ def coarse_acoustic(example: Mapping[str, Any], vocab: Any, rng: np.random.Gener
   if config.dedupe:
     sem_ids = dedupe_consecutive(sem_ids)
   coarse = vocab.acoustic(acoustic[start * n_a:(start + count) * n_a], range(config.coarse_levels))  # [count·n_a, Q']
-  if config.layout == "streams":
-    yield TokenSequence(*coarse_streams(sem_ids, coarse, vocab.spec.text.pad_id), task=name)
+  if config.layout == "streams":  # sem_ids are not deduplicated (the config refuses it)
+    aligned = frame_semantic(sem_ids, n_s, n_a, coarse.shape[0])[:, None]  # [count·n_a, 1]
+    yield TokenSequence(*fine_streams(np.concatenate([aligned, coarse], axis=1), 1, vocab.spec.text.pad_id),
+                        task=name)
     return
   yield concat([(sem_ids, 0.0), (_serialize(coarse, config.layout, pad_id), 1.0),
                 ([vocab.spec.text.eos_id], 1.0)], task=name)

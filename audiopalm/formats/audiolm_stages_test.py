@@ -1,5 +1,6 @@
 """AudioLM stage formats: golden layouts on a hand-made example, time alignment, crops, determinism, errors."""
 
+import dataclasses
 import functools
 
 import numpy as np
@@ -130,25 +131,27 @@ def test_fine_acoustic_golden():
 
 
 def test_coarse_acoustic_golden_streams():
-  # Two levels, one position per frame: the semantic prefix in stream 0 (others the pad id 0), then the delay
-  # grid without filler tokens (pad id 0, weight 0) and without EOS; 2 + 9 rows.
-  _, x = 0, 0
-  seq = _run(stages.coarse_acoustic, stages.CoarseAcousticConfig(coarse_levels=2, dedupe=True, layout="streams"))
-  assert seq.tokens.tolist() == [[264, x], [265, x],
-                                 [267, x], [270, 272], [269, 271], [268, 274], [267, 273], [268, 271], [269, 272],
-                                 [270, 273], [x, 274]]
-  assert seq.weights.tolist() == [[0, 0], [0, 0],
-                                  [1, 0], [1, 1], [1, 1], [1, 1], [1, 1], [1, 1], [1, 1], [1, 1], [0, 1]]
-  assert stages.stream_vocab(stages.CoarseAcousticConfig(coarse_levels=2), _vocab()) == ((267, 271), (271, 275))
-  # Three levels: the same grid as the 'delay' layout's, 10 rows of 3 streams after the 4 semantic rows.
-  seq = _run(stages.coarse_acoustic, stages.CoarseAcousticConfig(coarse_levels=3, dedupe=False, layout="streams"))
-  assert seq.tokens.shape == (4 + 10, 3) and seq.tokens[4:6].tolist() == [[267, 0, 0], [270, 272, 0]]
-  assert seq.tokens[-1].tolist() == [0, 0, 275] and seq.weights.sum() == 8 * 3
-  # Every trained cell holds an id of its stream's level.
-  ranges = stages.stream_vocab(stages.CoarseAcousticConfig(coarse_levels=3), _vocab())
-  for s, (start, end) in enumerate(ranges):
+  # Two levels, time-aligned: row r has the semantic token of acoustic frame r (25 Hz vs 50 Hz: each semantic
+  # token beside two frames) in stream 0, level 0 of frame r - 1 in stream 1 and level 1 of frame r - 2 in
+  # stream 2; 8 + 2 rows, no EOS, the semantic tokens not deduplicated.
+  x = 0
+  config = stages.CoarseAcousticConfig(coarse_levels=2, dedupe=False, layout="streams")
+  seq = _run(stages.coarse_acoustic, config)
+  assert seq.tokens.tolist() == [[264, x, x], [264, 267, x], [264, 270, 272], [264, 269, 271], [265, 268, 274],
+                                 [265, 267, 273], [265, 268, 271], [265, 269, 272], [x, 270, 273], [x, x, 274]]
+  assert seq.weights.tolist() == [[0, 0, 0], [0, 1, 0], [0, 1, 1], [0, 1, 1], [0, 1, 1], [0, 1, 1], [0, 1, 1],
+                                  [0, 1, 1], [0, 1, 1], [0, 0, 1]]
+  assert stages.stream_vocab(config, _vocab()) == ((259, 267), (267, 271), (271, 275))
+  # Every trained cell holds an id of its stream's range.
+  seq = _run(stages.coarse_acoustic, dataclasses.replace(config, coarse_levels=3))
+  assert seq.tokens.shape == (8 + 3, 4) and seq.weights.sum() == 8 * 3
+  for s, (start, end) in enumerate(stages.stream_vocab(dataclasses.replace(config, coarse_levels=3), _vocab())):
     trained = seq.tokens[seq.weights[:, s] > 0, s]
     assert ((trained >= start) & (trained < end)).all()
+  np.testing.assert_array_equal(stages.frame_semantic([1, 2, 3], 1, 2, 6), [1, 1, 2, 2, 3, 3])
+  np.testing.assert_array_equal(stages.frame_semantic([1, 2, 3, 4], 2, 3, 6), [1, 1, 2, 3, 3, 4])  # 50 Hz : 75 Hz
+  with pytest.raises(ValueError, match="dedupe=False"):
+    stages.CoarseAcousticConfig(layout="streams")
 
 
 def test_fine_acoustic_golden_streams():

@@ -21,10 +21,11 @@ decodes the codes [T, Q] to T · hop samples: the waveform of N semantic frames 
 (rounded to whole blocks).
 
 The 'flatten' and 'streams' layouts are generated (models trained with the single-stream delay pattern are
-refused). With 'streams' (`formats.audiolm_stages`: one position per frame, every level at once, MusicGen's
-delay pattern in stage 2) a window decodes frames + Q' - 1 positions and a fine chunk T + Q - Q', instead of
-frames · Q' and T · (Q - Q') tokens: `inference.decode_streams` samples each level from its own head and takes
-the known cells (delay-pattern gaps, the voice prompt's codes, the coarse levels of a fine chunk) as given.
+refused). With 'streams' (`formats.audiolm_stages`: one position per frame carrying its conditioning and every
+level, delayed) a window decodes frames + Q' positions and a fine chunk T + Q - Q', instead of frames · Q' and
+T · (Q - Q') tokens: `inference.decode_streams` samples each level from its own head and takes the known cells
+(the semantic token of every frame, the voice prompt's levels, the coarse levels of a fine chunk, the
+delay pattern's gaps) as given.
 """
 
 from __future__ import annotations
@@ -41,8 +42,7 @@ from audiopalm.audio.io import load_audio
 from audiopalm.codec.model import PAD_CODE, Codec
 from audiopalm.codec.tokenizer import CodecTokenizer
 from audiopalm.formats.audiolm_stages import (CoarseAcousticConfig, FineAcousticConfig, aligned_block, dedupe_consecutive,
-                                              delay_pattern, fine_streams, stream_vocab, undo_delay_pattern,
-                                              undo_fine_streams)
+                                              fine_streams, frame_semantic, stream_vocab, undo_fine_streams)
 from audiopalm.inference.audio_tokens import tokenize
 from audiopalm.inference.models import LoadedModel
 from audiopalm.inference.sampling import SamplingConfig, allowed_mask
@@ -207,31 +207,27 @@ class AcousticStages:
     return self.fine_model.vocab.acoustic(coarse, range(self.coarse_levels)).reshape(-1).astype(np.int32)
 
   def _coarse_streams(self, windows: list[tuple[np.ndarray, int]], prompt: VoicePrompt | None) -> list[np.ndarray]:
-    """'streams' layout: per window (semantic codes, blocks), its coarse ids [frames, Q'] (module docstring)."""
+    """'streams' layout: per window (semantic codes, blocks), its coarse ids [frames, Q'] (module docstring). Every
+    row's semantic token and the voice prompt's levels are given; the window's levels are sampled."""
     model, q, vocab = self.coarse_model, self.coarse_levels, self.coarse_model.vocab
     pad, bos = vocab.spec.text.pad_id, vocab.spec.text.eos_id
+    first = np.full((1, 1 + q), pad, np.int32)
+    first[0, 0] = bos
     known = np.zeros((0, q), np.int32) if prompt is None else vocab.acoustic(prompt.acoustic[:, :q], range(q))
-    prompts, forced, grids = [], [], []
+    forced = []
     for codes, count in windows:
       sem = vocab.semantic(codes if prompt is None else np.concatenate([prompt.semantic, codes]))
-      sem = dedupe_consecutive(sem) if self.config.coarse.dedupe else sem
-      frames = np.concatenate([known, np.full((count * self.n_a, q), -1, np.int32)])  # -1: to generate
-      grid = delay_pattern(frames, pad)  # [frames + Q' - 1, Q']: rows before the prompt's end are all known
-      rows = np.full((1 + sem.size, q), pad, np.int32)
-      rows[0, 0] = bos
-      rows[1:, 0] = sem
-      prompts.append(np.concatenate([rows, grid[:len(known)]]))
-      rest = grid[len(known):]
-      forced.append((np.where(rest >= 0, rest, 0), rest >= 0))
-      grids.append(grid)
-    new = max((f[0].shape[0] for f in forced), default=1)
-    out = model.generate_streams(prompts, forced, new, sampling=self.config.coarse_sampling,
+      frames = len(known) + count * self.n_a
+      ids = np.full((frames, 1 + q), -1, np.int32)  # -1: to generate
+      ids[:, 0] = frame_semantic(sem, self.n_s, self.n_a, frames)
+      ids[:len(known), 1:] = known
+      layout, _ = fine_streams(ids, 1, pad)  # [frames + Q', 1 + Q']
+      forced.append((np.where(layout >= 0, layout, 0), layout >= 0))
+    new = max(f[0].shape[0] for f in forced)
+    out = model.generate_streams([first] * len(windows), forced, new, sampling=self.config.coarse_sampling,
                                  rng=jax.random.key(self.config.seed), batch_size=self.config.batch_size)
-    result = []
-    for grid, rows in zip(grids, out):
-      grid = np.concatenate([grid[:len(known)], rows[:grid.shape[0] - len(known)]])
-      result.append(undo_delay_pattern(grid)[len(known):])  # [count · n_a, Q'] ids
-    return result
+    return [undo_fine_streams(rows, 1, len(known) + count * self.n_a)[len(known):, 1:]
+            for (_, count), rows in zip(windows, out)]
 
   def coarse(self, semantic: Sequence[np.ndarray], prompt: VoicePrompt | None = None) -> list[np.ndarray]:
     """Semantic codes [T_s] per utterance → coarse codes [ceil(T_s / n_s) · n_a, Q'] (see the module docstring)."""

@@ -101,14 +101,14 @@ def test_semantic_tokens_and_voice_prompts_that_do_not_fit_are_refused(models):
 @pytest.fixture(scope="module")
 def stream_models(tmp_path_factory):
   root = tmp_path_factory.mktemp("acoustic_stream_models")
-  return (load_model(export_tiny(root / "coarse", "acoustic", model_preset("tiny"), seed=1, streams=4)),
+  return (load_model(export_tiny(root / "coarse", "acoustic", model_preset("tiny"), seed=1, streams=4, semantic=True)),
           load_model(export_tiny(root / "fine", "acoustic", model_preset("tiny"), seed=2, streams=8)))
 
 
 def test_streams_layout_synthesizes_with_one_position_per_frame(stream_models, models):
-  """Multi-stream stage models decode frames + Q' - 1 and T + Q - Q' positions; the result has the same shapes and
-  the voice prompt's levels are kept as given."""
-  config = dict(coarse=CoarseAcousticConfig(crop_seconds=1.0, layout="streams"),
+  """Multi-stream stage models decode frames + Q' and T + Q - Q' positions; the result has the same shapes and the
+  voice prompt's levels are kept as given."""
+  config = dict(coarse=CoarseAcousticConfig(crop_seconds=1.0, layout="streams", dedupe=False),
                 fine=FineAcousticConfig(chunk_seconds=0.3, layout="streams"), voice_prompt_seconds=0.4)
   stages = AcousticStages(*stream_models, load_codec(str(BUNDLED["acoustic"])), 25.0, AcousticConfig(**config))
   rng = np.random.default_rng(0)

@@ -44,13 +44,15 @@ def tiny_spec(kind: str) -> VocabSpec:
   raise ValueError(f"unknown tiny model kind {kind!r}")
 
 
-def export_tiny(directory: str, kind: str, model: TransformerConfig, seed: int = 0, streams: int = 0) -> str:
+def export_tiny(directory: str, kind: str, model: TransformerConfig, seed: int = 0, streams: int = 0,
+                semantic: bool = False) -> str:
   """Writes a random `model` (its vocabulary sized for `kind`) as an export (params/, model_config.json,
-  vocab_spec.json); `streams` > 1: a multi-stream 'acoustic' model over levels 0..streams-1 (the stages'
-  'streams' layout)."""
+  vocab_spec.json); `streams` > 0: a multi-stream 'acoustic' model over levels 0..streams-1, after a semantic
+  stream if `semantic` (the stages' 'streams' layouts: fine, coarse)."""
   spec = tiny_spec(kind)
-  cfg = model.replace(vocab_size=spec.size,
-                      stream_vocab=tuple((r.offset, r.end) for r in spec.acoustic[:streams]) if streams > 1 else ())
+  ranges = ((spec.semantic.offset, spec.semantic.end),) if semantic else ()
+  ranges += tuple((r.offset, r.end) for r in spec.acoustic[:streams])
+  cfg = model.replace(vocab_size=spec.size, stream_vocab=ranges if len(ranges) > 1 else ())
   params = nn.unbox(Transformer(cfg).init(jax.random.key(seed), *dummy_inputs(1, 8, cfg.token_streams)))["params"]
   export_params(params, cfg, str(directory), spec)
   return str(directory)

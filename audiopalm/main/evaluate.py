@@ -18,6 +18,8 @@ Metrics (`--metrics`, default: every one the given models allow):
   codec         mel distance and SI-SNR of the examples' acoustic codes decoded by the codec, against the
                 source audio (needs the source files the dataset was made from)
   resynthesis   WER of audio made by the stage models from the examples' real semantic tokens
+  stages        held-out loss of the AudioLM coarse and fine models on their own formats (as trained), per
+                acoustic level, beside the uniform loss ln(codebook size) of a model that has learnt nothing
   intelligibility  an independent off-the-shelf recognizer (`audiopalm.evaluation.recognizer`: PocketSphinx and
                 its bundled English model, the language model of `--recognizer_text` or its own) on the examples'
                 original recordings and on the codec's resynthesis of them; with `tts` through audio, the
@@ -63,9 +65,10 @@ from audiopalm.vocab.build import VocabConfig
 
 log = logging.getLogger("audiopalm.main.evaluate")
 
-METRICS = ("perplexity", "asr", "tts", "codec", "resynthesis", "intelligibility")
+METRICS = ("perplexity", "asr", "tts", "codec", "resynthesis", "intelligibility", "stages")
 DEFAULT_SEQ_LEN = 256  # perplexity's row length for a model whose training runs saved none
-NEEDS_STAGES = ("resynthesis",)
+DEFAULT_STAGE_SEQ_LEN = 1024  # the same for a stage model
+NEEDS_STAGES = ("resynthesis", "stages")
 
 
 TASKS = ("asr", "tts", "continuation", "text_lm")  # the AudioPaLM tasks evaluated
@@ -156,6 +159,21 @@ def held_out_perplexity(model: LoadedModel, tokens_dir: str, split: str, seq_len
           "batches": batches}
 
 
+def stage_losses(stages: Any, tokens_dir: str, split: str, batch_size: int) -> dict[str, Any]:
+  """Each stage model's held-out loss per acoustic level over one pass of the split, read as the model was trained
+  (its format config and row length); per level also `uniform_nll` = ln(codebook size)."""
+  out = {}
+  for name, model, fmt, config in (("coarse", stages.coarse_model, "coarse_acoustic", stages.config.coarse),
+                                   ("fine", stages.fine_model, "fine_acoustic", stages.config.fine)):
+    vocab = VocabConfig(text_kind=model.spec.text.kind, text_path=model.spec.text.path, spec_path=model.path)
+    data = SpeechTextConfig(components=(MixtureComponent(format=fmt, dataset=tokens_dir, split=split, config=config),),
+                            vocab_config=vocab, seq_len=model.trained_data.get("seq_len") or DEFAULT_STAGE_SEQ_LEN,
+                            global_batch_size=batch_size, shuffle=False, num_epochs=1, log_every=0)
+    result = perplexity(model.params, model.cfg, data, None, mesh=model.mesh, rules=model.rules)
+    out[name] = {"layout": config.layout, "levels": result["levels"], "acoustic": result["modalities"].get("acoustic")}
+  return out
+
+
 def _summary(nll_sum: float, tokens: int) -> dict[str, float]:
   mean = nll_sum / tokens
   return {"tokens": int(tokens), "nll": mean, "perplexity": math.exp(mean)}
@@ -228,6 +246,8 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
                                                         stages.num_levels if stages is not None else None)
     elif name == "resynthesis":
       results[name] = speech_metrics.semantic_resynthesis(speech, stages, semantic, examples, args.samples)
+    elif name == "stages":
+      results[name] = stage_losses(stages, args.tokens_dir, args.split, args.batch_size)
     elif name == "intelligibility":
       results[name] = speech_metrics.intelligibility(recognizer, examples, codec,
                                                      stages.num_levels if stages is not None else None, args.samples)
@@ -271,6 +291,9 @@ def summary(report: dict[str, Any]) -> str:
     for key in keys:
       if key in res.get(name, {}):
         rows.append((f"{name} {key}", f"{res[name][key]:.4g}"))
+  for stage in ("coarse", "fine"):
+    for level, value in res.get("stages", {}).get(stage, {}).get("levels", {}).items():
+      rows.append((f"stages {stage} level {level} nll (uniform)", f"{value['nll']:.3f} ({value['uniform_nll']:.3f})"))
   width = max((len(r[0]) for r in rows), default=10)
   return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 

@@ -60,6 +60,11 @@ def test_every_metric_to_json_and_tensorboard(models, demo_tokens, tmp_path, cap
     for key in keys:
       assert np.isfinite(results[name][key]), (name, key)
   assert results["codec"]["utterances"] == 3 and results["codec"]["missing_audio"] == 0
+  # The stages' held-out loss per acoustic level: the coarse model predicts levels 0-3, the fine one 4-7.
+  stages = results["stages"]
+  assert set(stages["coarse"]["levels"]) == {"0", "1", "2", "3"} and set(stages["fine"]["levels"]) == {"4", "5", "6", "7"}
+  assert all(np.isfinite(v["nll"]) and v["uniform_nll"] == pytest.approx(np.log(256))
+             for stage in ("coarse", "fine") for v in stages[stage]["levels"].values())
   # The independent recognizer judged the originals, the codec's copies and the synthesized speech, which is
   # written out, one WAV and one manifest line per utterance.
   judge = results["intelligibility"]

@@ -74,7 +74,8 @@ def test_a_step_that_exits_cleanly_before_finishing_is_not_marked_done(tmp_path)
 
 
 def test_the_real_steps_chain_their_outputs():
-  steps = pipeline.steps("runs/main", text_steps=200, speech_steps=1000, stage_steps=100, eval_examples=None,
+  steps = pipeline.steps("runs/main", text_steps=200, speech_steps=1000, coarse_steps=100, fine_steps=50,
+                         eval_examples=None,
                          generated_utterances=4000)
   assert [s.name for s in steps] == ["speech", "tokens_train", "tokens_test", "tokens_text", "text", "speech_text",
                                      "coarse", "fine", "export", "evaluate"]
@@ -83,7 +84,7 @@ def test_the_real_steps_chain_their_outputs():
   assert "--output_dir=runs/main/speech --num_utterances=4000" in by["speech"]
   assert "demo_generated.gin --gin.GENERATED='runs/main/speech/train' --gin.OUTPUT_DIR='runs/main/tokens/train'" in \
       by["tokens_train"]
-  without = pipeline.steps("runs/main", 200, 1000, 100, None, generated_utterances=0)
+  without = pipeline.steps("runs/main", 200, 1000, 100, 50, None, generated_utterances=0)
   assert [s.name for s in without][:2] == ["tokens_train", "tokens_test"] and "demo.gin" in without[0].command[1]
   assert "--gin.INIT_DIR='runs/main/text'" in by["speech_text"] and "TRAIN_STEPS=1000" in by["speech_text"]
   assert by["coarse"].count("TOKENS_DIR='runs/main/tokens/train'") == 1
@@ -96,6 +97,7 @@ def test_the_real_steps_chain_their_outputs():
   finished = {s.name: s.finished_when for s in steps}
   assert finished["speech_text"] == "runs/main/speech_text/checkpoints/1000"
   assert finished["coarse"] == "runs/main/coarse/checkpoints/100" and finished["export"] is None
+  assert finished["fine"] == "runs/main/fine/checkpoints/50"
   # Every held-out sentence is synthesized (voiced like a held-out recording) and judged by the recognizer.
   for flag in (f"--voice_prompt={pipeline.SYNTH_VOICE}", "--samples_dir=runs/main/samples", "--samples=all",
                f"--recognizer_text={pipeline.DEMO_TEXT}", "intelligibility"):
