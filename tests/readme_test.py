@@ -60,5 +60,6 @@ def test_the_readme_main_job_runs_end_to_end_and_resumes(tmp_path):
   # Every held-out sentence evaluated is synthesized, listed, and judged by the independent recognizer.
   generated = [json.loads(line) for line in (work / "samples" / "generated.jsonl").read_text().splitlines()]
   assert len(generated) == 2 and all({"text", "wav", "recognizer_transcript"} <= set(g) for g in generated)
+  assert set(ev["stage_nll_per_level"]["coarse"]) == {"0", "1", "2", "3"}  # the stages' held-out loss per level
   judge = ev["recognizer_wer"]
   assert all(judge[k] is not None for k in ("original", "codec", "tts", "tts_to_original"))

@@ -136,7 +136,7 @@ def steps(work: str, text_steps: int, speech_steps: int, coarse_steps: int, fine
            f"{w}/eval/test.json",
            ("audiopalm.main.evaluate", f"--model={w}/export/lm", f"--coarse_model={w}/export/coarse",
             f"--fine_model={w}/export/fine", f"--tokens_dir={test}", "--split=test",
-            "--metrics=perplexity,asr,tts,intelligibility", f"--voice_prompt={SYNTH_VOICE}",
+            "--metrics=perplexity,asr,tts,intelligibility,stages", f"--voice_prompt={SYNTH_VOICE}",
             f"--recognizer_text={DEMO_TEXT}", f"--samples_dir={w}/samples", "--samples=all", *limit,
             f"--output={w}/eval/test.json", f"--tensorboard_dir={w}/eval/tensorboard")),
   ]
@@ -246,7 +246,9 @@ def _results(report: dict) -> dict:
   res = report["results"]
   ppl, asr, tts = res.get("perplexity", {}), res.get("asr", {}), res.get("tts", {})
   judge = res.get("intelligibility", {})
-  return {"step": report.get("step"), "utterances": asr.get("utterances"),
+  stages = {stage: {level: v["nll"] for level, v in res.get("stages", {}).get(stage, {}).get("levels", {}).items()}
+            for stage in ("coarse", "fine")}
+  return {"step": report.get("step"), "utterances": asr.get("utterances"), "stage_nll_per_level": stages,
           "recognizer_wer": {"original": judge.get("original_wer"), "codec": judge.get("codec_wer"),
                              "tts": tts.get("recognizer_wer"), "tts_to_original": judge.get("tts_to_original")},
           "asr_wer": asr.get("wer"), "asr_cer": asr.get("cer"), "chance_wer": asr.get("chance_wer"),
@@ -276,6 +278,10 @@ def format_summary(summary: dict) -> str:
       lines += [f"| independent recognizer WER: original recordings / codec resynthesis / synthesized speech | "
                 f"{fmt(judge.get('original'))} / {fmt(judge.get('codec'))} / {fmt(judge.get('tts'))} |",
                 f"| synthesized / original recognizer WER (goal <= 1.5) | {fmt(judge.get('tts_to_original'))} |"]
+    for stage, levels in ev.get("stage_nll_per_level", {}).items():
+      if levels:
+        lines.append(f"| {stage} stage held-out loss per token, levels {', '.join(levels)} (uniform 5.545) | "
+                     + " / ".join(fmt(v) for v in levels.values()) + " |")
   samples = summary.get("samples")
   if samples:
     first = samples.get("first") or {}
