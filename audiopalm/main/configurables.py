@@ -17,8 +17,10 @@ from audiopalm.evaluation import eval_hook
 from audiopalm.formats import audiolm_stages, audiopalm_tasks
 from audiopalm.model import config as model_config
 from audiopalm.semantic import fit as semantic_fit
+from audiopalm.semantic import hubert_pretrain
 from audiopalm.semantic import kmeans
 from audiopalm.sharding import mesh, rules
+from audiopalm.ssl import hubert
 from audiopalm.tokenizers import base as tokenizers
 from audiopalm.training import init_from, loss_guard, optimizer, param_groups, train_step, trainer
 from audiopalm.vocab import build as vocab_build
@@ -54,4 +56,6 @@ CodecOptimizerConfig = gin.external_configurable(gan_step.CodecOptimizerConfig, 
 CodecTrainerConfig = gin.external_configurable(codec_trainer.CodecTrainerConfig, "CodecTrainerConfig")
 KMeansConfig = gin.external_configurable(kmeans.KMeansConfig, "KMeansConfig")
 FeatureDumpConfig = gin.external_configurable(semantic_fit.FeatureDumpConfig, "FeatureDumpConfig")
+HubertConfig = gin.external_configurable(hubert.HubertConfig, "HubertConfig")
+HubertPretrainConfig = gin.external_configurable(hubert_pretrain.HubertPretrainConfig, "HubertPretrainConfig")
 load_tokenizer = gin.external_configurable(tokenizers.load_tokenizer, "load_tokenizer")

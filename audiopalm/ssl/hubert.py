@@ -344,12 +344,15 @@ class HubertNetwork(nn.Module):
     self.encoder_norm = _layer_norm(cfg.layer_norm_eps, "encoder_norm")
     self.layers = [EncoderLayer(cfg, self.precision) for _ in range(cfg.num_hidden_layers)]
 
-  def __call__(self, waveforms: jax.Array, lengths: jax.Array, layer: int,
-               final_norm: bool = False) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, waveforms: jax.Array, lengths: jax.Array, layer: int, final_norm: bool = False,
+               time_mask: jax.Array | None = None, mask_embedding: jax.Array | None = None
+               ) -> tuple[jax.Array, jax.Array]:
     """[B, S], [B] samples → hidden states of `layer` [B, T, D] (garbage past frames), frames [B].
 
     `final_norm` (with layer = num_hidden_layers) applies the stable-LN variant's final LayerNorm: transformers'
-    `last_hidden_state`. Only the layers up to `layer` are run.
+    `last_hidden_state`. Only the layers up to `layer` are run. Training only: `time_mask` [B, T] bool replaces
+    those frames' projected features by `mask_embedding` [D] before the positional convolution (transformers'
+    `mask_time_indices` and `masked_spec_embed`; `audiopalm.semantic.hubert_pretrain`).
     """
     cfg = self.config
     x = prepare_waveforms(waveforms, lengths, cfg.do_normalize)
@@ -357,7 +360,10 @@ class HubertNetwork(nn.Module):
     mask = frame_mask(frames, x.shape[1])  # [batch, frames]
     if cfg.feat_proj_layer_norm:
       x = self.projection_norm(x)
-    x = self.projection(x) * mask[..., None]  # [batch, frames, hidden]; padding zeroed for the positional conv
+    x = self.projection(x)  # [batch, frames, hidden]
+    if time_mask is not None:
+      x = jnp.where(time_mask[..., None], mask_embedding, x)
+    x = x * mask[..., None]  # padding zeroed for the positional conv
     x = x + self.pos_conv(x)
     if not cfg.do_stable_layer_norm:
       x = self.encoder_norm(x)
