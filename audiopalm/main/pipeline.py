@@ -15,7 +15,8 @@ show), in order:
                                   (`audiopalm.main.import_text`)
    3. text                        the tiny text checkpoint on the bundled text (`experiments/tiny.gin`)
    4. speech_text                 AudioPaLM continued pretraining of it on the ASR / TTS / continuation / text
-                                  mixture (`experiments/speech_text_from_text_demo.gin`)
+                                  mixture (`experiments/speech_text_generated_demo.gin`; with
+                                  --generated_utterances=0, `speech_text_from_text_demo.gin`)
    5. coarse, fine                the AudioLM acoustic stages (`experiments/audiolm_{coarse,fine}_demo.gin`)
    6. export                      the three models, their tokenizers and Hugging Face checkpoints
                                   (`audiopalm.main.export_checkpoint`)
@@ -123,7 +124,9 @@ def steps(work: str, text_steps: int, speech_steps: int, coarse_steps: int, fine
       Step("tokens_text", "the bundled text as text-only examples", f"{w}/tokens/text",
            ("audiopalm.main.import_text", f"--text={DEMO_TEXT}", f"--like={tokens}", f"--output_dir={w}/tokens/text")),
       train("text", "the tiny text checkpoint", "tiny", text_steps),
-      train("speech_text", "AudioPaLM: the text checkpoint continued on speech and text", "speech_text_from_text_demo",
+      # Its regularisation is for the 360 bundled utterances alone; with generated speech the model reads best without.
+      train("speech_text", "AudioPaLM: the text checkpoint continued on speech and text",
+            "speech_text_generated_demo" if generated_utterances else "speech_text_from_text_demo",
             speech_steps, *speech_text_flags(w)),
       train("coarse", "AudioLM stage 2: semantic to coarse acoustic", "audiolm_coarse_demo", coarse_steps,
             f"--gin.TOKENS_DIR='{tokens}'"),

@@ -87,6 +87,9 @@ def test_the_real_steps_chain_their_outputs():
   without = pipeline.steps("runs/main", 200, 1000, 100, 50, None, generated_utterances=0)
   assert [s.name for s in without][:2] == ["tokens_train", "tokens_test"] and "demo.gin" in without[0].command[1]
   assert "--gin.INIT_DIR='runs/main/text'" in by["speech_text"] and "TRAIN_STEPS=1000" in by["speech_text"]
+  # The regularisation for 360 utterances only without generated speech (docs/benchmarks.md, "Which units").
+  assert "experiments/speech_text_generated_demo.gin" in by["speech_text"]
+  assert "experiments/speech_text_from_text_demo.gin" in " ".join(next(s for s in without if s.name == "speech_text").command)
   assert by["coarse"].count("TOKENS_DIR='runs/main/tokens/train'") == 1
   assert "--like=runs/main/tokens/train" in by["tokens_text"]
   assert "--output_dir=runs/main/tokens/text" in by["tokens_text"]
