@@ -31,6 +31,7 @@ import sys
 from typing import Sequence
 
 import numpy as np
+from rapidfuzz.distance import Levenshtein
 
 from audiopalm.audio.io import load_audio
 from audiopalm.semantic.tokenizer import load_semantic_tokenizer
@@ -42,13 +43,7 @@ BUCKET_SECONDS = 1.0  # recordings are padded to whole seconds so the encoder co
 
 def edit_distance(a: Sequence[int], b: Sequence[int]) -> float:
   """Levenshtein distance / the longer length (0: equal, 1: nothing in common)."""
-  row = np.arange(len(b) + 1)
-  for i, x in enumerate(a, 1):
-    previous, row = row, row.copy()
-    row[0] = i
-    for j, y in enumerate(b, 1):
-      row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (x != y))
-  return float(row[-1]) / max(len(a), len(b), 1)
+  return Levenshtein.normalized_distance(a, b)
 
 
 def deduplicated(units: np.ndarray) -> list[int]:
@@ -77,23 +72,29 @@ def triples(utterances: Sequence[Utterance], pairs: int, seed: int) -> list[tupl
   return out[:pairs]
 
 
-def measure(tokenizer_path: str, chosen: Sequence[tuple[Utterance, Utterance, Utterance]]) -> dict[str, float]:
+def decode(chosen: Sequence[tuple[Utterance, Utterance, Utterance]], rate: int) -> dict[str, np.ndarray]:
+  """Each chosen recording's waveform at `rate`, decoded once for every tokenizer."""
+  return {u.id: load_audio(u.audio.path, rate, start=u.start, end=u.end) for t in chosen for u in t}
+
+
+def measure(tokenizer_path: str, chosen: Sequence[tuple[Utterance, Utterance, Utterance]],
+            waves: dict[int, dict[str, np.ndarray]]) -> dict[str, float]:
+  """The row of one tokenizer; `waves` caches the decoded recordings per sample rate across tokenizers."""
   tokenizer = load_semantic_tokenizer(tokenizer_path)
-  cache: dict[str, np.ndarray] = {}
-
-  def units(u: Utterance) -> np.ndarray:
-    if u.id not in cache:
-      wave = load_audio(u.audio.path, tokenizer.sample_rate, start=u.start, end=u.end)
-      bucket = round(BUCKET_SECONDS * tokenizer.sample_rate)
-      padded = np.zeros((1, max(1, -(-len(wave) // bucket)) * bucket), np.float32)
-      padded[0, :len(wave)] = wave
-      codes, lengths = tokenizer.encode(padded, np.array([len(wave)], np.int32))
-      cache[u.id] = np.asarray(codes)[0, :int(lengths[0]), 0]
-    return cache[u.id]
-
-  same = [edit_distance(deduplicated(units(a)), deduplicated(units(b))) for a, b, _ in chosen]
-  other = [edit_distance(deduplicated(units(a)), deduplicated(units(c))) for a, _, c in chosen]
-  frames = np.concatenate([units(u) for t in chosen for u in t])
+  rate = tokenizer.sample_rate
+  if rate not in waves:
+    waves[rate] = decode(chosen, rate)
+  bucket = round(BUCKET_SECONDS * rate)
+  units: dict[str, np.ndarray] = {}
+  for uid, wave in waves[rate].items():
+    padded = np.zeros((1, max(1, -(-len(wave) // bucket)) * bucket), np.float32)
+    padded[0, :len(wave)] = wave
+    codes, lengths = tokenizer.encode(padded, np.array([len(wave)], np.int32))
+    units[uid] = np.asarray(codes)[0, :int(lengths[0]), 0]
+  strings = {uid: deduplicated(u) for uid, u in units.items()}
+  same = [edit_distance(strings[a.id], strings[b.id]) for a, b, _ in chosen]
+  other = [edit_distance(strings[a.id], strings[c.id]) for a, _, c in chosen]
+  frames = np.concatenate([units[u.id] for t in chosen for u in t])
   starts = np.concatenate([[True], np.diff(frames) != 0])  # (sequence boundaries counted as changes: negligible)
   return {"clusters": tokenizer.vocab_size, "rate": tokenizer.frame_rate, "same_text_other_voice": float(np.mean(same)),
           "other_text_same_voice": float(np.mean(other)), "gap": float(np.mean(other) - np.mean(same)),
@@ -118,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         f"(of {len(utterances)} utterances)")
   header = ("tokenizer", "K", "Hz", "same text, other voice", "other text, same voice", "gap", "repeats")
   print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+  waves: dict[int, dict[str, np.ndarray]] = {}
   for path in args.tokenizer:
-    r = measure(path, chosen)
+    r = measure(path, chosen, waves)
     print(f"| {path} | {r['clusters']} | {r['rate']:g} | {r['same_text_other_voice']:.3f} | "
           f"{r['other_text_same_voice']:.3f} | {r['gap']:.3f} | {r['repeats']:.3f} |", flush=True)
   return 0
