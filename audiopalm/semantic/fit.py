@@ -83,7 +83,12 @@ class FeatureDumpConfig:
     """Padded length of a segment: bucket_seconds × a power of two, capped at segment_seconds."""
     unit = round(self.bucket_seconds * rate)
     cap = math.ceil(self.segment_seconds * rate / unit) * unit
-    return min(cap, unit * 2 ** math.ceil(math.log2(max(1, math.ceil(samples / unit)))))
+    return min(cap, bucket_length(samples, unit))
+
+
+def bucket_length(samples: int, unit: int) -> int:
+  """`samples` padded up to `unit` × a power of two: batches of a few shapes, so an encoder compiles a few times."""
+  return unit * 2 ** math.ceil(math.log2(max(1, math.ceil(samples / unit))))
 
 
 def segments(waveform: np.ndarray, rate: int, segment_seconds: float) -> list[np.ndarray]:
@@ -137,7 +142,7 @@ class _FeatureDump:
       yield self.stats.apply(batch)
 
 
-def _decode_all(files: Sequence[str], rate: int, failures: list[tuple[str, str]]) -> Iterator[tuple[str, np.ndarray]]:
+def decode_all(files: Sequence[str], rate: int, failures: list[tuple[str, str]]) -> Iterator[tuple[str, np.ndarray]]:
   """(path, waveform) in file order, decoded on a thread pool a few files ahead; failures recorded and skipped."""
   with concurrent.futures.ThreadPoolExecutor(_DECODE_THREADS) as pool:
     futures = [pool.submit(load_audio, f, rate) for f in files[:2 * _DECODE_THREADS]]
@@ -174,7 +179,7 @@ def dump_features(encoder: SslEncoder, layer: int, downsample: int, files: Seque
 
   limit = None if cfg.max_hours is None else cfg.max_hours * 3600
   with tqdm(total=limit or None, unit="s audio", desc="features", dynamic_ncols=True, mininterval=5) as bar:
-    for path, waveform in _decode_all(files, rate, failures):
+    for path, waveform in decode_all(files, rate, failures):
       if len(waveform) < cfg.min_seconds * rate:
         failures.append((path, f"shorter than min_seconds={cfg.min_seconds}"))
         continue

@@ -41,8 +41,9 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from audiopalm.audio.io import AudioDecodeError, list_audio_files, load_audio
+from audiopalm.audio.io import list_audio_files
 from audiopalm.files import storage
+from audiopalm.semantic.fit import bucket_length, decode_all
 from audiopalm.semantic.tokenizer import load_semantic_tokenizer
 from audiopalm.ssl import hubert as hubert_lib
 from audiopalm.ssl.hubert_export import save_hubert
@@ -151,13 +152,16 @@ def span_mask(rng: np.random.Generator, frames: np.ndarray, width: int, prob: fl
 
 def load_corpus(files: Sequence[str], targets: Any, batch: int = 64) -> tuple[list[np.ndarray], list[np.ndarray],
                                                                              list[tuple[str, str]]]:
-  """Every file decoded at the tokenizer's rate (int16 in memory) with its units; undecodable files skipped."""
+  """Every file decoded at the tokenizer's rate (int16 in memory) with its units; undecodable files skipped.
+
+  Decoding is `fit.decode_all`'s (a few files ahead on threads, failures logged with the reason); the targets are
+  computed in batches padded to `fit.bucket_length` of whole seconds, so the tokenizer compiles a few times."""
+  rate = targets.sample_rate
   waves, units, failed = [], [], []
   pending: list[np.ndarray] = []
 
   def flush() -> None:
-    longest = max(len(w) for w in pending)
-    batch_waves = np.zeros((len(pending), longest), np.float32)
+    batch_waves = np.zeros((len(pending), bucket_length(max(len(w) for w in pending), rate)), np.float32)
     for i, w in enumerate(pending):
       batch_waves[i, :len(w)] = w
     codes, counts = targets.encode(batch_waves, np.array([len(w) for w in pending], np.int32))
@@ -167,14 +171,10 @@ def load_corpus(files: Sequence[str], targets: Any, batch: int = 64) -> tuple[li
       units.append(codes[i, :counts[i]].astype(np.int32))
     pending.clear()
 
-  for path in tqdm(files, desc="audio and targets", unit="file", dynamic_ncols=True, mininterval=5):
-    try:
-      wave = load_audio(path, targets.sample_rate)
-    except AudioDecodeError as e:
-      log.warning("Skipping %s: %s", path, e.reason)
-      failed.append((path, str(e)))
-      continue
-    if len(wave) < targets.sample_rate // 10:
+  decoded = decode_all(files, rate, failed)
+  for path, wave in tqdm(decoded, total=len(files), desc="audio and targets", unit="file", dynamic_ncols=True,
+                         mininterval=5):
+    if len(wave) < rate // 10:
       failed.append((path, "shorter than 0.1 s"))
       continue
     pending.append(wave)
