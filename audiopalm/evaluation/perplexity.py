@@ -26,6 +26,7 @@ import numpy as np
 
 from audiopalm.data.iterator import host_row_range, to_global_batch
 from audiopalm.model import Transformer, TransformerConfig
+from audiopalm.model.loss import stream_targets
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
 from audiopalm.sharding.params import sharding_context
 from audiopalm.sharding.rules import ShardingRules, batch_sharding
@@ -67,11 +68,13 @@ def _sums(params: Any, batch: dict[str, jax.Array], modality: jax.Array, level: 
   logits = Transformer(cfg).apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"])
   targets, weights = batch["targets"], batch["weights"]
   if cfg.stream_vocab:  # [batch, length, streams]: stream s against its own head (rows [start, end))
-    nll = jnp.stack([-jnp.take_along_axis(jax.nn.log_softmax(logits[..., a:b], axis=-1),
-                                          jnp.clip(targets[..., s] - a, 0, b - a - 1)[..., None], axis=-1)[..., 0]
-                     for s, (a, b) in enumerate(cfg.stream_vocab)], axis=-1)
-    inside = jnp.stack([(targets[..., s] >= a) & (targets[..., s] < b) for s, (a, b) in enumerate(cfg.stream_vocab)],
-                       axis=-1)
+    nlls, insides = [], []
+    for s, (a, b) in enumerate(cfg.stream_vocab):
+      local, inside = stream_targets(targets[..., s], a, b)
+      logp = jax.nn.log_softmax(logits[..., a:b], axis=-1)
+      nlls.append(-jnp.take_along_axis(logp, local[..., None], axis=-1)[..., 0])
+      insides.append(inside)
+    nll, inside = jnp.stack(nlls, axis=-1), jnp.stack(insides, axis=-1)  # [batch, length, streams]
     w = ((weights > 0) & inside).astype(jnp.float32)
     task_ids = jnp.broadcast_to(batch["task_ids"][..., None], targets.shape)
   else:  # one stream: a trailing axis of 1

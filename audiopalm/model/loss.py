@@ -6,6 +6,12 @@ import jax
 import jax.numpy as jnp
 
 
+def stream_targets(targets: jax.Array, start: int, end: int) -> tuple[jax.Array, jax.Array]:
+  """One stream's targets as indices into its head, the logits [start, end) (clipped into range), and a bool mask
+  of the targets that fall inside it (the others are never scored)."""
+  return jnp.clip(targets - start, 0, end - start - 1), (targets >= start) & (targets < end)
+
+
 def cross_entropy_with_z_loss(logits: jax.Array, targets: jax.Array, weights: jax.Array, z_loss: float,
                               stream_vocab: tuple[tuple[int, int], ...] = ()) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Summed (not averaged) losses, so that microbatches add up exactly.
@@ -25,10 +31,11 @@ def cross_entropy_with_z_loss(logits: jax.Array, targets: jax.Array, weights: ja
     if targets.shape[-1:] != (len(stream_vocab),) or targets.ndim != logits.ndim:
       raise ValueError(f"{len(stream_vocab)} streams need targets [batch, length, {len(stream_vocab)}], got "
                        f"{targets.shape}")
-    sums = [cross_entropy_with_z_loss(logits[..., start:end], jnp.clip(targets[..., s] - start, 0, end - start - 1),
-                                      jnp.where((targets[..., s] >= start) & (targets[..., s] < end),
-                                                weights[..., s], 0.0), z_loss)
-            for s, (start, end) in enumerate(stream_vocab)]
+    sums = []
+    for s, (start, end) in enumerate(stream_vocab):
+      local, inside = stream_targets(targets[..., s], start, end)
+      sums.append(cross_entropy_with_z_loss(logits[..., start:end], local, jnp.where(inside, weights[..., s], 0.0),
+                                            z_loss))
     return tuple(sum(parts[1:], parts[0]) for parts in zip(*sums))  # type: ignore[return-value]
   logits = logits.astype(jnp.float32)
   log_z = jax.nn.logsumexp(logits, axis=-1)  # [batch, length]
