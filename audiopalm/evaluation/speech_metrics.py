@@ -202,17 +202,23 @@ def codec_resynthesis(codec: Codec, examples: Sequence[dict[str, Any]], num_leve
 
 
 def semantic_resynthesis(speech: SpeechTasks, stages: AcousticStages, semantic_tokenizer: AudioTokenizer,
-                         examples: Sequence[dict[str, Any]], samples: int | None = SAMPLES) -> dict[str, Any]:
-  """Audio from the examples' real semantic tokens (coarse → fine → codec), tokenized and transcribed again:
-  the intelligibility of the acoustic stages (AudioLM's resynthesis WER), and the same ASR on the original
-  tokens for comparison (`reference_wer`)."""
+                         examples: Sequence[dict[str, Any]], samples: int | None = SAMPLES,
+                         prompt: VoicePrompt | None = None, recognizer: Recognizer | None = None) -> dict[str, Any]:
+  """Audio from the examples' real semantic tokens (coarse → fine → codec, voiced like `prompt` if given),
+  tokenized and transcribed again: the intelligibility of the acoustic stages (AudioLM's resynthesis WER), and the
+  same ASR on the original tokens for comparison (`reference_wer`); with `recognizer`, also its WER on that audio
+  (`recognizer_wer`): the acoustic stages' share of `tts`'s `recognizer_wer`."""
   refs = [e["transcript"] for e in examples]
   languages = [e.get("language") for e in examples]
-  waves = stages.synthesize([np.asarray(e["semantic"]) for e in examples])
+  waves = stages.synthesize([np.asarray(e["semantic"]) for e in examples], prompt)
   heard = _transcribe_waves(speech, semantic_tokenizer, waves, stages.codec.sample_rate, languages)
   original = speech.transcribe([e["semantic"] for e in examples], languages)
   result = {"utterances": len(refs), **_rates("", refs, heard), **_rates("reference_", refs, original),
             "samples": _samples(refs, heard, samples)}
+  if recognizer is not None:
+    judged = recognizer.transcribe(waves, stages.codec.sample_rate)
+    result.update(_rates("recognizer_", refs, judged))
+    result["recognizer_samples"] = _samples(refs, judged, samples)
   return result
 
 

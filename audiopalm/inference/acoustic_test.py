@@ -1,6 +1,7 @@
 """AcousticStages with tiny random models and the bundled codec: prompts laid out as the stage formats lay out
 training sequences, codes in range, and waveforms of the length the semantic tokens imply."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -9,8 +10,10 @@ from audiopalm.formats.audiolm_stages import CoarseAcousticConfig, FineAcousticC
 from audiopalm.inference.acoustic import AcousticConfig, AcousticStages, VoicePrompt
 from audiopalm.inference.audio_tokens import BUNDLED
 from audiopalm.inference.models import load_model
+from audiopalm.inference.sampling import SamplingConfig
 from audiopalm.inference.tiny_models import export_tiny
 from audiopalm.main.presets import model_preset
+from audiopalm.model import Transformer
 
 HOP = 320  # the bundled codec: 16 kHz, 50 Hz frames; semantic tokens at 25 Hz: 2 acoustic frames each
 
@@ -126,3 +129,32 @@ def test_streams_layout_synthesizes_with_one_position_per_frame(stream_models, m
   # A stage config whose layout does not match the model is refused before anything is decoded.
   with pytest.raises(ValueError, match="does not match the model"):
     AcousticStages(*models, load_codec(str(BUNDLED["acoustic"])), 25.0, AcousticConfig(**config))
+
+
+def test_greedy_streams_coarse_is_the_training_layouts_argmax(stream_models):
+  """Greedy coarse codes, laid out by the training format (`coarse_acoustic`) and run through the model in one
+  pass, are the argmax of every trained cell: inference and training lay a window out alike."""
+  coarse_model = stream_models[0]
+  config = AcousticConfig(coarse=CoarseAcousticConfig(crop_seconds=1.0, layout="streams", dedupe=False),
+                          fine=FineAcousticConfig(chunk_seconds=0.3, layout="streams"),
+                          coarse_sampling=SamplingConfig(temperature=0.0))
+  stages = AcousticStages(*stream_models, load_codec(str(BUNDLED["acoustic"])), 25.0, config)
+  semantic = np.random.default_rng(1).integers(0, 256, 12)
+  codes = stages.coarse([semantic])[0]  # [24, 4], greedy
+  example = {"id": "x", "semantic": semantic, "acoustic": np.pad(codes, ((0, 0), (0, 4))), "semantic_frame_rate": 25.0,
+             "acoustic_frame_rate": 50.0, "duration": 0.48}
+  vocab = coarse_model.vocab
+  seq = next(coarse_acoustic(example, vocab, np.random.default_rng(0), config.coarse))
+  first = np.full((1, 5), vocab.spec.text.pad_id, np.int32)
+  first[0, 0] = vocab.spec.text.eos_id
+  inputs = np.concatenate([first, seq.tokens[:-1]])[None]  # [1, L, 5]
+  length = inputs.shape[1]
+  logits = Transformer(coarse_model.cfg).apply({"params": coarse_model.params}, jnp.asarray(inputs),
+                                               jnp.arange(length)[None], jnp.ones((1, length), jnp.int32))[0]
+  for s, (start, end) in enumerate(coarse_model.cfg.stream_vocab):
+    trained = seq.weights[:, s] > 0
+    if s == 0:
+      assert not trained.any()
+      continue
+    assert trained.sum() == 24
+    np.testing.assert_array_equal(np.argmax(np.asarray(logits)[trained, start:end], -1) + start, seq.tokens[trained, s])

@@ -17,7 +17,9 @@ Metrics (`--metrics`, default: every one the given models allow):
                 (`recognizer_wer`), voiced like `--voice_prompt`, the audio kept in `--samples_dir`
   codec         mel distance and SI-SNR of the examples' acoustic codes decoded by the codec, against the
                 source audio (needs the source files the dataset was made from)
-  resynthesis   WER of audio made by the stage models from the examples' real semantic tokens
+  resynthesis   WER of audio made by the stage models from the examples' real semantic tokens (voiced like
+                --voice_prompt), by the model and by the independent recognizer: the acoustic stages' share
+                of the TTS figures
   stages        held-out loss of the AudioLM coarse and fine models on their own formats (as trained), per
                 acoustic level, beside the uniform loss ln(codebook size) of a model that has learnt nothing
   intelligibility  an independent off-the-shelf recognizer (`audiopalm.evaluation.recognizer`: PocketSphinx and
@@ -210,7 +212,7 @@ def _setup(args: argparse.Namespace, metrics: list[str]):
         raise UsageError("--voice_prompt needs the stage models (--coarse_model, --fine_model)")
       prompt = stages.voice_prompt_from_recording(args.voice_prompt, semantic)
     recognizer = None
-    if "intelligibility" in metrics or ("tts" in metrics and stages is not None):
+    if "intelligibility" in metrics or (("tts" in metrics or "resynthesis" in metrics) and stages is not None):
       recognizer = Recognizer.from_text_file(args.recognizer_text) if args.recognizer_text else Recognizer()
   except (AudioDecodeError, ValueError, FileNotFoundError, KeyError, OSError) as e:
     raise UsageError(str(e)) from e
@@ -245,7 +247,8 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
       results[name] = speech_metrics.codec_resynthesis(codec, examples,
                                                         stages.num_levels if stages is not None else None)
     elif name == "resynthesis":
-      results[name] = speech_metrics.semantic_resynthesis(speech, stages, semantic, examples, args.samples)
+      results[name] = speech_metrics.semantic_resynthesis(speech, stages, semantic, examples, args.samples,
+                                                          prompt=prompt, recognizer=recognizer)
     elif name == "stages":
       results[name] = stage_losses(stages, args.tokens_dir, args.split, args.batch_size)
     elif name == "intelligibility":
@@ -286,7 +289,7 @@ def summary(report: dict[str, Any]) -> str:
   for name, keys in (("asr", ("wer", "cer", "chance_wer", "chance_cer")),
                      ("tts", ("semantic_roundtrip_wer", "wer", "cer", "recognizer_wer", "length_ratio",
                               "empty_outputs")),
-                     ("codec", ("mel_distance", "si_snr_db")), ("resynthesis", ("wer", "cer", "reference_wer")),
+                     ("codec", ("mel_distance", "si_snr_db")), ("resynthesis", ("wer", "cer", "reference_wer", "recognizer_wer")),
                      ("intelligibility", ("original_wer", "codec_wer", "tts_wer", "tts_to_original"))):
     for key in keys:
       if key in res.get(name, {}):

@@ -55,7 +55,7 @@ def test_every_metric_to_json_and_tensorboard(models, demo_tokens, tmp_path, cap
   for task in results["perplexity"]["tasks"].values():
     assert task["tokens"] > 0 and task["perplexity"] > 1
   for name, keys in {"asr": ("wer", "cer", "chance_wer"), "tts": ("semantic_roundtrip_wer", "wer", "length_ratio"),
-                     "codec": ("mel_distance", "si_snr_db"), "resynthesis": ("wer", "reference_wer"),
+                     "codec": ("mel_distance", "si_snr_db"), "resynthesis": ("wer", "reference_wer", "recognizer_wer"),
                      "intelligibility": ("original_wer", "codec_wer", "tts_wer", "tts_to_original")}.items():
     for key in keys:
       assert np.isfinite(results[name][key]), (name, key)

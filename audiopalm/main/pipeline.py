@@ -25,8 +25,9 @@ show), in order:
                                   through text → semantic → coarse → fine → codec, voiced like a held-out
                                   recording, into `<workdir>/samples/` (`generated.jsonl` lists them); an
                                   independent recognizer (PocketSphinx, `audiopalm.evaluation.recognizer`)
-                                  transcribes the synthesized speech, the original recordings and the codec's
-                                  resynthesis of them
+                                  transcribes the synthesized speech, the original recordings, the codec's
+                                  resynthesis of them, and the audio the stages make from their real semantic
+                                  tokens (the acoustic stages' share of the TTS error)
 It ends with where every artefact is and a table of the results (also `<workdir>/summary.json`).
 
 Rerunning the same command resumes: a step that finished with the same command, after every step before it, is
@@ -139,7 +140,7 @@ def steps(work: str, text_steps: int, speech_steps: int, coarse_steps: int, fine
            f"{w}/eval/test.json",
            ("audiopalm.main.evaluate", f"--model={w}/export/lm", f"--coarse_model={w}/export/coarse",
             f"--fine_model={w}/export/fine", f"--tokens_dir={test}", "--split=test",
-            "--metrics=perplexity,asr,tts,intelligibility,stages", f"--voice_prompt={SYNTH_VOICE}",
+            "--metrics=perplexity,asr,tts,resynthesis,intelligibility,stages", f"--voice_prompt={SYNTH_VOICE}",
             f"--recognizer_text={DEMO_TEXT}", f"--samples_dir={w}/samples", "--samples=all", *limit,
             f"--output={w}/eval/test.json", f"--tensorboard_dir={w}/eval/tensorboard")),
   ]
@@ -248,12 +249,13 @@ def run(work_dir: str, all_steps: Sequence[Step]) -> dict:
 def _results(report: dict) -> dict:
   res = report["results"]
   ppl, asr, tts = res.get("perplexity", {}), res.get("asr", {}), res.get("tts", {})
-  judge = res.get("intelligibility", {})
+  judge, resynthesis = res.get("intelligibility", {}), res.get("resynthesis", {})
   stages = {stage: {level: v["nll"] for level, v in res.get("stages", {}).get(stage, {}).get("levels", {}).items()}
             for stage in ("coarse", "fine")}
   return {"step": report.get("step"), "utterances": asr.get("utterances"), "stage_nll_per_level": stages,
           "recognizer_wer": {"original": judge.get("original_wer"), "codec": judge.get("codec_wer"),
-                             "tts": tts.get("recognizer_wer"), "tts_to_original": judge.get("tts_to_original")},
+                             "stages": resynthesis.get("recognizer_wer"), "tts": tts.get("recognizer_wer"),
+                             "tts_to_original": judge.get("tts_to_original")},
           "asr_wer": asr.get("wer"), "asr_cer": asr.get("cer"), "chance_wer": asr.get("chance_wer"),
           "perplexity": {task: v["perplexity"] for task, v in ppl.get("tasks", {}).items()},
           "perplexity_overall": ppl.get("overall", {}).get("perplexity"),
@@ -278,8 +280,9 @@ def format_summary(summary: dict) -> str:
     lines += [f"| perplexity, {task} | {fmt(v)} |" for task, v in ev["perplexity"].items()]
     judge = ev.get("recognizer_wer", {})
     if any(v is not None for v in judge.values()):
-      lines += [f"| independent recognizer WER: original recordings / codec resynthesis / synthesized speech | "
-                f"{fmt(judge.get('original'))} / {fmt(judge.get('codec'))} / {fmt(judge.get('tts'))} |",
+      lines += [f"| independent recognizer WER: original recordings / codec resynthesis / stages from real semantic "
+                f"tokens / synthesized speech | {fmt(judge.get('original'))} / {fmt(judge.get('codec'))} / "
+                f"{fmt(judge.get('stages'))} / {fmt(judge.get('tts'))} |",
                 f"| synthesized / original recognizer WER (goal <= 1.5) | {fmt(judge.get('tts_to_original'))} |"]
     for stage, levels in ev.get("stage_nll_per_level", {}).items():
       if levels:

@@ -103,7 +103,7 @@ def test_the_real_steps_chain_their_outputs():
   assert finished["fine"] == "runs/main/fine/checkpoints/50"
   # Every held-out sentence is synthesized (voiced like a held-out recording) and judged by the recognizer.
   for flag in (f"--voice_prompt={pipeline.SYNTH_VOICE}", "--samples_dir=runs/main/samples", "--samples=all",
-               f"--recognizer_text={pipeline.DEMO_TEXT}", "intelligibility,stages"):
+               f"--recognizer_text={pipeline.DEMO_TEXT}", "resynthesis,intelligibility,stages"):
     assert flag in by["evaluate"], flag
   assert "/test/" in pipeline.SYNTH_VOICE and (pipeline.ROOT / pipeline.SYNTH_VOICE).exists()
 
@@ -115,7 +115,8 @@ def test_summary_table():
              "evaluation": {"step": 1000, "utterances": 40, "asr_wer": 0.5, "asr_cer": 0.25, "chance_wer": 0.97,
                             "perplexity": {"asr": 1.6}, "perplexity_overall": 6.3, "tts_roundtrip_wer": None,
                             "tts_semantic_roundtrip_wer": 0.9,
-                            "recognizer_wer": {"original": 0.3, "codec": 0.32, "tts": 0.42, "tts_to_original": 1.4},
+                            "recognizer_wer": {"original": 0.3, "codec": 0.32, "stages": 0.36, "tts": 0.42,
+                                               "tts_to_original": 1.4},
                             "stage_nll_per_level": {"coarse": {"0": 3.5, "1": 4.0}, "fine": {}}},
              "samples": {"manifest": "runs/main/samples/generated.jsonl", "count": 40, "seconds": 80.0,
                          "first": {"wav": "runs/main/samples/0000.wav", "seconds": 2.5, "text": "MOVE THE BOX"}}}
@@ -123,7 +124,7 @@ def test_summary_table():
   for line in ("| text | runs/main/text | 3 s |", "| export | runs/main/export | kept |",
                "| ASR WER / CER | 0.500 / 0.250 |",
                "| TTS round-trip WER (audio / semantic tokens) | – / 0.900 |", "| perplexity, asr | 1.600 |",
-               "40 test utterances, speech_text step 1000", "| 0.300 / 0.320 / 0.420 |", "| 1.400 |",
+               "40 test utterances, speech_text step 1000", "| 0.300 / 0.320 / 0.360 / 0.420 |", "| 1.400 |",
                "| coarse stage held-out loss per token, levels 0, 1 (uniform 5.545) | 3.500 / 4.000 |",
                "Synthesized 40 held-out sentences (80.000 s), listed in runs/main/samples/generated.jsonl; the "
                "first: runs/main/samples/0000.wav: 'MOVE THE BOX'"):

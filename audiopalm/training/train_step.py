@@ -21,6 +21,7 @@ from audiopalm.sharding.rules import constrain
 from audiopalm.training.train_state import TrainState
 
 _DROPOUT_STREAM = 1  # fold_in of the state's rng that keys dropout
+_INPUT_NOISE_STREAM = 2  # ... and the one that keys `input_noise`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,17 +34,43 @@ class TrainStepConfig:
     loss_chunk_size: if set, the output layer and loss run on chunks of this many positions at a
       time, recomputed in the backward pass, so the [batch, length, vocab] float32 logits are never
       materialised whole (large vocabularies). Must divide the sequence length.
+    input_noise, input_noise_streams: a multi-stream model's training-time augmentation against exposure bias:
+      each input token of the listed streams that holds an id of its stream's range is replaced, with
+      probability `input_noise`, by an id of that range drawn uniformly. The targets stay the data's, so the
+      model learns to predict the next frame from a history that is partly wrong, as its own samples are when it
+      generates (the AudioLM coarse stage: `noisy_inputs`). Keyed by the state's rng: a resumed run draws the same.
   """
 
   z_loss: float = 1e-4
   grad_accum_steps: int = 1
   loss_chunk_size: int | None = None
+  input_noise: float = 0.0
+  input_noise_streams: tuple[int, ...] = ()
 
   def __post_init__(self):
     if self.grad_accum_steps < 1:
       raise ValueError(f"TrainStepConfig.grad_accum_steps must be >= 1, got {self.grad_accum_steps}")
     if self.loss_chunk_size is not None and self.loss_chunk_size < 1:
       raise ValueError(f"TrainStepConfig.loss_chunk_size must be >= 1 or None, got {self.loss_chunk_size}")
+    if not 0.0 <= self.input_noise <= 1.0 or (self.input_noise > 0) != bool(self.input_noise_streams):
+      raise ValueError(f"TrainStepConfig.input_noise must be in [0, 1] and given with input_noise_streams (and those "
+                       f"only with it), got {self.input_noise} and {self.input_noise_streams}")
+    if any(s < 0 for s in self.input_noise_streams):
+      raise ValueError(f"TrainStepConfig.input_noise_streams must be stream indices >= 0, got {self.input_noise_streams}")
+
+
+def noisy_inputs(inputs: jax.Array, rng: jax.Array, rate: float, streams: tuple[int, ...],
+                 stream_vocab: tuple[tuple[int, int], ...]) -> jax.Array:
+  """inputs [batch, length, S] -> the same with each token of `streams` that lies in its stream's range
+  [start, end) replaced, with probability `rate`, by an id of that range drawn uniformly (`TrainStepConfig`)."""
+  for s in streams:
+    start, end = stream_vocab[s]
+    flip_key, draw_key = jax.random.split(jax.random.fold_in(rng, s))
+    column = inputs[..., s]  # [batch, length]
+    flip = jax.random.bernoulli(flip_key, rate, column.shape) & (column >= start) & (column < end)
+    drawn = jax.random.randint(draw_key, column.shape, start, end, dtype=column.dtype)
+    inputs = inputs.at[..., s].set(jnp.where(flip, drawn, column))
+  return inputs
 
 
 def _split_microbatches(batch: Batch, k: int) -> Batch:
@@ -140,6 +167,10 @@ def make_train_step(model: Transformer, tx: optax.GradientTransformation, cfg: T
     # Dropout's key: a stream of the state's rng (advanced every step, so a resumed run drops the same units).
     dropout_rng = (jax.random.fold_in(jax.random.wrap_key_data(state.rng), _DROPOUT_STREAM)
                    if model.cfg.dropout_rate > 0 else None)
+    if cfg.input_noise > 0:
+      noise_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), _INPUT_NOISE_STREAM)
+      batch = {**batch, "inputs": noisy_inputs(batch["inputs"], noise_rng, cfg.input_noise, cfg.input_noise_streams,
+                                               model.cfg.stream_vocab)}
     grads, sums = grads_fn(params, batch, dropout_rng)
     denom = jnp.maximum(sums["weights"], 1.0)
     loss, zl = sums["ce"] / denom, sums["z_loss"] / denom

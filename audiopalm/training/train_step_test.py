@@ -1,4 +1,5 @@
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -124,3 +125,24 @@ def test_chunked_loss_equals_full_loss_and_saves_memory():
   for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_chunk)):
     np.testing.assert_allclose(b, a, rtol=ACCUM_RTOL, atol=ACCUM_RTOL * np.abs(a).max())
   assert temp_bytes[1] < 0.7 * temp_bytes[0], temp_bytes
+
+
+def test_noisy_inputs_replace_only_the_listed_streams_in_range_at_the_rate():
+  from audiopalm.training.train_step import noisy_inputs
+  vocab = ((10, 20), (20, 30), (30, 40))
+  rng = np.random.default_rng(0)
+  inputs = np.stack([rng.integers(10, 20, (4, 500)), rng.integers(20, 30, (4, 500)), rng.integers(30, 40, (4, 500))],
+                    axis=-1)
+  inputs[:, :50, 1] = 0  # pad: outside every range, never replaced
+  out = np.asarray(noisy_inputs(jnp.asarray(inputs), jax.random.key(3), 0.5, (1,), vocab))
+  np.testing.assert_array_equal(out[..., [0, 2]], inputs[..., [0, 2]])
+  np.testing.assert_array_equal(out[:, :50, 1], 0)
+  changed = out[:, 50:, 1] != inputs[:, 50:, 1]
+  assert ((out[:, 50:, 1] >= 20) & (out[:, 50:, 1] < 30)).all()
+  assert 0.4 < changed.mean() < 0.5  # replaced with probability 0.5, a tenth of the draws hit the same id
+  again = np.asarray(noisy_inputs(jnp.asarray(inputs), jax.random.key(3), 0.5, (1,), vocab))
+  np.testing.assert_array_equal(out, again)
+  with pytest.raises(ValueError, match="input_noise"):
+    TrainStepConfig(input_noise=0.3)
+  with pytest.raises(ValueError, match="input_noise"):
+    TrainStepConfig(input_noise=1.5, input_noise_streams=(1,))

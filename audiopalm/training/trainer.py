@@ -94,6 +94,10 @@ def validate_inputs(global_batch_size: int, seq_len: int, vocab_size: int | None
   chunk = step_cfg.loss_chunk_size
   if chunk is not None and seq_len % chunk:
     raise ValueError(f"TrainStepConfig.loss_chunk_size {chunk} must divide the sequence length {seq_len}")
+  outside = [s for s in step_cfg.input_noise_streams if s >= len(model.stream_vocab)]
+  if outside:
+    raise ValueError(f"TrainStepConfig.input_noise_streams {list(step_cfg.input_noise_streams)}: the model has "
+                     f"{len(model.stream_vocab)} token streams (TransformerConfig.stream_vocab), so not {outside}")
   if vocab_size is not None and vocab_size > model.vocab_size:
     raise ValueError(f"The input's token ids go up to {vocab_size - 1} but the model's vocab_size is "
                      f"{model.vocab_size}; set TransformerConfig.vocab_size >= {vocab_size}")

@@ -184,3 +184,15 @@ def test_a_multi_stream_input_sets_the_models_streams_and_a_mismatch_is_refused(
     fit_model_to_input(tiny.replace(stream_vocab=((300, 340), (340, 380))), types.SimpleNamespace(stream_vocab=()))
   with pytest.raises(ValueError, match="must not overlap"):
     tiny.replace(stream_vocab=((300, 340), (330, 380)))
+
+
+def test_input_noise_on_a_stream_the_model_does_not_have_fails_before_compiling():
+  import jax
+  from jax.sharding import NamedSharding, PartitionSpec
+  from audiopalm.training.train_step import TrainStepConfig
+  from audiopalm.training.trainer import validate_inputs
+  model = model_preset("tiny").replace(stream_vocab=((300, 340), (340, 380)))
+  sharding = NamedSharding(jax.make_mesh((1,), ("data",)), PartitionSpec("data"))
+  validate_inputs(8, 32, None, model, sharding, TrainStepConfig(input_noise=0.5, input_noise_streams=(1,)))
+  with pytest.raises(ValueError, match=r"input_noise_streams \[1, 2\]: the model has 2 token streams"):
+    validate_inputs(8, 32, None, model, sharding, TrainStepConfig(input_noise=0.5, input_noise_streams=(1, 2)))
