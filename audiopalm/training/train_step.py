@@ -38,7 +38,9 @@ class TrainStepConfig:
       each input token of the listed streams that holds an id of its stream's range is replaced, with
       probability `input_noise`, by an id of that range drawn uniformly. The targets stay the data's, so the
       model learns to predict the next frame from a history that is partly wrong, as its own samples are when it
-      generates (the AudioLM coarse stage: `noisy_inputs`). Keyed by the state's rng: a resumed run draws the same.
+      generates; at 1.0 those streams carry no history at all (the demo's AudioLM coarse stage, which otherwise
+      continues its own codes instead of following the semantic tokens). Keyed by the state's rng: a resumed run
+      draws the same. `noisy_inputs` does it.
   """
 
   z_loss: float = 1e-4
