@@ -37,7 +37,7 @@ from audiopalm.evaluation.recognizer import Recognizer
 from audiopalm.evaluation.speech_metrics import read_examples
 from audiopalm.evaluation.wer import error_rates
 from audiopalm.files import storage
-from audiopalm.formats.audiolm_stages import aligned_block
+from audiopalm.formats.audiolm_stages import aligned_block, frame_semantic
 from audiopalm.inference.acoustic import decode_codes
 from audiopalm.tokenizers.base import load_tokenizer
 
@@ -49,12 +49,12 @@ PAD = 1  # semantic frames of edge padding on each side, enough for the offsets 
 
 def frame_contexts(semantic: np.ndarray, frames: int, n_s: int, n_a: int, offsets: Sequence[int],
                    phase: bool) -> list[tuple[int, ...]]:
-  """One context per acoustic frame: (phase,) + the semantic tokens at `offsets` from the one covering it (edges
-  repeated)."""
-  padded = np.pad(np.asarray(semantic).reshape(-1), (PAD, PAD), mode="edge")
-  t = np.arange(frames)
-  index = (t // n_a) * n_s + (t % n_a) * n_s // n_a + PAD  # frame_semantic's mapping, in the padded array
-  columns = ([t % n_a] if phase else []) + [padded[index + o] for o in offsets]
+  """One context per acoustic frame: (phase,) + the semantic tokens at `offsets` from the one covering it (the
+  coarse stage's mapping, `frame_semantic`; edges repeated)."""
+  semantic = np.asarray(semantic).reshape(-1)
+  padded = np.pad(semantic, (PAD, PAD), mode="edge")
+  index = frame_semantic(np.arange(semantic.size), n_s, n_a, frames) + PAD  # [frames], into `padded`
+  columns = ([np.arange(frames) % n_a] if phase else []) + [padded[index + o] for o in offsets]
   return list(zip(*(c.tolist() for c in columns)))
 
 
@@ -74,19 +74,20 @@ def lookup_tables(train: Sequence[dict[str, Any]], test: Sequence[dict[str, Any]
     backoff: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
     for example in train:
       semantic, level0 = _aligned(example, n_s, n_a)
-      for context, own, code in zip(frame_contexts(semantic, level0.size, n_s, n_a, offsets, phase),
-                                    frame_contexts(semantic, level0.size, n_s, n_a, (0,), False), level0.tolist()):
+      own = frame_semantic(semantic, n_s, n_a, level0.size).tolist()
+      for context, token, code in zip(frame_contexts(semantic, level0.size, n_s, n_a, offsets, phase), own,
+                                      level0.tolist()):
         table[context][code] += 1
-        backoff[own[0]][code] += 1
+        backoff[token][code] += 1
     overall = collections.Counter(code for counts in backoff.values() for code in counts.elements())
     hits = frames = 0
     predicted = []
     for example in test:
       semantic, level0 = _aligned(example, n_s, n_a)
       contexts = frame_contexts(semantic, level0.size, n_s, n_a, offsets, phase)
-      own = frame_contexts(semantic, level0.size, n_s, n_a, (0,), False)
-      codes = np.array([(table.get(c) or backoff.get(o[0]) or overall).most_common(1)[0][0]
-                        for c, o in zip(contexts, own)], np.int32)
+      own = frame_semantic(semantic, n_s, n_a, level0.size).tolist()
+      codes = np.array([(table.get(c) or backoff.get(token) or overall).most_common(1)[0][0]
+                        for c, token in zip(contexts, own)], np.int32)
       hits += int((codes == level0).sum())
       frames += level0.size
       predicted.append(codes)
