@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from audiopalm.codec.checkpoint import load_codec
+from audiopalm.data.packing import to_batch
 from audiopalm.formats.audiolm_stages import CoarseAcousticConfig, FineAcousticConfig, coarse_acoustic, fine_acoustic
 from audiopalm.inference.acoustic import AcousticConfig, AcousticStages, VoicePrompt
 from audiopalm.inference.audio_tokens import BUNDLED
@@ -145,12 +146,13 @@ def test_greedy_streams_coarse_is_the_training_layouts_argmax(stream_models):
              "acoustic_frame_rate": 50.0, "duration": 0.48}
   vocab = coarse_model.vocab
   seq = next(coarse_acoustic(example, vocab, np.random.default_rng(0), config.coarse))
-  first = np.full((1, 5), vocab.spec.text.pad_id, np.int32)
-  first[0, 0] = vocab.spec.text.eos_id
-  inputs = np.concatenate([first, seq.tokens[:-1]])[None]  # [1, L, 5]
-  length = inputs.shape[1]
-  logits = Transformer(coarse_model.cfg).apply({"params": coarse_model.params}, jnp.asarray(inputs),
-                                               jnp.arange(length)[None], jnp.ones((1, length), jnp.int32))[0]
+  length = len(seq)
+  batch = to_batch({"targets": seq.tokens[None], "weights": seq.weights[None],  # one row, as the trainer shifts it
+                    "targets_segment_ids": np.ones((1, length), np.int32),
+                    "targets_positions": np.arange(length)[None]},
+                   bos_id=vocab.spec.text.eos_id, pad_id=vocab.spec.text.pad_id)
+  logits = Transformer(coarse_model.cfg).apply({"params": coarse_model.params}, jnp.asarray(batch["inputs"]),
+                                               jnp.asarray(batch["positions"]), jnp.asarray(batch["segment_ids"]))[0]
   for s, (start, end) in enumerate(coarse_model.cfg.stream_vocab):
     trained = seq.weights[:, s] > 0
     if s == 0:

@@ -289,7 +289,8 @@ def summary(report: dict[str, Any]) -> str:
   for name, keys in (("asr", ("wer", "cer", "chance_wer", "chance_cer")),
                      ("tts", ("semantic_roundtrip_wer", "wer", "cer", "recognizer_wer", "length_ratio",
                               "empty_outputs")),
-                     ("codec", ("mel_distance", "si_snr_db")), ("resynthesis", ("wer", "cer", "reference_wer", "recognizer_wer")),
+                     ("codec", ("mel_distance", "si_snr_db")),
+                     ("resynthesis", ("wer", "cer", "reference_wer", "recognizer_wer")),
                      ("intelligibility", ("original_wer", "codec_wer", "tts_wer", "tts_to_original"))):
     for key in keys:
       if key in res.get(name, {}):

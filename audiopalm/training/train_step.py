@@ -58,7 +58,8 @@ class TrainStepConfig:
       raise ValueError(f"TrainStepConfig.input_noise must be in [0, 1] and given with input_noise_streams (and those "
                        f"only with it), got {self.input_noise} and {self.input_noise_streams}")
     if any(s < 0 for s in self.input_noise_streams):
-      raise ValueError(f"TrainStepConfig.input_noise_streams must be stream indices >= 0, got {self.input_noise_streams}")
+      raise ValueError("TrainStepConfig.input_noise_streams must be stream indices >= 0, got "
+                       f"{self.input_noise_streams}")
 
 
 def noisy_inputs(inputs: jax.Array, rng: jax.Array, rate: float, streams: tuple[int, ...],

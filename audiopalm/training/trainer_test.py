@@ -6,14 +6,17 @@ import logging
 import types
 
 import grain
+import jax
 import numpy as np
 import pytest
+from jax.sharding import NamedSharding, PartitionSpec
 
 from audiopalm.checkpoints.manager import CheckpointConfig
 from audiopalm.data.text_source import TextSourceConfig
 from audiopalm.main.presets import model_preset
 from audiopalm.main.train import train
-from audiopalm.training.trainer import fit_model_to_input
+from audiopalm.training.train_step import TrainStepConfig
+from audiopalm.training.trainer import fit_model_to_input, validate_inputs
 from audiopalm.sharding.mesh import MeshConfig
 from audiopalm.training.loss_guard import LossGuardConfig, LossSpikeError, NonFiniteError
 from audiopalm.training.optimizer import OptimizerConfig
@@ -187,10 +190,6 @@ def test_a_multi_stream_input_sets_the_models_streams_and_a_mismatch_is_refused(
 
 
 def test_input_noise_on_a_stream_the_model_does_not_have_fails_before_compiling():
-  import jax
-  from jax.sharding import NamedSharding, PartitionSpec
-  from audiopalm.training.train_step import TrainStepConfig
-  from audiopalm.training.trainer import validate_inputs
   model = model_preset("tiny").replace(stream_vocab=((300, 340), (340, 380)))
   sharding = NamedSharding(jax.make_mesh((1,), ("data",)), PartitionSpec("data"))
   validate_inputs(8, 32, None, model, sharding, TrainStepConfig(input_noise=0.5, input_noise_streams=(1,)))
