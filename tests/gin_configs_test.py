@@ -10,7 +10,7 @@ import pytest
 
 from audiopalm.cli.gin_flags import GIN_ROOT, parse_gin, query, split_gin_bindings
 from audiopalm.codec.config import CodecConfig
-from audiopalm.main import fit_kmeans, pretrain_hubert, train, train_codec  # noqa: F401  (register the entry functions with gin)
+from audiopalm.main import fit_kmeans, pretrain_hubert, train, train_codec, train_unit_encoder  # noqa: F401  (entry functions)
 from audiopalm.main.presets import codec_preset, codec_presets, model_preset, model_presets
 from audiopalm.model import TransformerConfig
 from data_pipeline import configurables as _tokenize_configurables  # noqa: F401

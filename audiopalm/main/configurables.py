@@ -16,11 +16,12 @@ from audiopalm.data import mixture, speech_text_source, text_source
 from audiopalm.evaluation import eval_hook
 from audiopalm.formats import audiolm_stages, audiopalm_tasks
 from audiopalm.model import config as model_config
+from audiopalm.semantic import ctc_train
 from audiopalm.semantic import fit as semantic_fit
 from audiopalm.semantic import hubert_pretrain
 from audiopalm.semantic import kmeans
 from audiopalm.sharding import mesh, rules
-from audiopalm.ssl import hubert
+from audiopalm.ssl import ctc_encoder, hubert
 from audiopalm.tokenizers import base as tokenizers
 from audiopalm.training import init_from, loss_guard, optimizer, param_groups, train_step, trainer
 from audiopalm.vocab import build as vocab_build
@@ -58,4 +59,6 @@ KMeansConfig = gin.external_configurable(kmeans.KMeansConfig, "KMeansConfig")
 FeatureDumpConfig = gin.external_configurable(semantic_fit.FeatureDumpConfig, "FeatureDumpConfig")
 HubertConfig = gin.external_configurable(hubert.HubertConfig, "HubertConfig")
 HubertPretrainConfig = gin.external_configurable(hubert_pretrain.HubertPretrainConfig, "HubertPretrainConfig")
+CtcEncoderConfig = gin.external_configurable(ctc_encoder.CtcEncoderConfig, "CtcEncoderConfig")
+CtcTrainConfig = gin.external_configurable(ctc_train.CtcTrainConfig, "CtcTrainConfig")
 load_tokenizer = gin.external_configurable(tokenizers.load_tokenizer, "load_tokenizer")
