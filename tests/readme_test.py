@@ -23,7 +23,8 @@ def test_ci_runs_the_readme_commands():
 
 
 # The README's main job at CI size: a few steps per model, 2 held-out utterances evaluated.
-CI_SIZE = ["--text_steps=10", "--speech_steps=10", "--coarse_steps=3", "--fine_steps=3", "--eval_examples=2", "--generated_utterances=20"]
+CI_SIZE = ["--text_steps=10", "--speech_steps=10", "--coarse_steps=3", "--fine_steps=3", "--eval_examples=2", "--generated_utterances=20",
+           "--unit_encoder_steps=5"]
 
 
 @pytest.mark.slow
@@ -46,8 +47,9 @@ def test_the_readme_main_job_runs_end_to_end_and_resumes(tmp_path):
   work = tmp_path / "runs" / "main"
   summary = json.loads((work / "summary.json").read_text())
   assert all(s["seconds_this_run"] is None for s in summary["steps"].values())  # the rerun kept every step
-  assert runs[1].count("done earlier, kept") == 10 and "[10/10] evaluate: held-out" in runs[0]
-  for path in ("speech/synthesis.json", "tokens/train/metadata.json", "tokens/test/metadata.json", "tokens/text/metadata.json",
+  assert runs[1].count("done earlier, kept") == 12 and "[12/12] evaluate: held-out" in runs[0]
+  for path in ("speech/synthesis.json", "unit_encoder/config.json", "semantic/semantic_tokenizer.json",
+               "tokens/train/metadata.json", "tokens/test/metadata.json", "tokens/text/metadata.json",
                "text/export/model_config.json",
                "speech_text/checkpoints/10", "coarse/checkpoints/3", "fine/checkpoints/3", "export/manifest.json",
                "export/lm/hf/config.json", "eval/test.json", "samples/0000.wav", "samples/0001.wav"):

@@ -1,14 +1,19 @@
 r"""The main job: the whole AudioPaLM pipeline on the embedded default, one command, resumable.
 
-    python -m audiopalm.main.pipeline --workdir=runs/main [--generated_utterances=4000] [--text_steps=200] \
-        [--speech_steps=1000] [--coarse_steps=1200] [--fine_steps=200]
+    python -m audiopalm.main.pipeline --workdir=runs/main [--generated_utterances=4000] [--unit_encoder_steps=500] \
+        [--text_steps=200] [--speech_steps=1000] [--coarse_steps=1200] [--fine_steps=200]
 
 Each step runs one of the project's entry points (the same commands the README and the gin experiment files
 show), in order:
    0. speech                      `--generated_utterances` training utterances: the demo grammar spoken by 40
                                   espeak-ng voices, never a held-out sentence (`data_pipeline.synthesize_speech`;
                                   0: none)
-   1. tokens/train, tokens/test   those and the bundled corpus's 360 training utterances, and its 40 held-out
+   1. unit_encoder, semantic      the semantic tokenizer of this speech: a small encoder trained with CTC on the
+                                  training transcripts (`audiopalm.main.train_unit_encoder`,
+                                  `experiments/unit_encoder_demo.gin`), and k-means units of its last layer
+                                  (`audiopalm.main.fit_kmeans`, `experiments/semantic_demo_ctc.gin`); with
+                                  --generated_utterances=0, the bundled MFCC units instead
+      tokens/train, tokens/test   those and the bundled corpus's 360 training utterances, and its 40 held-out
                                   ones, to semantic and acoustic tokens (`data_pipeline.tokenize`,
                                   `tokenize/demo_generated.gin`, `tokenize/demo{,_test}.gin`)
    2. tokens_text                 the bundled text as a text-only token dataset, for the mixture's text task
@@ -51,6 +56,7 @@ import functools
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,12 +75,14 @@ SYNTH_VOICE = f"{DEMO_SPEECH}/test/102/10202/102-10202-0000.flac"
 class Step:
   """One entry point run: `name` (its log and its done-marker), what it makes, the command (argv after
   `python -m`) and, for steps that can stop early and still exit 0 (training after a preemption), the path that
-  exists only once the step has finished."""
+  exists only once the step has finished. `fresh`: the step writes its artefact directory whole and refuses an
+  existing one (not resumable; minutes long), so a rerun deletes what an earlier run left there first."""
   name: str
   what: str
   artefact: str
   command: tuple[str, ...]
   finished_when: str | None = None
+  fresh: bool = False
 
 
 def training_step(work: str, name: str, what: str, gin: str, num_steps: int, *flags: str) -> Step:
@@ -87,6 +95,7 @@ def training_step(work: str, name: str, what: str, gin: str, num_steps: int, *fl
 
 DEMO_TEXT = "audiopalm/data/assets/demo_text.txt"
 GENERATED_UTTERANCES = 4000  # about 2 hours of speech (data_pipeline.synthesize_speech)
+UNIT_ENCODER_STEPS = 500  # CTC steps of the supervised unit encoder (audiopalm.main.train_unit_encoder)
 
 
 def data_flags(work: str) -> tuple[str, ...]:
@@ -101,19 +110,32 @@ def speech_text_flags(work: str) -> tuple[str, ...]:
 
 
 def steps(work: str, text_steps: int, speech_steps: int, coarse_steps: int, fine_steps: int,
-          eval_examples: int | None, generated_utterances: int = 0) -> list[Step]:
+          eval_examples: int | None, generated_utterances: int = 0, unit_steps: int = UNIT_ENCODER_STEPS
+          ) -> list[Step]:
   """The pipeline, in order. Paths are relative to the repository root (where it runs) or absolute."""
   w = work.rstrip("/")
   tokens, test = f"{w}/tokens/train", f"{w}/tokens/test"
   train = functools.partial(training_step, w)
   limit = () if eval_examples is None else (f"--max_examples={eval_examples}",)
+  semantic_flag: tuple[str, ...] = ()
   if generated_utterances:
+    generated = f"--gin.GENERATED='{w}/speech/train'"
+    semantic_flag = (f"--gin.SEMANTIC_TOKENIZER='{w}/semantic'",)
     speech = [Step("speech", f"{generated_utterances} training utterances spoken by espeak-ng voices", f"{w}/speech",
                    ("data_pipeline.synthesize_speech", f"--output_dir={w}/speech",
                     f"--num_utterances={generated_utterances}")),
+              Step("unit_encoder", "the supervised unit encoder: CTC on the training speech's transcripts",
+                   f"{w}/unit_encoder",
+                   ("audiopalm.main.train_unit_encoder", "--gin_file=gin_configs/experiments/unit_encoder_demo.gin",
+                    generated, f"--gin.OUTPUT_DIR='{w}/unit_encoder'", f"--gin.CtcTrainConfig.steps={unit_steps}",
+                    f"--gin.CtcTrainConfig.warmup_steps={min(100, unit_steps // 10)}"), fresh=True),
+              Step("semantic", "the semantic tokenizer: k-means units of the unit encoder", f"{w}/semantic",
+                   ("audiopalm.main.fit_kmeans", "--gin_file=gin_configs/experiments/semantic_demo_ctc.gin",
+                    f"--gin.ENCODER_PATH='{w}/unit_encoder'", generated, f"--gin.OUTPUT_DIR='{w}/semantic'"),
+                   fresh=True),
               Step("tokens_train", f"tokens of the 360 bundled and {generated_utterances} generated training utterances",
                    tokens, ("data_pipeline.tokenize", "--gin_file=gin_configs/tokenize/demo_generated.gin",
-                            f"--gin.GENERATED='{w}/speech/train'", f"--gin.OUTPUT_DIR='{tokens}'"))]
+                            generated, *semantic_flag, f"--gin.OUTPUT_DIR='{tokens}'"))]
   else:
     speech = [Step("tokens_train", "tokens of the 360 training utterances", tokens,
                    ("data_pipeline.tokenize", "--gin_file=gin_configs/tokenize/demo.gin",
@@ -121,7 +143,8 @@ def steps(work: str, text_steps: int, speech_steps: int, coarse_steps: int, fine
   return [
       *speech,
       Step("tokens_test", "tokens of the 40 held-out utterances", test,
-           ("data_pipeline.tokenize", "--gin_file=gin_configs/tokenize/demo_test.gin", f"--gin.OUTPUT_DIR='{test}'")),
+           ("data_pipeline.tokenize", "--gin_file=gin_configs/tokenize/demo_test.gin", *semantic_flag,
+            f"--gin.OUTPUT_DIR='{test}'")),
       Step("tokens_text", "the bundled text as text-only examples", f"{w}/tokens/text",
            ("audiopalm.main.import_text", f"--text={DEMO_TEXT}", f"--like={tokens}", f"--output_dir={w}/tokens/text")),
       train("text", "the tiny text checkpoint", "tiny", text_steps),
@@ -163,6 +186,8 @@ def _run_step(work: pathlib.Path, step: Step, index: int, total: int) -> float:
   log_path = work / "logs" / f"{step.name}.log"
   log_path.parent.mkdir(parents=True, exist_ok=True)
   print(f"[{index}/{total}] {step.name}: {step.what}\n      $ python -m {' '.join(step.command)}", flush=True)
+  if step.fresh and os.path.isdir(step.artefact):
+    shutil.rmtree(step.artefact)
   start = time.perf_counter()
   env = {**os.environ, "PYTHONUNBUFFERED": "1"}
   env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -308,8 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--eval_examples", type=int, default=None, help="evaluate the first N test utterances")
   parser.add_argument("--generated_utterances", type=int, default=GENERATED_UTTERANCES,
                       help="training utterances generated by espeak-ng voices beside the bundled 360 (0: none)")
+  parser.add_argument("--unit_encoder_steps", type=int, default=UNIT_ENCODER_STEPS,
+                      help="CTC steps of the supervised unit encoder whose units are the semantic tokens (with "
+                           "generated speech)")
   args = parser.parse_args(argv)
-  for flag in ("text_steps", "speech_steps", "coarse_steps", "fine_steps"):
+  for flag in ("text_steps", "speech_steps", "coarse_steps", "fine_steps", "unit_encoder_steps"):
     if getattr(args, flag) < 1:
       parser.error(f"--{flag} must be at least 1")
   if args.eval_examples is not None and args.eval_examples < 1:
@@ -319,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.generated_utterances < 0:
     parser.error("--generated_utterances must be >= 0")
   all_steps = steps(args.workdir, args.text_steps, args.speech_steps, args.coarse_steps, args.fine_steps, args.eval_examples,
-                    args.generated_utterances)
+                    args.generated_utterances, args.unit_encoder_steps)
   start = time.perf_counter()
   try:
     summary = run(args.workdir, all_steps)

@@ -73,19 +73,36 @@ def test_a_step_that_exits_cleanly_before_finishing_is_not_marked_done(tmp_path)
   assert _ran(pipeline.run(str(tmp_path), [unfinished])) == ["train"]
 
 
+def test_a_fresh_step_starts_from_an_empty_directory(tmp_path, monkeypatch):
+  """A step that refuses an existing output (the unit encoder, the k-means fit) is rerun from scratch."""
+  monkeypatch.chdir(tmp_path)
+  (tmp_path / "out" / "a").mkdir(parents=True)
+  (tmp_path / "out" / "a" / "config.json").write_text("{}")
+  pipeline.run("work", [Step("a", "first", "out/a", OK, fresh=True)])
+  assert not (tmp_path / "out" / "a").exists()
+
+
 def test_the_real_steps_chain_their_outputs():
   steps = pipeline.steps("runs/main", text_steps=200, speech_steps=1000, coarse_steps=100, fine_steps=50,
                          eval_examples=None,
                          generated_utterances=4000)
-  assert [s.name for s in steps] == ["speech", "tokens_train", "tokens_test", "tokens_text", "text", "speech_text",
-                                     "coarse", "fine", "export", "evaluate"]
+  assert [s.name for s in steps] == ["speech", "unit_encoder", "semantic", "tokens_train", "tokens_test", "tokens_text",
+                                     "text", "speech_text", "coarse", "fine", "export", "evaluate"]
   by = {s.name: " ".join(s.command) for s in steps}
-  # Generated speech beside the bundled training split, tokenized together into the one training dataset.
+  # Generated speech beside the bundled training split, tokenized together into the one training dataset, with
+  # the semantic tokenizer fitted on it: the units of an encoder trained with CTC on its transcripts.
   assert "--output_dir=runs/main/speech --num_utterances=4000" in by["speech"]
-  assert "demo_generated.gin --gin.GENERATED='runs/main/speech/train' --gin.OUTPUT_DIR='runs/main/tokens/train'" in \
-      by["tokens_train"]
+  assert "unit_encoder_demo.gin --gin.GENERATED='runs/main/speech/train' --gin.OUTPUT_DIR='runs/main/unit_encoder'" \
+      in by["unit_encoder"] and f"CtcTrainConfig.steps={pipeline.UNIT_ENCODER_STEPS}" in by["unit_encoder"]
+  assert "--gin.ENCODER_PATH='runs/main/unit_encoder'" in by["semantic"]
+  assert "--gin.OUTPUT_DIR='runs/main/semantic'" in by["semantic"]
+  assert all(s.fresh == (s.name in ("unit_encoder", "semantic")) for s in steps)  # not resumable: redone whole
+  assert "demo_generated.gin --gin.GENERATED='runs/main/speech/train' --gin.SEMANTIC_TOKENIZER='runs/main/semantic'" \
+      in by["tokens_train"] and "--gin.OUTPUT_DIR='runs/main/tokens/train'" in by["tokens_train"]
+  assert "demo_test.gin --gin.SEMANTIC_TOKENIZER='runs/main/semantic'" in by["tokens_test"]
   without = pipeline.steps("runs/main", 200, 1000, 100, 50, None, generated_utterances=0)
   assert [s.name for s in without][:2] == ["tokens_train", "tokens_test"] and "demo.gin" in without[0].command[1]
+  assert not any("SEMANTIC_TOKENIZER" in " ".join(s.command) for s in without)  # the bundled MFCC units
   assert "--gin.INIT_DIR='runs/main/text'" in by["speech_text"] and "TRAIN_STEPS=1000" in by["speech_text"]
   # The regularisation for 360 utterances only without generated speech (docs/benchmarks.md, "Which units").
   assert "experiments/speech_text_generated_demo.gin" in by["speech_text"]
