@@ -44,7 +44,7 @@ restart `speech_text`: delete `<workdir>/speech_text` for that). A training step
 its last checkpoint exists (a preempted one exits cleanly before that). SIGTERM to the pipeline reaches the
 running step, which saves and exits. Each step's output goes to `<workdir>/logs/<step>.log`; a failed step
 prints the end of its log.
-On 2 CPU cores the defaults take about 25 minutes (docs/benchmarks.md, "The main job"); CI runs it with a few steps
+On 2 CPU cores the defaults take about 27 minutes (docs/benchmarks.md, "The main job"); CI runs it with a few steps
 each.
 """
 
