@@ -143,10 +143,12 @@ def load_corpus(transcripts: dict[str, str], config: mfcc_lib.MfccConfig, max_se
   return features, texts
 
 
-def _batch(indices: Sequence[int], features: list[np.ndarray], labels: list[np.ndarray] | None, dim: int
-           ) -> dict[str, np.ndarray]:
-  """Padded features [B, T, dim], frames [B], and (with labels) labels [B, L] and their paddings [B, L]."""
-  width = bucket_length(max(len(features[i]) for i in indices), 25)
+def _batch(indices: Sequence[int], features: list[np.ndarray], labels: list[np.ndarray] | None,
+           config: mfcc_lib.MfccConfig) -> dict[str, np.ndarray]:
+  """Padded features [B, T, dim] (T: whole seconds × a power of two, so a few shapes compile), frames [B], and
+  (with labels) labels [B, L] and their paddings [B, L]."""
+  dim = config.dim
+  width = bucket_length(max(len(features[i]) for i in indices), round(config.frame_rate))
   out = {"x": np.zeros((len(indices), width, dim), np.float32), "frames": np.zeros(len(indices), np.int32)}
   for b, i in enumerate(indices):
     out["x"][b, :len(features[i])] = features[i]
@@ -196,9 +198,8 @@ def train_ctc_encoder(*, audio_paths: Sequence[str], output_dir: str,
            len(failed), encoder.alphabet, time.time() - start)
 
   model = ctc_lib.CtcNetwork(encoder)
-  dim = encoder.mfcc.dim
   rng = np.random.default_rng(config.seed)
-  first = _batch(rng.integers(0, len(features), config.batch_size), features, labels, dim)
+  first = _batch(rng.integers(0, len(features), config.batch_size), features, labels, encoder.mfcc)
   params = model.init(jax.random.key(config.seed), first["x"], first["frames"], encoder.num_layers, True)["params"]
   schedule = optax.warmup_cosine_decay_schedule(0.0, config.learning_rate, config.warmup_steps, config.steps,
                                                 config.learning_rate * 0.05)
@@ -223,7 +224,8 @@ def train_ctc_encoder(*, audio_paths: Sequence[str], output_dir: str,
   train_start = time.time()
   with tqdm(total=config.steps, desc="ctc encoder", unit="step", dynamic_ncols=True, mininterval=5) as bar:
     for step in range(1, config.steps + 1):
-      batch = first if step == 1 else _batch(rng.integers(0, len(features), config.batch_size), features, labels, dim)
+      batch = first if step == 1 else _batch(rng.integers(0, len(features), config.batch_size), features, labels,
+                                             encoder.mfcc)
       params, opt_state, loss = train_step(params, opt_state, batch)
       losses.append(loss)
       if step % config.log_every == 0 or step == config.steps:
@@ -264,7 +266,7 @@ def transcribe(encoder_dir: str, audio_paths: Sequence[str]) -> tuple[list[str],
   hypotheses = []
   for s in range(0, len(features), _FEATURE_BATCH):
     indices = list(range(s, min(s + _FEATURE_BATCH, len(features))))
-    batch = _batch(indices, features, None, config.mfcc.dim)
+    batch = _batch(indices, features, None, config.mfcc)
     logits = np.asarray(apply(params, batch["x"], batch["frames"]))
     hypotheses += [greedy_decode(logits[b, :batch["frames"][b]], config.alphabet) for b in range(len(indices))]
   return texts, hypotheses

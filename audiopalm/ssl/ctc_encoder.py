@@ -36,6 +36,7 @@ import numpy as np
 from flax import traverse_util
 
 from audiopalm.files import storage
+from audiopalm.hf.tensors import check_shapes, read_tensors
 from audiopalm.ssl import mfcc as mfcc_lib
 from audiopalm.ssl.encoder import as_batch
 
@@ -180,19 +181,10 @@ def config_from_json(directory: str, hf_config: Mapping[str, Any]) -> CtcEncoder
 def load_ctc_encoder(directory: str, hf_config: Mapping[str, Any]) -> CtcEncoder:
   """The encoder of a directory written by `save_ctc_encoder` (`hf_config` is its config.json); weights whose
   names or shapes differ from the config's network are refused, naming them."""
-  from safetensors.numpy import load  # pylint: disable=import-outside-toplevel
-
   config = config_from_json(directory, hf_config)
-  tensors = load(storage.read_bytes(storage.join(directory, WEIGHTS_FILE)))
-  mfcc_dim = config.mfcc.dim
+  params = traverse_util.unflatten_dict({tuple(k.split("/")): jnp.asarray(v)
+                                         for k, v in read_tensors(directory).items()})
   expected = jax.eval_shape(lambda: CtcNetwork(config).init(
-      jax.random.key(0), jnp.zeros((1, 1, mfcc_dim)), jnp.ones((1,), jnp.int32), config.num_layers, True))["params"]
-  shapes = {"/".join(k): tuple(v.shape) for k, v in traverse_util.flatten_dict(expected).items()}
-  got = {k: tuple(v.shape) for k, v in tensors.items()}
-  if shapes != got:
-    missing, extra = sorted(set(shapes) - set(got)), sorted(set(got) - set(shapes))
-    wrong = sorted(k for k in set(shapes) & set(got) if shapes[k] != got[k])
-    raise ValueError(f"{directory}/{WEIGHTS_FILE} does not match its config.json: missing {missing}, "
-                     f"unexpected {extra}, wrong shapes {[(k, got[k], shapes[k]) for k in wrong]}")
-  params = traverse_util.unflatten_dict({tuple(k.split("/")): jnp.asarray(v) for k, v in tensors.items()})
+      jax.random.key(0), jnp.zeros((1, 1, config.mfcc.dim)), jnp.ones((1,), jnp.int32), config.num_layers, True))
+  check_shapes(expected["params"], params, f"{directory} (CTC encoder)")
   return CtcEncoder(config, params)
