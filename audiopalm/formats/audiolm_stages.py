@@ -34,16 +34,19 @@ known: aligned to the semantic tokens in stage 2, the chunk's in stage 3):
 
     coarse_acoustic  S = 1 + Q' streams, time-aligned. Row r holds the semantic token of acoustic frame r in
                      stream 0 [0] (r < T; each semantic frame repeated over the n_a / n_s acoustic frames it
-                     covers) and level q of frame r - 1 - q in stream 1 + q [1]               (T + Q' rows)
+                     covers) and level q of frame r - 1 - k - q in stream 1 + q [1], k = `semantic_lookahead`
+                                                                                      (T + k + Q' rows)
     fine_acoustic    S = Q streams. Row r holds the coarse levels of frame r in streams 0..Q'-1 [0] (r < T) and
                      fine level Q'+j of frame r - 1 - j in stream Q'+j [1]                    (T + Q - Q' rows)
 
 Both are one pattern (`fine_streams`: C conditioning streams given for frame r at row r, each generated level j
-delayed by 1 + j rows): a position predicts generated level j of frame t after seeing the conditioning of frames
-<= t + j, the levels < j of frame t and every level of the frames before (MusicGen's delay pattern, 4 to 8
-times fewer positions than flattening). Stage 2's conditioning sits at the position of the audio it describes,
-so the model maps semantic to acoustic tokens locally instead of finding its place in a semantic prefix; the
-semantic tokens are therefore not deduplicated (`dedupe` must be False).
+delayed by d + j rows, d = 1 + k): a position predicts generated level j of frame t after seeing the
+conditioning of frames <= t + k + j, the levels < j of frame t and every level of the frames before (MusicGen's
+delay pattern, 4 to 8 times fewer positions than flattening). Stage 2's conditioning sits at the position of the
+audio it describes, so the model maps semantic to acoustic tokens locally instead of finding its place in a
+semantic prefix; the semantic tokens are therefore not deduplicated (`dedupe` must be False). Its lookahead k
+(acoustic frames, 0 for stage 3) lets level 0 of a frame see the semantic tokens that follow it, as a sound
+depends on the next one (coarticulation; Moshi delays its acoustic tokens behind the semantic ones the same way).
 
 `dedupe` (stages 1–2, on by default as in AudioLM) removes consecutive repeats of semantic tokens inside the
 crop / window (after cropping: the crop limit is one of time).
@@ -109,12 +112,15 @@ class CoarseAcousticConfig:
     dedupe: remove consecutive repeated semantic tokens of the window (the conditioning).
     layout: 'flatten' (per frame), 'delay' (delay pattern, needs '<delay_pad>') or 'streams' (one position per
       frame, multi-stream), see the module docstring.
+    semantic_lookahead: with 'streams', k: every acoustic level is delayed k more rows, so the level 0 of frame t
+      is predicted after the semantic tokens of frames <= t + 1 + k (k acoustic frames ahead of the default).
   """
 
   crop_seconds: float = 10.0
   coarse_levels: int = 4
   dedupe: bool = True
   layout: str = "flatten"
+  semantic_lookahead: int = 0
 
   def __post_init__(self):
     _check_seconds("crop_seconds", self.crop_seconds)
@@ -124,6 +130,14 @@ class CoarseAcousticConfig:
     if self.layout == "streams" and self.dedupe:
       raise ValueError("CoarseAcousticConfig: layout 'streams' puts each semantic token beside the acoustic frames "
                        "it covers, so it cannot deduplicate them: set dedupe=False")
+    if self.semantic_lookahead < 0 or (self.semantic_lookahead and self.layout != "streams"):
+      raise ValueError(f"CoarseAcousticConfig.semantic_lookahead must be >= 0 and is a delay of the 'streams' layout "
+                       f"(layout {self.layout!r}), got {self.semantic_lookahead}")
+
+  @property
+  def stream_delay(self) -> int:
+    """Rows between a frame's semantic token and its level 0 in the 'streams' layout (`fine_streams`' delay)."""
+    return 1 + self.semantic_lookahead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,29 +254,32 @@ def frame_semantic(semantic: np.ndarray, n_s: int, n_a: int, frames: int) -> np.
   return np.asarray(semantic)[(t // n_a) * n_s + (t % n_a) * n_s // n_a]
 
 
-def fine_streams(ids: np.ndarray, coarse_levels: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-  """ids [T, Q] → (tokens, weights) [T + Q - Q', Q] (module docstring: the first Q' columns are conditioning, given
-  for frame r at row r; generated column Q'+j of frame t at row t+1+j). Stage 2 uses it with one conditioning
-  column, the semantic token of each frame."""
+def fine_streams(ids: np.ndarray, coarse_levels: int, pad_id: int,
+                 delay: int = 1) -> tuple[np.ndarray, np.ndarray]:
+  """ids [T, Q] → (tokens, weights) [T + delay - 1 + Q - Q', Q] (module docstring: the first Q' columns are
+  conditioning, given for frame r at row r; generated column Q'+j of frame t at row t + delay + j). Stage 2 uses it
+  with one conditioning column, the semantic token of each frame, and `CoarseAcousticConfig.stream_delay`."""
+  if delay < 1:
+    raise ValueError(f"fine_streams: delay must be >= 1, got {delay}")
   frames, levels = ids.shape
-  rows = frames + levels - coarse_levels
+  rows = frames + delay - 1 + levels - coarse_levels
   tokens = np.full((rows, levels), pad_id, np.int32)
   weights = np.zeros((rows, levels), np.float32)
   tokens[:frames, :coarse_levels] = ids[:, :coarse_levels]
   for j, q in enumerate(range(coarse_levels, levels)):
-    tokens[1 + j:1 + j + frames, q] = ids[:, q]
-    weights[1 + j:1 + j + frames, q] = 1.0
+    tokens[delay + j:delay + j + frames, q] = ids[:, q]
+    weights[delay + j:delay + j + frames, q] = 1.0
   return tokens, weights
 
 
-def undo_fine_streams(tokens: np.ndarray, coarse_levels: int, frames: int) -> np.ndarray:
-  """Tokens [>= T + Q - Q', Q] of a fine 'streams' sequence → ids [T, Q] (the inverse of its layout)."""
+def undo_fine_streams(tokens: np.ndarray, coarse_levels: int, frames: int, delay: int = 1) -> np.ndarray:
+  """Tokens [>= T + delay - 1 + Q - Q', Q] of a 'streams' sequence → ids [T, Q] (the inverse of `fine_streams`)."""
   tokens = np.asarray(tokens)
   levels = tokens.shape[1]
   out = np.empty((frames, levels), tokens.dtype)
   out[:, :coarse_levels] = tokens[:frames, :coarse_levels]
   for j, q in enumerate(range(coarse_levels, levels)):
-    out[:, q] = tokens[1 + j:1 + j + frames, q]
+    out[:, q] = tokens[delay + j:delay + j + frames, q]
   return out
 
 
@@ -385,8 +402,8 @@ def coarse_acoustic(example: Mapping[str, Any], vocab: Any, rng: np.random.Gener
   coarse = vocab.acoustic(acoustic[start * n_a:(start + count) * n_a], range(config.coarse_levels))  # [count·n_a, Q']
   if config.layout == "streams":  # sem_ids are not deduplicated (the config refuses it)
     aligned = frame_semantic(sem_ids, n_s, n_a, coarse.shape[0])[:, None]  # [count·n_a, 1]
-    yield TokenSequence(*fine_streams(np.concatenate([aligned, coarse], axis=1), 1, vocab.spec.text.pad_id),
-                        task=name)
+    yield TokenSequence(*fine_streams(np.concatenate([aligned, coarse], axis=1), 1, vocab.spec.text.pad_id,
+                                      config.stream_delay), task=name)
     return
   yield concat([(sem_ids, 0.0), (_serialize(coarse, config.layout, pad_id), 1.0),
                 ([vocab.spec.text.eos_id], 1.0)], task=name)

@@ -142,6 +142,17 @@ def test_coarse_acoustic_golden_streams():
   assert seq.weights.tolist() == [[0, 0, 0], [0, 1, 0], [0, 1, 1], [0, 1, 1], [0, 1, 1], [0, 1, 1], [0, 1, 1],
                                   [0, 1, 1], [0, 1, 1], [0, 0, 1]]
   assert stages.stream_vocab(config, _vocab()) == ((259, 267), (267, 271), (271, 275))
+  # Lookahead 2: every level 2 rows later, so level 0 of frame t comes after the semantic token of frame t + 3.
+  ahead = _run(stages.coarse_acoustic, dataclasses.replace(config, semantic_lookahead=2))
+  assert ahead.tokens.tolist() == [[264, x, x], [264, x, x], [264, x, x], [264, 267, x], [265, 270, 272],
+                                   [265, 269, 271], [265, 268, 274], [265, 267, 273], [x, 268, 271], [x, 269, 272],
+                                   [x, 270, 273], [x, x, 274]]
+  assert ahead.weights.sum() == 16 and ahead.weights[:, 0].sum() == 0
+  np.testing.assert_array_equal(stages.undo_fine_streams(ahead.tokens, 1, 8, delay=3),
+                                stages.undo_fine_streams(seq.tokens, 1, 8))
+  for bad in (dict(semantic_lookahead=-1), dict(semantic_lookahead=2, layout="flatten", dedupe=True)):
+    with pytest.raises(ValueError, match="semantic_lookahead"):
+      stages.CoarseAcousticConfig(**{**dataclasses.asdict(config), **bad})
   # Every trained cell holds an id of its stream's range.
   seq = _run(stages.coarse_acoustic, dataclasses.replace(config, coarse_levels=3))
   assert seq.tokens.shape == (8 + 3, 4) and seq.weights.sum() == 8 * 3

@@ -210,7 +210,7 @@ class AcousticStages:
     """'streams' layout: per window (semantic codes, blocks), its coarse ids [frames, Q'] (module docstring). Every
     row's semantic token and the voice prompt's levels are given; the window's levels are sampled."""
     model, q, vocab = self.coarse_model, self.coarse_levels, self.coarse_model.vocab
-    pad, bos = vocab.spec.text.pad_id, vocab.spec.text.eos_id
+    pad, bos, delay = vocab.spec.text.pad_id, vocab.spec.text.eos_id, self.config.coarse.stream_delay
     first = np.full((1, 1 + q), pad, np.int32)
     first[0, 0] = bos
     known = np.zeros((0, q), np.int32) if prompt is None else vocab.acoustic(prompt.acoustic[:, :q], range(q))
@@ -221,12 +221,12 @@ class AcousticStages:
       ids = np.full((frames, 1 + q), -1, np.int32)  # -1: to generate
       ids[:, 0] = frame_semantic(sem, self.n_s, self.n_a, frames)
       ids[:len(known), 1:] = known
-      layout, _ = fine_streams(ids, 1, pad)  # [frames + Q', 1 + Q']
+      layout, _ = fine_streams(ids, 1, pad, delay)  # [frames + delay - 1 + Q', 1 + Q']
       forced.append((np.where(layout >= 0, layout, 0), layout >= 0))
     new = max(f[0].shape[0] for f in forced)
     out = model.generate_streams([first] * len(windows), forced, new, sampling=self.config.coarse_sampling,
                                  rng=jax.random.key(self.config.seed), batch_size=self.config.batch_size)
-    return [undo_fine_streams(rows, 1, len(known) + count * self.n_a)[len(known):, 1:]
+    return [undo_fine_streams(rows, 1, len(known) + count * self.n_a, delay)[len(known):, 1:]
             for (_, count), rows in zip(windows, out)]
 
   def coarse(self, semantic: Sequence[np.ndarray], prompt: VoicePrompt | None = None) -> list[np.ndarray]:

@@ -132,11 +132,14 @@ def test_streams_layout_synthesizes_with_one_position_per_frame(stream_models, m
     AcousticStages(*models, load_codec(str(BUNDLED["acoustic"])), 25.0, AcousticConfig(**config))
 
 
-def test_greedy_streams_coarse_is_the_training_layouts_argmax(stream_models):
+@pytest.mark.parametrize("lookahead", [0, 3])
+def test_greedy_streams_coarse_is_the_training_layouts_argmax(stream_models, lookahead):
   """Greedy coarse codes, laid out by the training format (`coarse_acoustic`) and run through the model in one
-  pass, are the argmax of every trained cell: inference and training lay a window out alike."""
+  pass, are the argmax of every trained cell: inference and training lay a window out alike (with and without
+  semantic lookahead)."""
   coarse_model = stream_models[0]
-  config = AcousticConfig(coarse=CoarseAcousticConfig(crop_seconds=1.0, layout="streams", dedupe=False),
+  config = AcousticConfig(coarse=CoarseAcousticConfig(crop_seconds=1.0, layout="streams", dedupe=False,
+                                                      semantic_lookahead=lookahead),
                           fine=FineAcousticConfig(chunk_seconds=0.3, layout="streams"),
                           coarse_sampling=SamplingConfig(temperature=0.0))
   stages = AcousticStages(*stream_models, load_codec(str(BUNDLED["acoustic"])), 25.0, config)
