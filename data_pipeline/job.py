@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 from audiopalm.audio.io import AudioDecodeError
 from audiopalm.files import storage
+from audiopalm.semantic.unit_aligner import UnitAligner
 from audiopalm.tokenizers import AudioTokenizer, load_tokenizer
 from audiopalm.tokens import dataset_info, schema
 from audiopalm.tokens import shards as shards_lib
@@ -79,6 +80,9 @@ class JobConfig:
     prefetch: utterances in flight on the pool.
     dataset_name: the name in the shard file names (and TFDS's).
     split: the TFDS split name.
+    word_alignments: the word times of each transcribed segment (`schema` feature `alignments`), read from its
+      semantic units (`audiopalm.semantic.unit_aligner`): 'auto' when the semantic tokenizer's units can be read
+      as characters (a CTC encoder's k-means), 'on' (refuse to start otherwise), 'off'.
   """
 
   utterances_per_shard: int = 1000
@@ -86,11 +90,14 @@ class JobConfig:
   prefetch: int = 32
   dataset_name: str = shards_lib.DEFAULT_DATASET_NAME
   split: str = shards_lib.DEFAULT_SPLIT
+  word_alignments: str = "auto"
 
   def __post_init__(self):
     for name in ("utterances_per_shard", "decode_threads", "prefetch"):
       if getattr(self, name) < 1:
         raise ValueError(f"JobConfig.{name} must be >= 1, got {getattr(self, name)}")
+    if self.word_alignments not in ("auto", "on", "off"):
+      raise ValueError(f"JobConfig.word_alignments {self.word_alignments!r}; choose 'auto', 'on' or 'off'")
 
 
 # ---------------------------------------------------------------------------------------------------- shard
@@ -246,44 +253,51 @@ class StageTimes:
   rejects: int = 0
 
 
-def tokenized_segment(segment: Segment, semantic: Any, acoustic: Any) -> schema.TokenizedSegment:
+def tokenized_segment(segment: Segment, semantic: Any, acoustic: Any,
+                      aligner: UnitAligner | None = None) -> schema.TokenizedSegment:
   """A segment with its tokens (semantic [T_s] or [T_s, 1], acoustic [T_a, Q], already cut to their lengths).
 
   The utterance's transcript goes with the segment only when the segment is the whole utterance
-  (`segment.single`): a piece of a cut utterance has no transcript of its own (None).
+  (`segment.single`): a piece of a cut utterance has no transcript of its own (None). With `aligner`, a
+  transcribed segment gets the word times its semantic units give (None where they cannot be aligned).
   """
   semantic = np.asarray(semantic)
   if semantic.ndim == 2 and semantic.shape[1] == 1:
     semantic = semantic[:, 0]
   utt = segment.utterance
+  transcript = utt.transcript if segment.single else None
+  alignments = aligner.word_times(semantic, transcript) if aligner is not None and transcript else None
   return schema.TokenizedSegment(id=segment.id, utterance_id=utt.id, segment_index=segment.index,
                                  source=str(utt.audio), start=float(segment.start), duration=float(segment.duration),
-                                 transcript=utt.transcript if segment.single else None, language=utt.language,
-                                 speaker=utt.speaker, semantic=semantic, acoustic=np.asarray(acoustic))
+                                 transcript=transcript, language=utt.language, speaker=utt.speaker,
+                                 semantic=semantic, acoustic=np.asarray(acoustic), alignments=alignments)
 
 
 class _Tokenized:
   """Collects the tokens of one shard's segments, keyed by (item position, segment index)."""
 
-  def __init__(self):
+  def __init__(self, aligner: UnitAligner | None = None):
     self.results: dict[tuple[int, int], schema.TokenizedSegment] = {}
+    self.aligner = aligner
 
   def add(self, batch: batching.Batch, tokens: Mapping[str, list], keys: Mapping[int, tuple[int, int]]) -> None:
     for i, seg in enumerate(batch.segments):
-      self.results[keys[id(seg)]] = tokenized_segment(seg, tokens["semantic"][i], tokens["acoustic"][i])
+      self.results[keys[id(seg)]] = tokenized_segment(seg, tokens["semantic"][i], tokens["acoustic"][i],
+                                                      self.aligner)
 
 
 def run_shard(items: Sequence[Utterance | Reject], shard_index: int, num_shards: int, *, output_dir: str,
               tokenizers: Mapping[str, AudioTokenizer], info: schema.TokensInfo, prep: AudioPrepConfig,
               buckets: batching.BucketConfig, job: JobConfig, mesh: Any, loader: Any = None,
-              progress: tqdm | None = None, times: StageTimes | None = None, lease: Lease | None = None
-              ) -> tuple[shards_lib.ShardStats, list[Reject]]:
-  """Tokenizes one shard's items and commits the shard (see the module docstring); returns its stats, rejects."""
+              progress: tqdm | None = None, times: StageTimes | None = None, lease: Lease | None = None,
+              aligner: UnitAligner | None = None) -> tuple[shards_lib.ShardStats, list[Reject]]:
+  """Tokenizes one shard's items and commits the shard (see the module docstring); returns its stats, rejects.
+  With `aligner`, transcribed segments get word times (`tokenized_segment`)."""
   times = times if times is not None else StageTimes()
   archives = _ArchiveStream(items)
   rejects: list[Reject] = []
   batcher = batching.Batcher(buckets, num_devices=mesh.size)
-  collected = _Tokenized()
+  collected = _Tokenized(aligner)
   keys: dict[int, tuple[int, int]] = {}
 
   def run(batch: batching.Batch) -> None:
@@ -373,6 +387,20 @@ def load_tokenizers(semantic: Sequence[Any], acoustic: Sequence[Any]) -> tuple[d
     loaded[name] = load_tokenizer(kind, path, **options)
     specs[name] = schema.TokenizerSpec.from_tokenizer(loaded[name], path)
   return loaded, schema.TokensInfo(semantic=specs["semantic"], acoustic=specs["acoustic"])
+
+
+def word_aligner(semantic: AudioTokenizer, setting: str) -> UnitAligner | None:
+  """The aligner `JobConfig.word_alignments` asks for: None for 'off', or for 'auto' when the semantic
+  tokenizer's units cannot be read as characters; 'on' then fails, saying why."""
+  if setting == "off":
+    return None
+  try:
+    return UnitAligner.from_tokenizer(semantic)
+  except ValueError as e:
+    if setting == "on":
+      raise ValueError(f"JobConfig.word_alignments='on': {e}") from e
+    log.info("No word alignments: %s", e)
+    return None
 
 
 def _wait_for_everyone(tag: str) -> None:
@@ -486,6 +514,7 @@ def tokenize_corpus(*, reader: str, reader_options: Mapping[str, Any], output_di
   output_dir = os.fspath(output_dir)
   start, io_start = time.time(), storage.counts()
   tokenizers, info = load_tokenizers(semantic, acoustic)
+  aligner = word_aligner(tokenizers["semantic"], job.word_alignments)
   prep = dataclasses.replace(prep, sample_rates=tuple(sorted({t.sample_rate for t in tokenizers.values()})))
   claims = Claims(storage.join(output_dir, CLAIMS), lease)
   items = plan_lib.plan(reader, reader_options, output_dir, claims)
@@ -507,7 +536,7 @@ def tokenize_corpus(*, reader: str, reader_options: Mapping[str, Any], output_di
         with held.renewing():
           stats, rejects = run_shard(chunks[i], i, num_shards, output_dir=output_dir, tokenizers=tokenizers,
                                      info=info, prep=prep, buckets=buckets, job=job, mesh=mesh, loader=loader,
-                                     progress=bar, times=times, lease=held)
+                                     progress=bar, times=times, lease=held, aligner=aligner)
       except shards_lib.ShardExistsError:
         log.warning("Discarded shard %d/%d: another process committed it (this one's claim was taken over)",
                     i + 1, num_shards)

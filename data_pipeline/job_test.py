@@ -11,6 +11,7 @@ import soundfile as sf
 import tensorflow_datasets as tfds
 
 from audiopalm.audio.io import load_audio, write_audio
+from audiopalm.semantic.unit_aligner import UnitAligner
 from audiopalm.tokenizers import load_tokenizer
 from audiopalm.tokens import shards
 from data_pipeline import audio_source, batching, job, plan, records
@@ -57,6 +58,7 @@ def test_bundled_test_split_end_to_end(tmp_path):
     expected = np.asarray(tokens[0, :n[0]])
     np.testing.assert_array_equal(ex[name], expected[:, 0] if name == "semantic" else expected)
   assert ex["transcript"] == (root / "101" / "10102" / "101-10102.trans.txt").read_text().split("\n")[0].split(" ", 1)[1]
+  assert ex["alignments"] is None  # the bundled MFCC units say no characters
   # The directory is a TFDS dataset, and a rerun does nothing.
   ds = tfds.builder_from_directory(str(tmp_path / "out")).as_dataset(split="train")
   assert sum(1 for _ in ds) == 40
@@ -110,6 +112,27 @@ def test_tokenized_segment_keeps_the_transcript_only_for_whole_utterances():
   piece = job.tokenized_segment(records.Segment(utt, 2, 30.0, wave, 16000, single=False),
                                 np.zeros(25, np.int32), np.zeros((50, 8), np.int32))
   assert (piece.id, piece.segment_index, piece.start, piece.transcript) == ("u1_0002", 2, 30.0, None)
+
+
+def test_word_alignments_come_from_the_semantic_units_when_they_can():
+  # A unit aligner whose unit u says output u sharply (outputs: blank, ' ', 'H', 'I'), at 10 units per second.
+  probs = np.full((4, 4), 0.01) + np.eye(4)
+  aligner = UnitAligner(np.log(probs / probs.sum(-1, keepdims=True)), " HI", 10.0)
+  utt = records.Utterance(id="u1", audio=records.AudioRef("u1.flac"), transcript="HI IH", language="English")
+  wave = np.zeros(16000, np.float32)
+  units = np.array([0, 2, 3, 0, 1, 3, 3, 0, 2, 0], np.int32)  # H I _ ' ' I I _ H _
+  whole = job.tokenized_segment(records.Segment(utt, 0, 0.0, wave, 16000), units, np.zeros((50, 8), np.int32), aligner)
+  np.testing.assert_allclose(whole.alignments, [[0.1, 0.3], [0.5, 0.9]], atol=1e-6)
+  piece = job.tokenized_segment(records.Segment(utt, 1, 1.0, wave, 16000, single=False), units,
+                                np.zeros((50, 8), np.int32), aligner)
+  assert piece.transcript is None and piece.alignments is None
+  # The bundled MFCC units cannot be read as characters: 'auto' writes none, 'on' refuses to start.
+  mfcc = load_tokenizer(*SEMANTIC)
+  assert job.word_aligner(mfcc, "auto") is None and job.word_aligner(mfcc, "off") is None
+  with pytest.raises(ValueError, match="word_alignments='on': .*not a CTC-trained one"):
+    job.word_aligner(mfcc, "on")
+  with pytest.raises(ValueError, match="word_alignments"):
+    job.JobConfig(word_alignments="yes")
 
 
 def test_broken_inputs_are_rejected_and_nothing_is_lost(tmp_path):

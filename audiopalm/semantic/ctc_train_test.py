@@ -11,6 +11,7 @@ from audiopalm.semantic import ctc_train
 from audiopalm.semantic.fit import fit_semantic_tokenizer
 from audiopalm.semantic.kmeans import KMeansConfig
 from audiopalm.semantic.tokenizer import load_semantic_tokenizer
+from audiopalm.semantic.unit_aligner import UnitAligner
 from audiopalm.ssl import ctc_encoder as ctc_lib
 from audiopalm.ssl.load import load_encoder
 
@@ -75,6 +76,15 @@ def test_its_units_make_a_semantic_tokenizer(trained, tmp_path):
   assert tokenizer.frame_rate == 25 and tokenizer.vocab_size == 8
   codes, lengths = tokenizer.encode(np.zeros((1, 16000), np.float32), np.array([16000], np.int32))
   assert int(lengths[0]) == 24 and np.asarray(codes).max() < 8
+  # Its units read as characters: the CTC head on each centroid (unit_aligner).
+  aligner = UnitAligner.from_tokenizer(tokenizer)
+  assert aligner.log_probs.shape == (8, 1 + len(tokenizer.encoder.config.alphabet)) and aligner.frame_rate == 25
+  np.testing.assert_allclose(np.exp(aligner.log_probs).sum(-1), 1.0, rtol=1e-6)
+  assert set(aligner.transcribe(np.asarray(codes)[0, :, 0])) <= set(tokenizer.encoder.config.alphabet)
+  fit_semantic_tokenizer(encoder_path=str(out), layer=1, audio_paths=[str(corpus)], output_dir=str(tmp_path / "l1"),
+                         downsample=1, kmeans=KMeansConfig(num_clusters=8, batch_size=256, max_iters=2))
+  with pytest.raises(ValueError, match="the CTC head reads layer 2"):
+    UnitAligner.from_tokenizer(load_semantic_tokenizer(str(tmp_path / "l1"), encoder_path=str(out)))
 
 
 def test_no_usable_recordings_and_bad_settings_are_refused(tmp_path):

@@ -231,6 +231,8 @@ def tfds_features(num_codebooks: int) -> Any:
       "acoustic_frame_rate": scalar(np.float32, doc="Hz"),
       "semantic_tokenizer": text(doc="semantic tokenizer identity"),
       "acoustic_tokenizer": text(doc="acoustic tokenizer identity"),
+      "alignments": tfds.features.Tensor(shape=(None,), dtype=np.float32,
+                                         doc="(start, end) seconds of each transcript word [2W]; empty: unknown"),
   })
 
 

@@ -20,6 +20,10 @@ Example features (one `tf.train.Example` per segment; `feature_spec()` parses th
     acoustic_shape                                             int64 [2] = (T_a, Q)
     semantic_frame_rate, acoustic_frame_rate                   float, Hz
     semantic_tokenizer, acoustic_tokenizer                     bytes: the tokenizers' identities
+    alignments                                                 float list [2W]: (start, end) seconds of each
+                                                               whitespace-separated word of the transcript
+                                                               (`audiopalm.semantic.unit_aligner`); empty when
+                                                               unknown (optional: older shards lack it)
 
 Tokens are raw codes in [0, vocab_size) (no vocabulary offsets, no interleaving: layouts are applied at load
 time) and only the valid frames (never PAD_TOKEN). Integer lists are packed varints: 1 byte for a code below
@@ -141,6 +145,7 @@ class TokenizedSegment:
     speaker: speaker id, None if unknown.
     semantic: [T_s] integer codes in [0, vocab_size), valid frames only.
     acoustic: [T_a, Q] integer codes in [0, vocab_size), valid frames only.
+    alignments: [W, 2] (start, end) seconds of each whitespace-separated word of the transcript, or None (unknown).
   """
 
   id: str
@@ -154,6 +159,7 @@ class TokenizedSegment:
   speaker: str | None
   semantic: np.ndarray  # [T_s]
   acoustic: np.ndarray  # [T_a, Q]
+  alignments: np.ndarray | None = None  # [W, 2] seconds
 
 
 def _bytes(*values: str) -> tf.train.Feature:
@@ -181,6 +187,19 @@ def _check_codes(name: str, codes: np.ndarray, ndim: int, spec: TokenizerSpec) -
   return codes
 
 
+def _check_alignments(seg: TokenizedSegment) -> np.ndarray:
+  """The segment's word times as [W, 2] float64 ([0, 2] when unknown): one (start <= end) pair of finite seconds
+  per word of its transcript."""
+  if seg.alignments is None:
+    return np.zeros((0, 2))
+  times = np.asarray(seg.alignments, np.float64)
+  words = len((seg.transcript or "").split())
+  if times.shape != (words, 2) or not np.isfinite(times).all() or (times[:, 1] < times[:, 0]).any():
+    raise ValueError(f"segment {seg.id!r}: alignments must be one finite (start <= end) pair per word of the "
+                     f"transcript ({words} words), got shape {times.shape}")
+  return times
+
+
 def to_example(seg: TokenizedSegment, info: TokensInfo) -> bytes:
   """The serialized `tf.train.Example` of a segment (see the module docstring for the features)."""
   semantic = _check_codes("semantic", np.asarray(seg.semantic), 1, info.semantic)  # [T_s]
@@ -190,6 +209,7 @@ def to_example(seg: TokenizedSegment, info: TokensInfo) -> bytes:
                      f"{info.acoustic.identity!r} has {info.acoustic.num_codebooks}")
   if not (math.isfinite(seg.start) and math.isfinite(seg.duration) and seg.start >= 0 and seg.duration >= 0):
     raise ValueError(f"segment {seg.id!r}: start {seg.start} and duration {seg.duration} must be finite and >= 0")
+  alignments = _check_alignments(seg)
   feature = {
       "id": _bytes(seg.id),
       "utterance_id": _bytes(seg.utterance_id),
@@ -208,6 +228,7 @@ def to_example(seg: TokenizedSegment, info: TokensInfo) -> bytes:
       "acoustic_frame_rate": _floats(info.acoustic.frame_rate),
       "semantic_tokenizer": _bytes(info.semantic.identity),
       "acoustic_tokenizer": _bytes(info.acoustic.identity),
+      "alignments": _floats(*alignments.reshape(-1).tolist()),  # [2W], (start, end) per word
   }
   return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
@@ -225,17 +246,19 @@ def parse_example(serialized: bytes) -> dict[str, Any]:
   floats `float`, segment_index `int`, has_transcript `bool`, semantic int32 [T_s], acoustic int32 [T_a, Q].
   """
   feature = tf.train.Example.FromString(serialized).features.feature
-  missing = [k for k in FEATURE_NAMES if k not in feature]
+  missing = [k for k in FEATURE_NAMES if k not in feature and k not in _OPTIONAL]
   if missing:
     raise ValueError(f"not a token example: features {missing} are missing")
   raw: dict[str, Any] = {k: feature[k].bytes_list.value[0] for k in _TEXT}
   raw.update({k: feature[k].float_list.value[0] for k in _FLOAT})
   raw.update({k: feature[k].int64_list.value[0] for k in _SCALAR_INT})
   raw.update({k: feature[k].int64_list.value for k in ("semantic", "acoustic", "acoustic_shape")})
+  raw["alignments"] = feature["alignments"].float_list.value if "alignments" in feature else []
   return example_from_features(raw)
 
 
-FEATURE_NAMES = (*_TEXT, *_FLOAT, *_SCALAR_INT, "semantic", "acoustic", "acoustic_shape")
+_OPTIONAL = ("alignments",)  # absent from shards written before it existed: parsed as empty
+FEATURE_NAMES = (*_TEXT, *_FLOAT, *_SCALAR_INT, "semantic", "acoustic", "acoustic_shape", *_OPTIONAL)
 
 
 def example_from_features(raw: dict[str, Any]) -> dict[str, Any]:
@@ -252,6 +275,8 @@ def example_from_features(raw: dict[str, Any]) -> dict[str, Any]:
   out["semantic"] = np.asarray(raw["semantic"], np.int32)  # [T_s]
   shape = tuple(int(n) for n in raw["acoustic_shape"])
   out["acoustic"] = np.asarray(raw["acoustic"], np.int32).reshape(shape)  # [T_a, Q]
+  times = np.asarray(raw.get("alignments", ()), np.float32)
+  out["alignments"] = times.reshape(-1, 2) if times.size else None  # [W, 2] seconds
   return out
 
 
@@ -274,6 +299,7 @@ def feature_spec(num_codebooks: int | None = None) -> dict[str, Any]:
   acoustic_dims = [] if num_codebooks is None else [num_codebooks]
   spec["acoustic"] = tf.io.FixedLenSequenceFeature(acoustic_dims, tf.int64, allow_missing=True)
   spec["acoustic_shape"] = tf.io.FixedLenFeature([2], tf.int64)
+  spec["alignments"] = tf.io.FixedLenSequenceFeature([], tf.float32, allow_missing=True)
   return spec
 
 

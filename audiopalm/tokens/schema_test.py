@@ -66,6 +66,28 @@ def test_unknown_language_and_speaker_are_none():
   assert parsed["language"] is None and parsed["speaker"] is None
 
 
+def test_word_alignments_round_trip_and_are_optional():
+  info = make_info()
+  seg = schema.TokenizedSegment(**{**make_segment(0, 40, transcript="hello big world").__dict__,
+                                   "alignments": np.array([[0.0, 0.2], [0.28, 0.4], [0.44, 0.8]])})
+  serialized = schema.to_example(seg, info)
+  np.testing.assert_allclose(schema.parse_example(serialized)["alignments"], seg.alignments, atol=1e-6)
+  np.testing.assert_allclose(schema.parse_segment(serialized).alignments, seg.alignments, atol=1e-6)
+  np.testing.assert_allclose(schema.parse_tf(tf.constant(serialized))["alignments"].numpy(),
+                             seg.alignments.reshape(-1), atol=1e-6)
+  # Unknown: written empty, read as None; a shard written before the feature existed reads the same.
+  plain = schema.to_example(make_segment(0, 40), info)
+  assert schema.parse_example(plain)["alignments"] is None
+  old = tf.train.Example.FromString(plain)
+  del old.features.feature["alignments"]
+  assert schema.parse_example(old.SerializeToString())["alignments"] is None
+  assert schema.parse_tf(tf.constant(old.SerializeToString()))["alignments"].numpy().size == 0
+  for bad in (np.array([[0.0, 0.2]]), np.array([[0.0, 0.2], [0.5, 0.4], [0.5, 0.6]]),
+              np.array([[0.0, np.nan], [0.3, 0.4], [0.5, 0.6]])):
+    with pytest.raises(ValueError, match="one finite"):
+      schema.to_example(schema.TokenizedSegment(**{**seg.__dict__, "alignments": bad}), info)
+
+
 @pytest.mark.parametrize("change, match", [
     (dict(acoustic=np.full((3, 8), -1)), "padding"),
     (dict(acoustic=np.full((3, 8), 1024)), r"\[0, 1024\)"),
