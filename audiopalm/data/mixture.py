@@ -161,6 +161,6 @@ def preflight(component: MixtureComponent, source: TokenShardSource, vocab: Any,
       return
   why = (f"all {too_long} sequences it made are longer than the row length {length}" if too_long else
          "it skipped every one (formats skip examples that lack what they need: a transcript, a language, "
-         "translation fields, audio)")
+         "translation fields, audio, word `alignments` for word-interleaved TTS)")
   raise ValueError(f"mixture component {component.label!r}: format {component.format!r} made no usable sequence "
                    f"from the first {tried} examples of {source.directory} (split {component.split!r}): {why}")

@@ -10,6 +10,7 @@ vocabulary's and belongs to the output):
 
     asr           [ASR <lang>] ␣ audio                       | transcript EOS
     tts           [TTS <lang>] ␣ transcript                  | audio EOS
+    tts (words)   [TTS <lang>] ␣ transcript ␣w_1             | audio(w_1) ␣[w_2] audio(w_2) ... audio(w_W) EOS
     continuation  (tag ␣) audio[:prefix]                     | audio[prefix:] EOS
     text_lm                                                  | transcript EOS
     interleaved   (tag ␣) (first `unweighted_prefix` tokens) | text_1 audio_2 text_3 ... EOS   (or audio_1 text_2 ...)
@@ -20,6 +21,16 @@ vocabulary's and belongs to the output):
 Tags are plain text encoded by the text vocabulary, as AudioPaLM does, followed by one space ('␣'). 'audio' is
 the example's semantic tokens, with consecutive repeats removed when `dedupe_semantic` (off by default: AudioLM
 removes them, AudioPaLM does not say).
+
+`tts` with `TtsConfig.word_interleaved` repeats the transcript word by word, each word (' ' + word, encoded on
+its own) followed by the audio the example's `alignments` give it (cut in the middle of the gap between two
+words; the first word's audio starts at frame 0, the last one's ends at the end). Of each later word only its
+first token is output (the model says when a word's audio ends by starting the next word); its other tokens,
+written '[w_i]', are weighted like the prompt, because generation writes them itself. The audio of a word then
+sits right after that word's text, so the model maps text to speech locally instead of finding its place in the
+transcript (decoder-only TTS must learn that monotonic alignment from data; with little data it does not:
+docs/benchmarks.md, "Word-interleaved TTS"). ELLA-V (Song et al. 2024) interleaves phonemes and codec tokens
+the same way.
 
 Skipped examples (the format yields nothing): no transcript (asr, tts, text_lm, interleaved, the combined task
 with ASR), an empty transcript (tts, text_lm, interleaved: nothing to say or to learn; asr keeps it: silence →
@@ -129,9 +140,16 @@ class AsrConfig(_AudioTask):
 
 @dataclasses.dataclass(frozen=True)
 class TtsConfig(_AudioTask):
-  """`tts`: tag + transcript → audio. `tag` may use {language}."""
+  """`tts`: tag + transcript → audio. `tag` may use {language}.
+
+  Attributes:
+    word_interleaved: after the transcript, each word again and then its audio (the module docstring's
+      `tts (words)`), cut at the example's word `alignments`; examples without them are skipped. Generation
+      (`inference.speech`) gives each next word when the model ends the audio of the one before.
+  """
 
   tag: str = "[TTS {language}]"
+  word_interleaved: bool = False
 
   def __post_init__(self):
     super().__post_init__()
@@ -335,6 +353,17 @@ def tts_prompt(vocab: CombinedVocabulary, text: str, language: str | None,
   return np.concatenate([_tag(vocab, config.tag, language=language), vocab.encode_text(text)]).astype(np.int32)
 
 
+def tts_word_prompt(vocab: CombinedVocabulary, text: str, language: str | None,
+                    config: TtsConfig = TtsConfig()) -> tuple[np.ndarray, list[np.ndarray]]:
+  """Word-interleaved TTS: (`[TTS <lang>] ` transcript ␣w_1: the ids [P] before the first word's audio, the ids
+  of each later word ␣w_i that generation gives when the model ends the audio of the one before)."""
+  words = text.split()
+  if not words:
+    raise ValueError("word-interleaved TTS needs a transcript with at least one word")
+  first, *rest = [vocab.encode_text(" " + w).astype(np.int32) for w in words]
+  return np.concatenate([tts_prompt(vocab, text, language, config), first]).astype(np.int32), rest
+
+
 def continuation_prompt(vocab: CombinedVocabulary, semantic: Any, language: str | None = None,
                         config: ContinuationConfig = ContinuationConfig()) -> np.ndarray | None:
   """(tag ␣) audio: every given semantic code [T] is the prefix to continue (None when there is none)."""
@@ -364,16 +393,33 @@ def asr(example: Mapping[str, Any], vocab: CombinedVocabulary, rng: np.random.Ge
 
 def tts(example: Mapping[str, Any], vocab: CombinedVocabulary, rng: np.random.Generator,
         config: TtsConfig = TtsConfig()) -> Iterator[TokenSequence]:
-  """`[TTS <lang>] ` transcript | audio EOS. Skips no or empty transcript, unknown language, no audio, too long."""
+  """`[TTS <lang>] ` transcript | audio EOS, or word-interleaved (`TtsConfig.word_interleaved`, module docstring).
+  Skips no or empty transcript, unknown language, no audio, too long; word-interleaved also no `alignments` or
+  fewer audio tokens than words."""
   del rng
   language, transcript = _language(example, config), example.get("transcript")
   if not transcript or (language is None and _needs_language(config.tag)):
     return
-  audio, _ = _audio(vocab, example["semantic"], config.dedupe_semantic)
+  audio, starts = _audio(vocab, example["semantic"], config.dedupe_semantic)
   if not audio.size:
     return
-  yield from _emit([(tts_prompt(vocab, transcript, language, config), config.prompt_weight),
-                    (audio, config.output_weight), (_eos(vocab), config.output_weight)], "tts", config.max_length)
+  if not config.word_interleaved:
+    yield from _emit([(tts_prompt(vocab, transcript, language, config), config.prompt_weight),
+                      (audio, config.output_weight), (_eos(vocab), config.output_weight)], "tts", config.max_length)
+    return
+  words = transcript.split()
+  if example.get("alignments") is None or audio.size < len(words):
+    return
+  frame_cuts = _audio_cut_frames(example, words, range(1, len(words)), int(np.asarray(example["semantic"]).size),
+                                 _frame_rate(example, config))
+  bounds = [0, *_strictly_inside([int(np.searchsorted(starts, f, side="left")) for f in frame_cuts], audio.size),
+            audio.size]
+  prompt, later = tts_word_prompt(vocab, transcript, language, config)
+  parts = [(prompt, config.prompt_weight), (audio[bounds[0]:bounds[1]], config.output_weight)]
+  for i, word in enumerate(later, start=1):
+    parts += [(word[:1], config.output_weight), (word[1:], config.prompt_weight),
+              (audio[bounds[i]:bounds[i + 1]], config.output_weight)]
+  yield from _emit(parts + [(_eos(vocab), config.output_weight)], "tts", config.max_length)
 
 
 def text_lm(example: Mapping[str, Any], vocab: CombinedVocabulary, rng: np.random.Generator,

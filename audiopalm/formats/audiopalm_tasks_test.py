@@ -110,6 +110,28 @@ def test_tts_golden():
   _check(_run(tasks.tts, _example()), TTS_EN + HI + AUDIO + [EOS], [0] * 16 + [1] * 4, "tts")
 
 
+def test_tts_word_interleaved_golden():
+  words = tasks.TtsConfig(word_interleaved=True)
+  # "HI YOU ALL" over 6 frames at 1 Hz; the gaps' middles (1.5 s, 3.75 s) cut the audio at frames 2 and 4.
+  ex = _example(transcript="HI YOU ALL", semantic=np.array([3, 3, 7, 9, 5, 5], np.int32),
+                alignments=np.array([[0.0, 1.0], [2.0, 3.5], [4.0, 6.0]], np.float32))
+  text = HI + [34] + YOU + [34] + ALL  # "HI YOU ALL"
+  space = 34
+  _check(_run(tasks.tts, ex, words),
+         TTS_EN + text + [space] + HI + [261, 261] + [space] + YOU + [265, 267] + [space] + ALL + [263, 263, EOS],
+         [0] * 27 + [1, 1] + [1, 0, 0, 0] + [1, 1] + [1, 0, 0, 0] + [1, 1, 1], "tts")
+  # The prompt is what generation starts from; the later words are what it gives in turn.
+  prompt, later = tasks.tts_word_prompt(_vocab(), "HI YOU ALL", "English", words)
+  assert prompt.tolist() == TTS_EN + text + [space] + HI and [w.tolist() for w in later] == [[space] + YOU,
+                                                                                             [space] + ALL]
+  # Without alignments (or with fewer audio tokens than words) the example is skipped; plain TTS is unchanged.
+  assert _run(tasks.tts, dict(ex, alignments=None), words) == []
+  assert _run(tasks.tts, dict(ex, semantic=np.array([3, 3], np.int32)), words) == []
+  _check(_run(tasks.tts, ex), TTS_EN + text + [261, 261, 265, 267, 263, 263, EOS], [0] * 24 + [1] * 7, "tts")
+  with pytest.raises(ValueError, match="at least one word"):
+    tasks.tts_word_prompt(_vocab(), " ", "English", words)
+
+
 def test_text_lm_golden():
   _check(_run(tasks.text_lm, _example()), HI + [EOS], [1, 1, 1], "text_lm")
 

@@ -22,6 +22,7 @@ from audiopalm.checkpoints.source import find_source, load_source
 from audiopalm.formats.base import config_from_json, default_config, evaluation_config
 from audiopalm.inference.decode import generate
 from audiopalm.inference.decode_streams import generate_streams
+from audiopalm.inference.decode_words import generate_words
 from audiopalm.inference.sampling import SamplingConfig, allowed_mask
 from audiopalm.model import TransformerConfig
 from audiopalm.sharding.mesh import MeshConfig, make_mesh
@@ -108,16 +109,38 @@ class LoadedModel:
     prompts at a time (a short last batch filled with copies of its first prompt); [new_rows, S] per prompt."""
     if len(prompts) != len(forced):
       raise ValueError(f"generate_streams: {len(prompts)} prompts but {len(forced)} forced patterns")
+    return self._in_batches(prompts, forced, batch_size, rng, lambda batch, known, key: generate_streams(
+        self.params, self.cfg, batch, known, new_rows, sampling=sampling, rng=key, pad_prompts_to=PROMPT_BUCKET,
+        mesh=self.mesh, rules=self.rules))
+
+  def generate_words(self, prompts: Sequence[np.ndarray], words: Sequence[Sequence[np.ndarray]], max_new_tokens: int,
+                     *, max_word_tokens: int = 64, sampling: SamplingConfig = SamplingConfig(),
+                     rng: jax.Array | None = None, batch_size: int | None = None) -> list[np.ndarray]:
+    """`inference.decode_words.generate_words` (word-interleaved TTS: semantic audio between given words) on this
+    model's mesh, `batch_size` prompts at a time (a short last batch filled with copies of its first prompt); the
+    new tokens per prompt, EOS included."""
+    if len(prompts) != len(words):
+      raise ValueError(f"generate_words: {len(prompts)} prompts but {len(words)} word lists")
+    semantic = self.spec.semantic
+    allowed = self.mask("semantic") | self.mask("text")  # audio; any text token or EOS ends a word
+    return self._in_batches(prompts, words, batch_size, rng, lambda batch, given, key: generate_words(
+        self.params, self.cfg, batch, given, audio_range=(semantic.offset, semantic.end), eos_id=self.eos_id,
+        max_new_tokens=max_new_tokens, allowed=allowed, max_word_tokens=max_word_tokens, sampling=sampling, rng=key,
+        pad_prompts_to=PROMPT_BUCKET, mesh=self.mesh, rules=self.rules))
+
+  @staticmethod
+  def _in_batches(prompts: Sequence[Any], extra: Sequence[Any], batch_size: int | None, rng: jax.Array | None,
+                  run: Any) -> list[np.ndarray]:
+    """run(prompts, extras, key) over `batch_size` prompts at a time (a short last batch filled with copies of its
+    first), each batch with its own key split from `rng` (default key 0); the real rows' results in order."""
     size = batch_size or max(len(prompts), 1)
     rng = jax.random.key(0) if rng is None else rng
     out: list[np.ndarray] = []
     for start in range(0, len(prompts), size):
-      batch, known = list(prompts[start:start + size]), list(forced[start:start + size])
+      batch, more = list(prompts[start:start + size]), list(extra[start:start + size])
       real = len(batch)
-      batch, known = batch + [batch[0]] * (size - real), known + [known[0]] * (size - real)
       rng, key = jax.random.split(rng)
-      out += generate_streams(self.params, self.cfg, batch, known, new_rows, sampling=sampling, rng=key,
-                              pad_prompts_to=PROMPT_BUCKET, mesh=self.mesh, rules=self.rules)[:real]
+      out += run(batch + [batch[0]] * (size - real), more + [more[0]] * (size - real), key)[:real]
     return out
 
 

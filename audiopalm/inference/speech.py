@@ -7,8 +7,10 @@ continuation (semantic tokens → more semantic tokens), with the decoder the sp
 
 Prompts are built by the same functions the training formats use (`formats.audiopalm_tasks.asr_prompt`, ...),
 so they match what the model saw: `[ASR English] ` + audio ids, `[TTS English] ` + text ids, (tag) + audio ids.
-Decoding is constrained to the output's modality (text ids for ASR, semantic ids for TTS and continuation) and
-stops at the text vocabulary's EOS, which ends every output in training. The `SpeechConfig`'s format configs
+A word-interleaved TTS model (`TtsConfig.word_interleaved`) is given each next word when it ends the audio of
+the one before (`inference.decode_words`). Decoding is constrained to the output's modality (text ids for ASR,
+semantic ids for TTS and continuation) and stops at the text vocabulary's EOS, which ends every output in
+training. The `SpeechConfig`'s format configs
 must be those of the training mixture (tags, `dedupe_semantic`).
 """
 
@@ -22,7 +24,7 @@ import jax
 import numpy as np
 
 from audiopalm.formats.audiopalm_tasks import (AsrConfig, ContinuationConfig, TtsConfig, asr_prompt,
-                                               continuation_prompt, tts_prompt)
+                                               continuation_prompt, tts_prompt, tts_word_prompt)
 from audiopalm.inference.models import LoadedModel, audio_codes
 from audiopalm.inference.sampling import SamplingConfig
 
@@ -110,10 +112,27 @@ class SpeechTasks:
     return [audio_codes(self.model, ids, SEMANTIC) for ids in out]
 
   def synthesize(self, texts: Sequence[str], language: str | Sequence[str] | None = "English") -> list[np.ndarray]:
-    """Text per utterance → semantic codes [T] (until EOS, at most `max_speech_seconds`)."""
-    prompts = [tts_prompt(self.model.vocab, text, lang, self.config.tts)
-               for text, lang in zip(texts, _per_item(language, len(texts)), strict=True)]
-    return self._speech(prompts, None, 1)
+    """Text per utterance → semantic codes [T] (until EOS, at most `max_speech_seconds`; word-interleaved when the
+    model was trained so, `TtsConfig.word_interleaved`: each word's audio after it, the words given in turn)."""
+    languages = _per_item(language, len(texts))
+    if not self.config.tts.word_interleaved:
+      prompts = [tts_prompt(self.model.vocab, text, lang, self.config.tts)
+                 for text, lang in zip(texts, languages, strict=True)]
+      return self._speech(prompts, None, 1)
+    todo = [i for i, text in enumerate(texts) if text.split()]
+    pairs = [tts_word_prompt(self.model.vocab, texts[i], languages[i], self.config.tts) for i in todo]
+    words = [later for _, later in pairs]
+    out = self.model.generate_words([prompt for prompt, _ in pairs], words,
+                                    self.config.max_speech_tokens + max((sum(w.size for w in ws) for ws in words),
+                                                                        default=0),
+                                    sampling=self.config.speech_sampling, rng=jax.random.key(self.config.seed + 1),
+                                    batch_size=self.config.batch_size)
+    codes = [np.zeros(0, np.int32) for _ in texts]
+    semantic = self.model.spec.semantic
+    for i, ids in zip(todo, out):
+      ids = ids[(ids >= semantic.offset) & (ids < semantic.end)]
+      codes[i] = (ids - semantic.offset).astype(np.int32)
+    return codes
 
   def continue_speech(self, semantic: Sequence[np.ndarray], max_seconds: float | None = None,
                       language: str | None = None) -> list[np.ndarray]:
