@@ -44,6 +44,7 @@ from audiopalm.files import storage
 from audiopalm.inference.acoustic import AcousticStages, VoicePrompt, decode_codes
 from audiopalm.inference.audio_tokens import tokenize
 from audiopalm.inference.speech import SpeechTasks
+from audiopalm.semantic.unit_aligner import UnitAligner
 from audiopalm.tokenizers.base import AudioTokenizer
 
 SAMPLES = 5  # (reference, hypothesis) pairs kept per metric for reading, by default
@@ -101,8 +102,12 @@ def _transcribe_waves(speech: SpeechTasks, semantic_tokenizer: AudioTokenizer, w
 def tts(speech: SpeechTasks, examples: Sequence[dict[str, Any]], stages: AcousticStages | None = None,
         semantic_tokenizer: AudioTokenizer | None = None, samples: int | None = SAMPLES,
         prompt: VoicePrompt | None = None, recognizer: Recognizer | None = None,
-        samples_dir: str | None = None) -> dict[str, Any]:
+        samples_dir: str | None = None, unit_reader: UnitAligner | None = None) -> dict[str, Any]:
   """Synthesizes every transcript and transcribes the result with the same model (module docstring).
+
+  With `unit_reader` (a semantic tokenizer whose units read as characters), also the WER of what the synthesized
+  units say by themselves (`units_wer`; `units_reference_wer` the same for the examples' real units): TTS judged
+  without the acoustic stages and without the model's own ASR.
 
   With the stages, through audio (voiced like `prompt`, if given); then `recognizer` (an independent one) also
   transcribes the audio (`recognizer_wer`), and `samples_dir` gets every waveform (`<i>.wav`) and a line per
@@ -117,6 +122,9 @@ def tts(speech: SpeechTasks, examples: Sequence[dict[str, Any]], stages: Acousti
   result: dict[str, Any] = {"utterances": len(refs), **_rates("semantic_roundtrip_", refs, back),
                             "empty_outputs": int((lengths == 0).sum()),
                             "length_ratio": float(lengths.sum() / truth.sum())}
+  if unit_reader is not None:
+    result.update(_rates("units_", refs, [unit_reader.transcribe(c) for c in codes]))
+    result.update(_rates("units_reference_", refs, [unit_reader.transcribe(e["semantic"]) for e in examples]))
   if stages is None or semantic_tokenizer is None:
     result["samples"] = _samples(refs, back, samples)
     return result

@@ -61,6 +61,7 @@ from audiopalm.inference.audio_tokens import tokenizer_for
 from audiopalm.inference.models import LoadedModel, load_model
 from audiopalm.inference.sampling import SamplingConfig
 from audiopalm.inference.speech import SpeechConfig, SpeechTasks
+from audiopalm.semantic.unit_aligner import UnitAligner
 from audiopalm.tokenizers.base import load_tokenizer
 from audiopalm.training.metrics import MetricsWriter
 from audiopalm.vocab.build import VocabConfig
@@ -219,6 +220,14 @@ def _setup(args: argparse.Namespace, metrics: list[str]):
   return model, semantic, stages, codec, examples, prompt, recognizer
 
 
+def unit_reader(semantic: Any) -> UnitAligner | None:
+  """The semantic tokenizer's units read as characters (`semantic.unit_aligner`), or None when they cannot be."""
+  try:
+    return UnitAligner.from_tokenizer(semantic)
+  except ValueError:
+    return None
+
+
 def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
   metrics = _metrics(args)
   model, semantic, stages, codec, examples, prompt, recognizer = _setup(args, metrics)
@@ -242,7 +251,8 @@ def evaluate(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
       results[name] = speech_metrics.asr(speech, examples, args.samples)
     elif name == "tts":
       results[name] = speech_metrics.tts(speech, examples, stages, semantic if stages else None, args.samples,
-                                         prompt=prompt, recognizer=recognizer, samples_dir=args.samples_dir)
+                                         prompt=prompt, recognizer=recognizer, samples_dir=args.samples_dir,
+                                         unit_reader=unit_reader(semantic))
     elif name == "codec":
       results[name] = speech_metrics.codec_resynthesis(codec, examples,
                                                         stages.num_levels if stages is not None else None)
@@ -287,8 +297,8 @@ def summary(report: dict[str, Any]) -> str:
     rows.append(("perplexity (overall)", f"{p['overall']['perplexity']:.3f}"))
     rows += [(f"perplexity {task}", f"{v['perplexity']:.3f}") for task, v in p["tasks"].items()]
   for name, keys in (("asr", ("wer", "cer", "chance_wer", "chance_cer")),
-                     ("tts", ("semantic_roundtrip_wer", "wer", "cer", "recognizer_wer", "length_ratio",
-                              "empty_outputs")),
+                     ("tts", ("semantic_roundtrip_wer", "units_wer", "units_reference_wer", "wer", "cer",
+                              "recognizer_wer", "length_ratio", "empty_outputs")),
                      ("codec", ("mel_distance", "si_snr_db")),
                      ("resynthesis", ("wer", "cer", "reference_wer", "recognizer_wer")),
                      ("intelligibility", ("original_wer", "codec_wer", "tts_wer", "tts_to_original"))):
