@@ -109,6 +109,13 @@ def speech_text_flags(work: str) -> tuple[str, ...]:
   return (f"--gin.INIT_DIR='{work.rstrip('/')}/text'", *data_flags(work))
 
 
+# The main job's decoding (docs/benchmarks.md, "Word-interleaved TTS and a coarse stage that looks ahead"): its
+# history-free coarse stage predicts each frame alone, so sampling it at AudioLM's 0.8 mixes voices from frame to
+# frame (0.582 vs 0.422 at 0.5, the recognizer on audio from real semantic tokens); its word-interleaved TTS says
+# more of its words at 0.3 than at 0.6 (units WER 0.149 vs 0.197).
+SAMPLING = ("--speech_temperature=0.3", "--coarse_temperature=0.5", "--fine_temperature=0.5")
+
+
 def steps(work: str, text_steps: int, speech_steps: int, coarse_steps: int, fine_steps: int,
           eval_examples: int | None, generated_utterances: int = 0, unit_steps: int = UNIT_ENCODER_STEPS
           ) -> list[Step]:
@@ -164,7 +171,7 @@ def steps(work: str, text_steps: int, speech_steps: int, coarse_steps: int, fine
            ("audiopalm.main.evaluate", f"--model={w}/export/lm", f"--coarse_model={w}/export/coarse",
             f"--fine_model={w}/export/fine", f"--tokens_dir={test}", "--split=test",
             "--metrics=perplexity,asr,tts,resynthesis,intelligibility,stages", f"--voice_prompt={SYNTH_VOICE}",
-            f"--recognizer_text={DEMO_TEXT}", f"--samples_dir={w}/samples", "--samples=all", *limit,
+            f"--recognizer_text={DEMO_TEXT}", f"--samples_dir={w}/samples", "--samples=all", *SAMPLING, *limit,
             f"--output={w}/eval/test.json", f"--tensorboard_dir={w}/eval/tensorboard")),
   ]
 
