@@ -127,7 +127,7 @@ def run_on_mesh(fn: Any, params: Any, cfg: TransformerConfig, batch: tuple[np.nd
               logical_rules=rules.as_flax())
 
 
-def _cut(row: np.ndarray, stop_tokens: tuple[int, ...]) -> np.ndarray:
+def cut_at_stop(row: np.ndarray, stop_tokens: tuple[int, ...]) -> np.ndarray:
   """The tokens up to and including the first stop token."""
   hits = np.flatnonzero(np.isin(row, stop_tokens))
   return row[:hits[0] + 1] if hits.size else row
@@ -200,4 +200,4 @@ def generate(params: Any, cfg: TransformerConfig, prompts: Sequence[np.ndarray |
       p, tokens, lengths, done, rng, stop_ids, allowed, phase, **layout, **static)
   out, steps = run_on_mesh(run, params, cfg, (tokens, lengths, done, phase), prompt_len + max_new_tokens, mesh, rules)
   out, steps = np.asarray(out), int(steps)
-  return [_cut(out[i, :steps], stops) for i in range(len(rows))]
+  return [cut_at_stop(out[i, :steps], stops) for i in range(len(rows))]

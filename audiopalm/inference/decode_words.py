@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from audiopalm.inference.decode import batch_multiple, constrain_tree, run_on_mesh
+from audiopalm.inference.decode import batch_multiple, constrain_tree, cut_at_stop, run_on_mesh
 from audiopalm.inference.sampling import SamplingConfig, sample
 from audiopalm.model import KVCache, Transformer, TransformerConfig, init_cache
 from audiopalm.sharding.rules import ShardingRules
@@ -152,8 +152,4 @@ def generate_words(params: Any, cfg: TransformerConfig, prompts: Sequence[np.nda
   out, _ = run_on_mesh(run, params, cfg, (tokens, lengths, queue, queue_lengths, starts), prompt_len + max_new_tokens,
                        mesh, rules)
   out = np.asarray(out)
-  result = []
-  for i in range(len(prompts)):
-    hits = np.flatnonzero(out[i] == eos_id)
-    result.append(out[i, :hits[0] + 1] if hits.size else out[i])
-  return result
+  return [cut_at_stop(out[i], (int(eos_id),)) for i in range(len(prompts))]

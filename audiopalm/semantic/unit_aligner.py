@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from audiopalm.ssl.ctc_encoder import BLANK, CtcEncoder
+from audiopalm.semantic.ctc_train import greedy_decode
+from audiopalm.ssl.ctc_encoder import CtcEncoder
 
 _NEG = -1e30  # log 0 in the Viterbi lattice
 
@@ -80,9 +81,7 @@ class UnitAligner:
   def transcribe(self, units: Any) -> str:
     """Best-path CTC decoding of units [T]: the most likely label per unit, repeats merged, blanks dropped; words
     joined by single spaces."""
-    best = self._emissions(units).argmax(-1)
-    keep = (best != BLANK) & np.concatenate([[True], best[1:] != best[:-1]])
-    return " ".join("".join(self.alphabet[i - 1] for i in best[keep]).split())
+    return greedy_decode(self._emissions(units), self.alphabet)
 
   def word_times(self, units: Any, transcript: str) -> np.ndarray | None:
     """[W, 2] float32 (start, end) seconds of each whitespace-separated word of `transcript` in units [T] (module
